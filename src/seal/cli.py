@@ -1,0 +1,148 @@
+"""The `seal` command: one subcommand per stage.
+
+    seal demo                               the main job on built-in fictional passages
+    seal evaluate --data FILE [--limit N]   the knowledge-incorporation table
+    seal train --data FILE                  ReSTEM rounds (outer loop)
+    seal report RUN [RUN ...]               plots and an HTML page for runs
+    seal bench inner-loop                   inner-loop speed benchmark
+    seal arc evaluate --tasks PATH          few-shot ARC table
+
+Every setting in seal/config.py is a flag named by its section: `--inner.lr 5e-4`,
+`--selfedit.k 3`, `--eval.mode cpt`. Short forms: --model, --data, --limit, --seed, --out,
+--completions, --cpt, --trust-remote-code. `--config FILE.yaml` sets many at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from .config import ConfigError, RunConfig, flat_fields, resolve
+
+SHORT = {"model": "model.name", "data": "data.path", "limit": "data.limit", "completions": "data.completions"}
+
+
+class CLIError(Exception):
+    pass
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of settings (flags override it)")
+    g = p.add_argument_group("settings (see seal/config.py for each one's meaning)")
+    for name, typ, default in flat_fields(RunConfig):
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        g.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar=getattr(typ, "__name__", "LIST").upper(),
+                       help=f"(default: {shown})")
+    for short, full in SHORT.items():
+        p.add_argument(f"--{short}", dest=f"cfg:{full}", default=None, help=f"same as --{full}")
+    p.add_argument("--cpt", dest="cfg:eval.mode", action="store_const", const="cpt", default=None,
+                   help="continued-pretraining mode (same as --eval.mode cpt)")
+    p.add_argument("--trust-remote-code", dest="cfg:model.trust_remote_code", action="store_const", const="true",
+                   default=None, help="allow the model repository's own code to run")
+
+
+def config_from_args(args, defaults: dict | None = None) -> RunConfig:
+    overrides = dict(defaults or {})
+    for key, value in vars(args).items():
+        if key.startswith("cfg:") and value is not None:
+            overrides[key[4:]] = value
+    return resolve(RunConfig, args.config, overrides)
+
+
+def _setup_threads(cfg: RunConfig) -> None:
+    if cfg.threads:
+        import torch
+        torch.set_num_threads(cfg.threads)
+
+
+def cmd_evaluate(args, argv):
+    from .evaluate import evaluate
+    cfg = config_from_args(args)
+    if not cfg.data.path:
+        raise CLIError("seal evaluate needs --data FILE (a SQuAD-style JSON file)")
+    _setup_threads(cfg)
+    evaluate(cfg, argv)
+
+
+def cmd_train(args, argv):
+    from .restem import train
+    cfg = config_from_args(args)
+    if not cfg.data.path:
+        raise CLIError("seal train needs --data FILE (a SQuAD-style JSON file of training passages)")
+    _setup_threads(cfg)
+    train(cfg, argv)
+
+
+def cmd_demo(args, argv):
+    from .demo import DEMO_DEFAULTS, demo
+    cfg = config_from_args(args, DEMO_DEFAULTS)
+    _setup_threads(cfg)
+    demo(cfg, argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="library logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in [
+        ("demo", cmd_demo, "self-adapt on built-in fictional passages: one ReSTEM round and the table (~15 min CPU)"),
+        ("evaluate", cmd_evaluate, "the knowledge-incorporation table on a passage file"),
+        ("train", cmd_train, "ReSTEM: train the model to write self-edits that earn reward"),
+    ]:
+        p = sub.add_parser(name, help=help_, description=help_)
+        _add_config_flags(p)
+        p.set_defaults(func=fn)
+    for module in ("report", "bench", "tasks.arc.cli"):
+        try:
+            mod = __import__(f"seal.{module}", fromlist=["add_cli"])
+        except ModuleNotFoundError as e:
+            if e.name and f"seal.{module}".startswith(e.name):  # a part not in this copy
+                continue
+            raise
+        mod.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        logging.basicConfig(level=logging.WARNING)
+        warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    else:
+        logging.basicConfig(level=logging.INFO)
+    try:
+        args.func(args, argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished results are saved; rerun with the same --out to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # user-facing errors: one line, no traceback (unless -v)
+        from .models import ModelError
+        from .runs import RunError
+        from .tasks.knowledge import DataError
+        known = (ConfigError, CLIError, ModelError, RunError, DataError)
+        extra = _known_errors()
+        if args.verbose or not isinstance(e, known + extra):
+            raise
+        print(f"seal: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _known_errors() -> tuple:
+    out = []
+    for mod, name in (("seal.report", "ReportError"), ("seal.tasks.arc.data", "ArcDataError")):
+        try:
+            out.append(getattr(__import__(mod, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""`seal evaluate`: the paper's knowledge-incorporation table (section 4.1, Table 2) on any
+passages and model.
+
+Conditions, each graded closed-book on the passage's questions:
+  no-adaptation   the model as it is
+  passage         LoRA on the passage alone
+  self-edits      LoRA on the passage + the adapted model's own self-edits
+  self-edits:<m>  ... + self-edits written by another model m (`--selfedit.model`, e.g. a
+                  ReSTEM round's model), when given
+  external        ... + self-edits read from a file (`--data.completions`, e.g. GPT-4.1's)
+
+Mode `single` (the paper's single-passage setting) runs one update per passage and
+self-edit; mode `cpt` (the paper's continued-pretraining setting) one update on all passages'
+data, graded on all questions. Intervals are 95% percentile bootstraps over passages.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from pathlib import Path
+
+from .config import RunConfig, ModelConfig
+from .generation import HFGenerator
+from .models import load_model, uses_chat
+from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
+from .stats import cluster_bootstrap, paired_bootstrap, spearman
+from .tasks import knowledge as K
+
+
+def job_seed(seed: int, *parts) -> int:
+    return (seed * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % (2**31)
+
+
+def load_external(path: str, passages: list[K.Passage]) -> dict[str, list[str]]:
+    ext, _ = K.load_passages(path)
+    by_id = {p.id: p.completions for p in ext if p.completions}
+    missing = [p.title or p.id for p in passages if p.id not in by_id]
+    if len(missing) == len(passages):
+        raise K.DataError(f"{path}: no passage of the evaluation data has 'completions' here "
+                          "(passages are matched by title and context)")
+    return by_id
+
+
+def _sources(cfg: RunConfig) -> list[str]:
+    """Which models write self-edits: 'own' and, when given, the --selfedit.model."""
+    return ["own"] + (["other"] if cfg.selfedit.model and cfg.selfedit.model != cfg.model.name else [])
+
+
+def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passages=None, data_sha=None) -> Path:
+    if passages is None:
+        all_passages, counts = K.load_passages(cfg.data.path)
+        passages = K.select(all_passages, cfg.data.limit, cfg.seed, cfg.data.offset)
+        data_sha = K.file_sha256(cfg.data.path)
+    external = load_external(cfg.data.completions, passages) if cfg.data.completions else {}
+    run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages))
+    print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
+    t_start = time.time()
+    model, tok = load_model(cfg.model)
+    chat = uses_chat(tok, cfg.model)
+    gen = HFGenerator(model, tok)
+    n_se = cfg.eval.selfedits
+
+    # 1. self-edits from each source model (saved as sampled, reused on resume)
+    selfedits: dict[str, dict[str, list[str]]] = {}
+    saved = read_jsonl(run.path / "selfedits.jsonl")
+    for source in _sources(cfg):
+        done = {r["passage_id"]: r["completions"] for r in saved if r["source"] == source}
+        if source == "own":
+            g, gtok, gchat = gen, tok, chat
+        else:
+            gm, gtok = load_model(ModelConfig(**{**cfg.model.__dict__, "name": cfg.selfedit.model}))
+            g, gchat = HFGenerator(gm, gtok), uses_chat(gtok, cfg.model)
+        bar = progress(len(passages), f"self-edits ({source})", "passage")
+        selfedits[source] = K.sample_selfedits(
+            g, gtok, gchat, passages, cfg.selfedit, n_se, job_seed(cfg.seed, "selfedit", source), done,
+            lambda p, c, s=source: append_jsonl(run.file("selfedits.jsonl"),
+                                                {"source": s, "passage_id": p.id, "completions": c}),
+            progress=bar.update)
+        bar.close()
+    if external:
+        selfedits["external"] = {pid: c[:n_se] for pid, c in external.items()}
+
+    # 2. the unadapted model's grades
+    base = {r["passage_id"]: r["questions"] for r in read_jsonl(run.path / "base.jsonl")}
+    todo = [p for p in passages if p.id not in base]
+    if todo:
+        print(f"grading the unadapted model on {sum(len(p.questions) for p in todo)} questions")
+        for p, g in K.base_scores(model, tok, gen, chat, todo, cfg.eval).items():
+            base[p] = g
+            append_jsonl(run.file("base.jsonl"), {"passage_id": p, "questions": g})
+
+    # 3. inner-loop jobs for every adapted condition
+    conditions = ["passage"] + [_cond_name(s, cfg) for s in selfedits]
+    jobs, skipped = _make_jobs(cfg, passages, selfedits)
+    results = {r["key"]: r for r in read_jsonl(run.path / "results.jsonl")}
+    todo = [j for j in jobs if j.key not in results]
+    bar = progress(len(jobs), "inner loop", "self-edit")
+    bar.update(len(jobs) - len(todo))
+
+    def save(job, res):
+        cond, pid, idx = job.key.split("/")
+        res.update(condition=cond, passage_id=pid, selfedit_index=int(idx))
+        results[job.key] = res
+        append_jsonl(run.file("results.jsonl"), res)
+
+    K.run_jobs(model, tok, gen, chat, todo, cfg.inner, cfg.eval, save, progress=bar.update)
+    bar.close()
+
+    summary = summarize(cfg, passages, base, results, ["no-adaptation"] + conditions, skipped)
+    summary["wall_seconds_this_session"] = time.time() - t_start
+    atomic_write_json(run.path / "summary.json", summary)
+    _write_passages(run.path / "passages.jsonl", passages, base, results)
+    run.log("summary", **{f"{c}/{m}": v["mean"] for c, d in summary["conditions"].items()
+                          for m, v in d["metrics"].items()})
+    run.close()
+    print_table(summary)
+    print(f"summary: {run.path / 'summary.json'}")
+    return run.path
+
+
+def _cond_name(source: str, cfg: RunConfig) -> str:
+    return {"own": "self-edits", "other": "self-edits:" + Path(cfg.selfedit.model).name, "external": "external"}[source]
+
+
+def _make_jobs(cfg: RunConfig, passages, selfedits) -> tuple[list[K.Job], dict]:
+    skipped: dict[str, int] = {}
+    jobs: list[K.Job] = []
+    if cfg.eval.mode == "single":
+        for p in passages:
+            jobs.append(K.Job(f"passage/{p.id}/0", [p.id], K.training_examples(p, [], True), p.questions,
+                              job_seed(cfg.seed, p.id)))
+            for source, comps in selfedits.items():
+                cond = _cond_name(source, cfg)
+                for j, c in enumerate(comps.get(p.id, [])[: cfg.eval.selfedits]):
+                    items = K.parse_selfedit(c, cfg.selfedit.template)
+                    if not items and cfg.selfedit.template != "none":
+                        skipped[cond] = skipped.get(cond, 0) + 1  # counted; graded as passage-only
+                    jobs.append(K.Job(f"{cond}/{p.id}/{j}", [p.id],
+                                      K.training_examples(p, items, cfg.selfedit.include_passage),
+                                      p.questions, job_seed(cfg.seed, p.id)))
+    else:  # cpt: one update on everything
+        allq = [q for p in passages for q in p.questions]
+        ids = [p.id for p in passages]
+        jobs.append(K.Job("passage/all/0", ids, [e for p in passages for e in K.training_examples(p, [], True)],
+                          allq, job_seed(cfg.seed, "cpt")))
+        for source, comps in selfedits.items():
+            cond = _cond_name(source, cfg)
+            for j in range(cfg.eval.selfedits):
+                ex = []
+                for p in passages:
+                    c = comps.get(p.id, [])
+                    items = K.parse_selfedit(c[j], cfg.selfedit.template) if j < len(c) else []
+                    ex += K.training_examples(p, items, cfg.selfedit.include_passage)
+                jobs.append(K.Job(f"{cond}/all/{j}", ids, ex, allq, job_seed(cfg.seed, "cpt")))
+    return jobs, skipped
+
+
+def per_passage(cfg, passages, base, results, condition) -> dict[str, list[dict]]:
+    """Per passage, the per-question grades of `condition`, averaged over its self-edits."""
+    if condition == "no-adaptation":
+        return {p.id: base[p.id] for p in passages}
+    runs: dict[str, list[list[dict]]] = {}
+    for r in results.values():
+        if r["condition"] != condition:
+            continue
+        if r["passage_id"] == "all":  # cpt: split the questions back by passage
+            i = 0
+            for p in passages:
+                runs.setdefault(p.id, []).append(r["questions"][i : i + len(p.questions)])
+                i += len(p.questions)
+        else:
+            runs.setdefault(r["passage_id"], []).append(r["questions"])
+    out = {}
+    for pid, reps in runs.items():
+        qs = []
+        for qi in range(len(reps[0])):
+            rec = {}
+            for m in K.METRICS:
+                vals = [rep[qi][m] for rep in reps if m in rep[qi]]
+                if vals:
+                    rec[m] = sum(vals) / len(vals)
+            qs.append(rec)
+        out[pid] = qs
+    return out
+
+
+def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
+    out = {"mode": cfg.eval.mode, "reward_metric": cfg.eval.reward, "seed": cfg.seed, "order": [],
+           "conditions": {}, "gain_vs_no_adaptation": {}, "skipped_empty_selfedits": skipped}
+    base_pp = per_passage(cfg, passages, base, results, "no-adaptation")
+    for cond in conditions:
+        pp = per_passage(cfg, passages, base, results, cond)
+        if not pp:
+            continue
+        ids = [p.id for p in passages if p.id in pp]
+        metrics = {}
+        for m in K.METRICS:
+            groups = [[q[m] for q in pp[i] if m in q] for i in ids]
+            if any(groups):
+                metrics[m] = cluster_bootstrap(groups, cfg.eval.bootstrap, cfg.seed)
+        out["order"].append(cond)
+        out["conditions"][cond] = {"n_passages": len(ids), "n_questions": sum(len(pp[i]) for i in ids),
+                                   "metrics": metrics}
+        if cond != "no-adaptation":
+            gains = {}
+            for m in metrics:
+                a = [sum(q[m] for q in pp[i]) / len(pp[i]) for i in ids]
+                b = [sum(q[m] for q in base_pp[i]) / len(base_pp[i]) for i in ids]
+                gains[m] = paired_bootstrap(a, b, cfg.eval.bootstrap, cfg.seed)
+            out["gain_vs_no_adaptation"][cond] = gains
+    # how well the reward metric tracks accuracy, over every (passage, self-edit) update
+    if cfg.eval.mode == "single" and cfg.eval.generate:
+        base_mean = {pid: K.mean_metrics(q) for pid, q in base.items()}
+        d = {m: [] for m in K.METRICS}
+        for r in results.values():
+            b = base_mean[r["passage_id"]]
+            for m in K.METRICS:
+                d[m].append(r["metrics"][m] - b[m])
+        out["reward_tracking"] = {
+            "n_updates": len(d["logprob"]),
+            **{f"spearman_logprob_gain_vs_{m}_gain": spearman(d["logprob"], d[m]) for m in ("containment", "f1", "em")},
+        }
+    secs = [r["seconds"] for r in results.values()]
+    if secs:
+        out["seconds_per_update"] = {"mean": sum(secs) / len(secs), "n": len(secs),
+                                     "train_mean": sum(r["train_seconds"] for r in results.values()) / len(secs),
+                                     "tokens_mean": sum(r["train"]["tokens"] for r in results.values()) / len(secs)}
+    return out
+
+
+def _write_passages(path: Path, passages, base, results) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for p in passages:
+            rec = {"passage_id": p.id, "title": p.title, "n_questions": len(p.questions),
+                   "no-adaptation": K.mean_metrics(base[p.id]),
+                   "updates": {r["key"]: r["metrics"] for r in results.values() if r["passage_id"] in (p.id,)}}
+            f.write(json.dumps(rec) + "\n")
+    tmp.replace(path)
+
+
+def print_table(summary: dict) -> None:
+    metrics = [m for m in K.METRICS if any(m in c["metrics"] for c in summary["conditions"].values())]
+    head = f"{'condition':<28}" + "".join(f"{m:>24}" for m in metrics) + f"{'questions':>11}"
+    print(head)
+    print("-" * len(head))
+    for cond in summary["order"]:
+        c = summary["conditions"][cond]
+        cells = ""
+        for m in metrics:
+            v = c["metrics"].get(m)
+            cells += f"{v['mean']:>8.3f} [{v['lo']:.3f},{v['hi']:.3f}]".rjust(24) if v else " " * 24
+        print(f"{cond:<28}{cells}{c['n_questions']:>11}")

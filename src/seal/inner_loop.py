@@ -1,0 +1,250 @@
+"""The inner loop: apply self-edits as LoRA updates (paper section 3.1, "inner loop update").
+
+Given self-edits SE_1..SE_n (each already turned into training sequences), we compute
+
+    theta'_i = SFT(theta, SE_i)
+
+as n LoRA adapters trained *together* over one shared frozen base model (see lora.py). Each
+step takes the next batch of every adapter that still has one; the rows are sorted by length
+and cut into micro-batches under a token budget, so padding stays small without packing
+sequences into one row (which would need a block-diagonal attention mask). Loss is next-token
+cross-entropy on real tokens only (never on padding; optionally only on the completion after a
+prompt). Adapter i's loss is the mean over *its* tokens in the step, and the total is the sum
+over adapters, so gradients never mix; AdamW and gradient clipping are per adapter
+(`_AdapterAdamW`), so a batch of adapters trains as each would alone.
+
+Departures from the paper's reference code: no padding to a fixed 2048 tokens, no deep copy of
+the model per self-edit, constant learning rate, bf16 autocast with fp32 LoRA weights where the
+CPU supports bf16.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import lora
+from .config import InnerLoopConfig
+from .models import model_device, pick_dtype
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """One training sequence: loss on `completion` (and on `prompt` too when loss_on=all)."""
+
+    completion: str
+    prompt: str = ""
+
+
+@dataclass
+class Tokenized:
+    ids: list[int]
+    loss_from: int  # first position whose token is a target
+
+
+def tokenize_examples(tok, examples: list[TrainExample], cfg: InnerLoopConfig) -> list[Tokenized]:
+    out = []
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    for ex in examples:
+        p = tok(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
+        c = tok(ex.completion, add_special_tokens=False)["input_ids"] + eos
+        bos = [tok.bos_token_id] if (getattr(tok, "add_bos_token", False) and tok.bos_token_id is not None) else []
+        ids = (bos + p + c)[: cfg.max_seq_len]
+        loss_from = 1 if cfg.loss_on == "all" else max(1, len(bos) + len(p))
+        if len(ids) > loss_from:
+            out.append(Tokenized(ids, loss_from))
+    return out
+
+
+def schedule(n_examples: int, cfg: InnerLoopConfig, seed: int) -> list[list[int]]:
+    """Batches of example indices for all epochs (shuffled each epoch from `seed`)."""
+    rng = random.Random(seed)
+    batches = []
+    for _ in range(cfg.epochs):
+        order = list(range(n_examples))
+        rng.shuffle(order)
+        batches += [order[i : i + cfg.batch_size] for i in range(0, n_examples, cfg.batch_size)]
+    return batches
+
+
+def micro_batches(rows: list[tuple[int, Tokenized]], max_tokens: int) -> list[list[tuple[int, Tokenized]]]:
+    """Sort rows by length and cut them into groups whose padded size stays under max_tokens."""
+    rows = sorted(rows, key=lambda r: len(r[1].ids))
+    groups, cur = [], []
+    for r in rows:
+        longest = max([len(x[1].ids) for x in cur] + [len(r[1].ids)])
+        if cur and longest * (len(cur) + 1) > max_tokens:
+            groups.append(cur)
+            cur = []
+        cur.append(r)
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def collate(group: list[tuple[int, Tokenized]], pad_id: int, device):
+    T = max(len(t.ids) for _, t in group)
+    ids = torch.full((len(group), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(group), T), -100, dtype=torch.long)
+    attn = torch.zeros((len(group), T), dtype=torch.long)
+    for j, (_, t) in enumerate(group):
+        n = len(t.ids)
+        ids[j, :n] = torch.tensor(t.ids)
+        attn[j, :n] = 1
+        labels[j, t.loss_from : n] = ids[j, t.loss_from : n]
+    rows = torch.tensor([a for a, _ in group], dtype=torch.long)
+    return ids.to(device), attn.to(device), labels.to(device), rows
+
+
+def token_losses(model, ids, attn, labels, dtype) -> torch.Tensor:
+    """Per-token next-token cross-entropy [b, T-1] (0 where labels are -100)."""
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+    logits = logits[:, :-1].float()
+    tgt = labels[:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="none")
+    return loss.view(tgt.shape)
+
+
+class _AdapterAdamW:
+    """AdamW over stacked adapter weights where adapter i only steps when it had a batch.
+
+    Each adapter keeps its own step count and is clipped by its own gradient norm, so adapters
+    that train together never influence each other.
+    """
+
+    def __init__(self, params, n: int, lr: float, weight_decay: float, max_grad_norm: float,
+                 betas=(0.9, 0.999), eps=1e-8):
+        self.params = list(params)
+        self.n, self.lr, self.wd, self.clip = n, lr, weight_decay, max_grad_norm
+        self.b1, self.b2, self.eps = betas[0], betas[1], eps
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = torch.zeros(n)
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor) -> torch.Tensor:
+        """Update the adapters where `active` is True; return their gradient norms."""
+        sq = torch.zeros(self.n)
+        for p in self.params:
+            if p.grad is not None:
+                sq += p.grad.float().pow(2).flatten(1).sum(1).cpu()
+        norms = sq.sqrt()
+        scale = torch.ones(self.n)
+        if self.clip > 0:
+            scale = torch.clamp(self.clip / (norms + 1e-6), max=1.0)
+        self.t += active.float()
+        t = self.t.clamp(min=1)
+        bc1 = 1 - self.b1 ** t
+        bc2 = 1 - self.b2 ** t
+        mask = active
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            g = p.grad * scale.to(p.device).view(shape)
+            sel = mask.to(p.device).view(shape)
+            m.copy_(torch.where(sel, self.b1 * m + (1 - self.b1) * g, m))
+            v.copy_(torch.where(sel, self.b2 * v + (1 - self.b2) * g * g, v))
+            upd = (m / bc1.to(p.device).view(shape)) / ((v / bc2.to(p.device).view(shape)).sqrt() + self.eps)
+            upd = upd + self.wd * p
+            p.sub_(torch.where(sel, self.lr * upd, torch.zeros_like(p)))
+            p.grad = None
+        return norms
+
+
+def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoopConfig,
+                   seeds: list[int], max_tokens: int = 4096, progress=None) -> dict:
+    """Train one fresh adapter per dataset on the model's attached LoRA state.
+
+    The model must have `lora.attach(model, cfg.lora, n)` with n == len(datasets). Returns
+    statistics: steps, trained tokens (real, not padding) per adapter, and the final losses.
+    """
+    state: lora.LoRAState = model._seal_lora
+    n = len(datasets)
+    if state.n != n or len(seeds) != n:
+        raise ValueError(f"{n} datasets, {len(seeds)} seeds, {state.n} adapters attached")
+    lora.reset(state, seeds)
+    device = model_device(model)
+    dtype = pick_dtype(cfg.dtype, device)
+    tokd = [tokenize_examples(tok, ds, cfg) for ds in datasets]
+    plans = [schedule(len(t), cfg, s) for t, s in zip(tokd, seeds)]
+    steps = max((len(p) for p in plans), default=0)
+    params = state.parameters()
+    for p in params:
+        p.requires_grad_(True)
+    opt = _AdapterAdamW(params, n, cfg.lr, cfg.weight_decay, cfg.max_grad_norm)
+    tokens = [0] * n
+    last_loss = [float("nan")] * n
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    for s in range(steps):
+        rows = []
+        for a in range(n):
+            if s < len(plans[a]):
+                rows += [(a, tokd[a][i]) for i in plans[a][s]]
+        active = torch.zeros(n, dtype=torch.bool)
+        denom = torch.zeros(n)
+        for a, t in rows:
+            active[a] = True
+            denom[a] += len(t.ids) - t.loss_from
+        loss_sum = torch.zeros(n)
+        for group in micro_batches(rows, max_tokens):
+            ids, attn, labels, r = collate(group, pad, device)
+            with lora.use_rows(model, r):
+                tl = token_losses(model, ids, attn, labels, dtype)
+            per_row = tl.sum(1)
+            w = 1.0 / denom[r].clamp(min=1).to(per_row.device)
+            (per_row * w).sum().backward()
+            loss_sum.index_add_(0, r, per_row.detach().cpu())
+        opt.step(active)
+        for a in range(n):
+            if active[a]:
+                tokens[a] += int(denom[a])
+                last_loss[a] = float(loss_sum[a] / denom[a].clamp(min=1))
+        if progress is not None:
+            progress(s + 1, steps)
+    for p in params:
+        p.requires_grad_(False)
+    return {"steps": steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd]}
+
+
+# ----------------------------------------------------------------------------- scoring
+
+@torch.no_grad()
+def answer_logprobs(model, tok, prompts: list[str], answers: list[str], rows: list[int],
+                    max_tokens: int = 4096) -> list[float]:
+    """Mean per-token log-probability of each answer given its prompt, under adapter rows[j].
+
+    Only the answer's own tokens are scored: no end token, no leading space (the issue's hand
+    check found these track self-edit quality, while scores including the end token did not).
+    """
+    device = model_device(model)
+    items = []
+    for j, (p, a) in enumerate(zip(prompts, answers)):
+        p_ids = tok(p, add_special_tokens=False)["input_ids"]
+        a_ids = tok(a.strip(), add_special_tokens=False)["input_ids"]
+        items.append((rows[j], Tokenized(p_ids + a_ids, len(p_ids)), j))
+    out = [0.0] * len(items)
+    by_j = {id(t): j for _, t, j in items}
+    groups = micro_batches([(r, t) for r, t, _ in items], max_tokens)
+    for group in groups:
+        ids, attn, labels, r = collate(group, tok.pad_token_id or 0, device)
+        with lora.use_rows(model, r):
+            with torch.autocast(device.type, enabled=False):
+                logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1].float()
+        logp = torch.log_softmax(logits, -1)
+        tgt = labels[:, 1:]
+        mask = tgt != -100
+        lp = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+        means = lp.sum(1) / mask.sum(1).clamp(min=1)
+        for k, (_, t) in enumerate(group):
+            out[by_j[id(t)]] = float(means[k])
+    return out
+
+
+def has_nan(values) -> bool:
+    return any(isinstance(v, float) and math.isnan(v) for v in values)

@@ -1,0 +1,158 @@
+"""LoRA with many adapters over one shared, frozen base model.
+
+A LoRA adapter (Hu et al., 2021) adds a low-rank update to a frozen linear layer:
+
+    y = W x + (alpha / r) * B A x,    A in R^{r x d_in},  B in R^{d_out x r},  B = 0 at start.
+
+SEAL scores every candidate self-edit by its own LoRA update, so a ReSTEM round needs hundreds
+of independent adapters. Here one layer holds `n` adapters stacked (`A: [n, r, d_in]`,
+`B: [n, d_out, r]`) and every batch row says which adapter it uses (`rows`, -1 = none). The
+k self-edits of a passage then train together in one batched forward over a single copy of the
+base model: the base matmuls are shared, the adapter matmuls are batched (`bmm`), and the
+gradients of adapter i come only from the rows of adapter i, so each adapter learns exactly
+what it would learn alone (up to float summation order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import LoRAConfig
+
+
+@dataclass
+class LoRAState:
+    """Shared by every LoRA layer of a model: the adapter of each batch row."""
+
+    n: int
+    cfg: LoRAConfig
+    rows: torch.Tensor | None = None
+    layers: dict[str, "LoRALinear"] = field(default_factory=dict)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.layers.values() for p in (layer.A, layer.B)]
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, state: LoRAState):
+        super().__init__()
+        self.base = base
+        self.state = state
+        r, n = state.cfg.rank, state.n
+        dev = base.weight.device
+        self.A = nn.Parameter(torch.zeros(n, r, base.in_features, device=dev))
+        self.B = nn.Parameter(torch.zeros(n, base.out_features, r, device=dev))
+        self.scale = state.cfg.alpha / r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        rows = self.state.rows
+        if rows is None:
+            return y
+        if x.dim() != 3 or rows.shape[0] != x.shape[0]:
+            raise RuntimeError(f"LoRA rows ({tuple(rows.shape)}) do not match the batch ({tuple(x.shape)})")
+        idx = rows.clamp(min=0)
+        a = self.A[idx].to(x.dtype)  # [b, r, d_in]
+        b = self.B[idx].to(x.dtype)  # [b, d_out, r]
+        delta = torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2)) * self.scale
+        if bool((rows < 0).any()):
+            delta = delta * (rows >= 0).to(delta.dtype).view(-1, 1, 1)
+        return y + delta.to(y.dtype)
+
+
+def _targets(model, cfg: LoRAConfig):
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in cfg.targets:
+            yield name, module
+
+
+def attach(model, cfg: LoRAConfig, n: int) -> LoRAState:
+    """Wrap the target linear layers of `model` with `n` zero adapters (B = 0, A set by `reset`)."""
+    if getattr(model, "_seal_lora", None) is not None:
+        raise RuntimeError("model already has LoRA adapters attached; call lora.detach first")
+    state = LoRAState(n=n, cfg=cfg)
+    found = list(_targets(model, cfg))
+    if not found:
+        raise ValueError(f"no linear layer of the model is named any of {list(cfg.targets)} (lora.targets)")
+    for name, module in found:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = LoRALinear(module, state)
+        setattr(parent, child, layer)
+        state.layers[name] = layer
+    model._seal_lora = state
+    return state
+
+
+def detach(model) -> None:
+    """Put the plain linear layers back; the base weights were never changed."""
+    state = getattr(model, "_seal_lora", None)
+    if state is None:
+        return
+    for name, layer in state.layers.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, layer.base)
+    model._seal_lora = None
+
+
+def reset(state: LoRAState, seeds: list[int]) -> None:
+    """Fresh adapters: A ~ N(0, init_std^2) from each adapter's own seed, B = 0.
+
+    Adapter i's initial weights depend only on seeds[i], so an adapter trained in a batch of
+    others starts exactly where it would start alone.
+    """
+    if len(seeds) != state.n:
+        raise ValueError(f"need {state.n} seeds, got {len(seeds)}")
+    with torch.no_grad():
+        for i, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(seed))
+            for name in sorted(state.layers):
+                layer = state.layers[name]
+                a = torch.randn(layer.A.shape[1:], generator=g) * state.cfg.init_std
+                layer.A[i].copy_(a.to(layer.A.device))
+                layer.B[i].zero_()
+
+
+@contextlib.contextmanager
+def use_rows(model, rows: torch.Tensor | list[int] | None):
+    """Within the block, batch row j of every forward uses adapter rows[j] (-1: base model)."""
+    state = getattr(model, "_seal_lora", None)
+    if state is None:
+        if rows is not None and any(int(r) >= 0 for r in rows):
+            raise RuntimeError("no LoRA adapters attached")
+        yield
+        return
+    old = state.rows
+    if rows is not None and not isinstance(rows, torch.Tensor):
+        rows = torch.tensor(list(rows), dtype=torch.long)
+    state.rows = None if rows is None else rows.to(next(iter(state.layers.values())).A.device)
+    try:
+        yield
+    finally:
+        state.rows = old
+
+
+def merge(model, adapter: int = 0) -> None:
+    """Fold adapter `adapter` into the base weights (W += scale * B A) and detach all adapters."""
+    state = getattr(model, "_seal_lora", None)
+    if state is None:
+        raise RuntimeError("no LoRA adapters attached")
+    with torch.no_grad():
+        for layer in state.layers.values():
+            delta = layer.B[adapter] @ layer.A[adapter] * layer.scale
+            layer.base.weight.add_(delta.to(layer.base.weight.dtype))
+    detach(model)
+
+
+def adapter_state(state: LoRAState, adapter: int) -> dict[str, torch.Tensor]:
+    """One adapter's weights (for saving or comparing)."""
+    out = {}
+    for name, layer in state.layers.items():
+        out[f"{name}.lora_A"] = layer.A[adapter].detach().clone()
+        out[f"{name}.lora_B"] = layer.B[adapter].detach().clone()
+    return out

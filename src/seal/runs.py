@@ -1,0 +1,183 @@
+"""Run folders: never overwritten, resumable, with everything needed to re-run them.
+
+    runs/<command>-<UTC time>/
+      manifest.json     command, argv, seed, data sha256, package versions, git revision
+      config.yaml       the resolved config
+      metrics.jsonl     one event per line (also TensorBoard / W&B when asked for)
+      ...               each command's results, appended one record per line as they finish
+
+Every result is appended to a JSONL file and flushed to disk as soon as it exists, so a run
+killed at any moment (even kill -9) loses at most the work in flight; a torn last line is
+ignored on reading. Starting a command with `--out` pointing at an existing run folder resumes
+it: its saved config is used (a different config is an error, not a silent mix).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .config import ConfigError, from_dict, load_yaml, save_yaml, to_dict
+
+
+class RunError(RuntimeError):
+    pass
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """All complete records; a torn last line (a run killed mid-write) is dropped with a warning."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    lines = path.read_text().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:
+                warnings.warn(f"{path}: ignoring a torn last line (the run was interrupted while writing)")
+            else:
+                raise RunError(f"{path}: line {i + 1} is not valid JSON") from None
+    return out
+
+
+def git_rev() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+    return {"seal": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform()}
+
+
+class Run:
+    """An open run folder."""
+
+    def __init__(self, path: Path, cfg, resumed: bool):
+        self.path = Path(path)
+        self.cfg = cfg
+        self.resumed = resumed
+        self._tb = None
+        self._wandb = None
+
+    def file(self, *parts: str) -> Path:
+        p = self.path.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def log(self, event: str, step: int | None = None, **values) -> None:
+        rec = {"event": event, **({"step": step} if step is not None else {}), **values,
+               "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        append_jsonl(self.path / "metrics.jsonl", rec)
+        nums = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self._tb is not None:
+            for k, v in nums.items():
+                self._tb.add_scalar(f"{event}/{k}", v, step or 0)
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log({f"{event}/{k}": v for k, v in nums.items()})
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, data_sha256: str | None = None,
+             n_items: int | None = None) -> Run:
+    """Create runs/<command>-<time> (or cfg.out), or resume cfg.out if it is a run folder."""
+    if cfg.out:
+        path = Path(cfg.out)
+    else:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / f"{command}-{stamp}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path("runs") / f"{command}-{stamp}-{n}"
+    resumed = (path / "manifest.json").exists()
+    if resumed:
+        manifest = json.loads((path / "manifest.json").read_text())
+        if manifest.get("command") != command:
+            raise RunError(f"{path}: is a '{manifest.get('command')}' run; cannot resume it with '{command}'")
+        saved = from_dict(type(cfg), load_yaml(path / "config.yaml"), str(path / "config.yaml"))
+        mine, theirs = to_dict(cfg), to_dict(saved)
+        for section in (mine, theirs):
+            section.pop("out", None)
+            section.pop("threads", None)
+        if mine != theirs:
+            diff = [k for k in mine if mine[k] != theirs.get(k)]
+            raise ConfigError(f"{path}: resuming with a different config (sections {diff}); "
+                              "use a new --out or the same settings")
+        if data_sha256 and manifest.get("data", {}).get("sha256") not in (None, data_sha256):
+            raise RunError(f"{path}: the data file changed since this run started (sha256 differs)")
+        run = Run(path, saved, resumed=True)
+        run.log("resume", argv=argv)
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, path / "config.yaml")
+        atomic_write_json(path / "manifest.json", {
+            "command": command, "argv": argv,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "seed": cfg.seed, "data": {"path": data_path, "sha256": data_sha256, "n_items": n_items},
+            "versions": versions(), "git_rev": git_rev(), "python_executable": sys.executable,
+        })
+        run = Run(path, cfg, resumed=False)
+    if getattr(cfg, "tensorboard", False):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            run._tb = SummaryWriter(str(path / "tensorboard"))
+        except ImportError:
+            raise RunError("--tensorboard needs the tensorboard package: pip install 'seal[tensorboard]'") from None
+    if getattr(cfg, "wandb", ""):
+        try:
+            import wandb
+        except ImportError:
+            raise RunError("--wandb needs the wandb package: pip install wandb") from None
+        run._wandb = wandb.init(project=cfg.wandb, name=path.name, config=to_dict(cfg), resume="allow", id=path.name)
+    return run
+
+
+def progress(total: int, desc: str, unit: str = "it"):
+    """A tqdm bar with rate and ETA (to stderr; quiet when SEAL_QUIET is set)."""
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=bool(os.environ.get("SEAL_QUIET")))

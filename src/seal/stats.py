@@ -1,0 +1,55 @@
+"""Intervals and correlations for the result tables."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def cluster_bootstrap(groups: list[list[float]], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean over all values with a 95% percentile interval, resampling whole groups.
+
+    Questions of one passage are not independent (one update serves them all), so we resample
+    passages, not questions.
+    """
+    groups = [g for g in groups if len(g)]
+    if not groups:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    sums = np.array([sum(g) for g in groups], dtype=float)
+    counts = np.array([len(g) for g in groups], dtype=float)
+    mean = float(sums.sum() / counts.sum())
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(groups), size=(n_boot, len(groups)))
+    boots = sums[idx].sum(1) / counts[idx].sum(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"mean": mean, "lo": float(lo), "hi": float(hi)}
+
+
+def paired_bootstrap(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean of a - b over paired units with a 95% percentile interval."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(d) == 0:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(d))}
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=float)
+    ranks[order] = np.arange(len(x), dtype=float)
+    # average ranks over ties
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    return sums[inv] / counts[inv]
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 3:
+        return float("nan")
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
