@@ -105,7 +105,7 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
         results[job.key] = res
         append_jsonl(run.file("results.jsonl"), res)
 
-    K.run_jobs(model, tok, gen, chat, todo, cfg.inner, cfg.eval, save, progress=bar.update)
+    K.run_jobs(model, tok, gen, chat, jobs, cfg.inner, cfg.eval, save, progress=bar.update, done=set(results))
     bar.close()
 
     summary = summarize(cfg, passages, base, results, ["no-adaptation"] + conditions, skipped)

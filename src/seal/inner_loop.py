@@ -83,7 +83,8 @@ def micro_batches(rows: list[tuple[int, Tokenized]], max_tokens: int) -> list[li
         cur.append(r)
     if cur:
         groups.append(cur)
-    return groups
+    # rows of one adapter next to each other: LoRA then runs on slices (see lora.LoRAState)
+    return [sorted(g, key=lambda r: r[0]) for g in groups]
 
 
 def collate(group: list[tuple[int, Tokenized]], pad_id: int, device):
@@ -111,49 +112,43 @@ def token_losses(model, ids, attn, labels, dtype) -> torch.Tensor:
 
 
 class _AdapterAdamW:
-    """AdamW over stacked adapter weights where adapter i only steps when it had a batch.
+    """AdamW per adapter: adapter i steps only when it had a batch, with its own step count and
+    its own gradient-norm clipping, so adapters that train together never influence each other."""
 
-    Each adapter keeps its own step count and is clipped by its own gradient norm, so adapters
-    that train together never influence each other.
-    """
-
-    def __init__(self, params, n: int, lr: float, weight_decay: float, max_grad_norm: float,
-                 betas=(0.9, 0.999), eps=1e-8):
-        self.params = list(params)
-        self.n, self.lr, self.wd, self.clip = n, lr, weight_decay, max_grad_norm
+    def __init__(self, groups: list[list[torch.nn.Parameter]], lr: float, weight_decay: float,
+                 max_grad_norm: float, betas=(0.9, 0.999), eps=1e-8):
+        self.groups = groups
+        self.lr, self.wd, self.clip = lr, weight_decay, max_grad_norm
         self.b1, self.b2, self.eps = betas[0], betas[1], eps
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = torch.zeros(n)
+        self.m = [[torch.zeros_like(p) for p in g] for g in groups]
+        self.v = [[torch.zeros_like(p) for p in g] for g in groups]
+        self.t = [0] * len(groups)
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor) -> torch.Tensor:
-        """Update the adapters where `active` is True; return their gradient norms."""
-        sq = torch.zeros(self.n)
-        for p in self.params:
-            if p.grad is not None:
-                sq += p.grad.float().pow(2).flatten(1).sum(1).cpu()
-        norms = sq.sqrt()
-        scale = torch.ones(self.n)
-        if self.clip > 0:
-            scale = torch.clamp(self.clip / (norms + 1e-6), max=1.0)
-        self.t += active.float()
-        t = self.t.clamp(min=1)
-        bc1 = 1 - self.b1 ** t
-        bc2 = 1 - self.b2 ** t
-        mask = active
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
+    def step(self, active: list[bool]) -> list[float]:
+        """Update the active adapters; return every adapter's gradient norm (before clipping)."""
+        norms = []
+        for a, params in enumerate(self.groups):
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads))) if grads else 0.0
+            norms.append(norm)
+            if not active[a] or not grads:
                 continue
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            g = p.grad * scale.to(p.device).view(shape)
-            sel = mask.to(p.device).view(shape)
-            m.copy_(torch.where(sel, self.b1 * m + (1 - self.b1) * g, m))
-            v.copy_(torch.where(sel, self.b2 * v + (1 - self.b2) * g * g, v))
-            upd = (m / bc1.to(p.device).view(shape)) / ((v / bc2.to(p.device).view(shape)).sqrt() + self.eps)
-            upd = upd + self.wd * p
-            p.sub_(torch.where(sel, self.lr * upd, torch.zeros_like(p)))
-            p.grad = None
+            scale = min(1.0, self.clip / (norm + 1e-6)) if self.clip > 0 else 1.0
+            self.t[a] += 1
+            bc1, bc2 = 1 - self.b1 ** self.t[a], 1 - self.b2 ** self.t[a]
+            for p, m, v in zip(params, self.m[a], self.v[a]):
+                if p.grad is None:
+                    continue
+                g = p.grad * scale
+                m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+                v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+                if self.wd:
+                    p.mul_(1 - self.lr * self.wd)
+                p.addcdiv_(m / bc1, (v / bc2).sqrt_().add_(self.eps), value=-self.lr)
+        for params in self.groups:
+            for p in params:
+                p.grad = None
         return norms
 
 
@@ -177,7 +172,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     params = state.parameters()
     for p in params:
         p.requires_grad_(True)
-    opt = _AdapterAdamW(params, n, cfg.lr, cfg.weight_decay, cfg.max_grad_norm)
+    opt = _AdapterAdamW([state.parameters(a) for a in range(n)], cfg.lr, cfg.weight_decay, cfg.max_grad_norm)
     tokens = [0] * n
     last_loss = [float("nan")] * n
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -200,7 +195,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
             w = 1.0 / denom[r].clamp(min=1).to(per_row.device)
             (per_row * w).sum().backward()
             loss_sum.index_add_(0, r, per_row.detach().cpu())
-        opt.step(active)
+        opt.step(active.tolist())
         for a in range(n):
             if active[a]:
                 tokens[a] += int(denom[a])

@@ -5,8 +5,8 @@ A LoRA adapter (Hu et al., 2021) adds a low-rank update to a frozen linear layer
     y = W x + (alpha / r) * B A x,    A in R^{r x d_in},  B in R^{d_out x r},  B = 0 at start.
 
 SEAL scores every candidate self-edit by its own LoRA update, so a ReSTEM round needs hundreds
-of independent adapters. Here one layer holds `n` adapters stacked (`A: [n, r, d_in]`,
-`B: [n, d_out, r]`) and every batch row says which adapter it uses (`rows`, -1 = none). The
+of independent adapters. Here one layer holds `n` adapters (`A_i: [r, d_in]`, `B_i: [d_out, r]`)
+and every batch row says which adapter it uses (`rows`, -1 = none). The
 k self-edits of a passage then train together in one batched forward over a single copy of the
 base model: the base matmuls are shared, the adapter matmuls are batched (`bmm`), and the
 gradients of adapter i come only from the rows of adapter i, so each adapter learns exactly
@@ -31,10 +31,15 @@ class LoRAState:
     n: int
     cfg: LoRAConfig
     rows: torch.Tensor | None = None
+    segments: list[tuple[int, int, int]] | None = None
+    """When rows are sorted by adapter: (adapter, start, end) runs of rows, so each adapter's
+    update is a plain matmul on a slice (no gathered weight copies)."""
     layers: dict[str, "LoRALinear"] = field(default_factory=dict)
 
-    def parameters(self) -> list[nn.Parameter]:
-        return [p for layer in self.layers.values() for p in (layer.A, layer.B)]
+    def parameters(self, adapter: int | None = None) -> list[nn.Parameter]:
+        """All adapters' weights, or those of one adapter."""
+        ids = range(self.n) if adapter is None else [adapter]
+        return [p for layer in self.layers.values() for i in ids for p in (layer.A[i], layer.B[i])]
 
 
 class LoRALinear(nn.Module):
@@ -44,8 +49,9 @@ class LoRALinear(nn.Module):
         self.state = state
         r, n = state.cfg.rank, state.n
         dev = base.weight.device
-        self.A = nn.Parameter(torch.zeros(n, r, base.in_features, device=dev))
-        self.B = nn.Parameter(torch.zeros(n, base.out_features, r, device=dev))
+        # one Parameter per adapter: gradients land directly in each, with no scatter
+        self.A = nn.ParameterList([torch.zeros(r, base.in_features, device=dev) for _ in range(n)])
+        self.B = nn.ParameterList([torch.zeros(base.out_features, r, device=dev) for _ in range(n)])
         self.scale = state.cfg.alpha / r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,9 +61,20 @@ class LoRALinear(nn.Module):
             return y
         if x.dim() != 3 or rows.shape[0] != x.shape[0]:
             raise RuntimeError(f"LoRA rows ({tuple(rows.shape)}) do not match the batch ({tuple(x.shape)})")
-        idx = rows.clamp(min=0)
-        a = self.A[idx].to(x.dtype)  # [b, r, d_in]
-        b = self.B[idx].to(x.dtype)  # [b, d_out, r]
+        if self.state.segments is not None:
+            # split (not slicing): its backward is one cat instead of a zero-filled copy per slice
+            segs = self.state.segments
+            parts = []
+            for (adapter, _, _), xs in zip(segs, x.split([e - s for _, s, e in segs], 0)):
+                if adapter < 0:
+                    parts.append(torch.zeros(xs.shape[:-1] + (y.shape[-1],), dtype=y.dtype, device=y.device))
+                else:
+                    a, b = self.A[adapter].to(x.dtype), self.B[adapter].to(x.dtype)
+                    parts.append(((xs @ a.t()) @ b.t() * self.scale).to(y.dtype))
+            return y + (parts[0] if len(parts) == 1 else torch.cat(parts, 0))
+        idx = rows.clamp(min=0)  # rows in any order: gather each row's weights
+        a = torch.stack(list(self.A))[idx].to(x.dtype)  # [b, r, d_in]
+        b = torch.stack(list(self.B))[idx].to(x.dtype)  # [b, d_out, r]
         delta = torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2)) * self.scale
         if bool((rows < 0).any()):
             delta = delta * (rows >= 0).to(delta.dtype).view(-1, 1, 1)
@@ -113,8 +130,8 @@ def reset(state: LoRAState, seeds: list[int]) -> None:
             g = torch.Generator().manual_seed(int(seed))
             for name in sorted(state.layers):
                 layer = state.layers[name]
-                a = torch.randn(layer.A.shape[1:], generator=g) * state.cfg.init_std
-                layer.A[i].copy_(a.to(layer.A.device))
+                a = torch.randn(layer.A[i].shape, generator=g) * state.cfg.init_std
+                layer.A[i].copy_(a.to(layer.A[i].device))
                 layer.B[i].zero_()
 
 
@@ -127,14 +144,28 @@ def use_rows(model, rows: torch.Tensor | list[int] | None):
             raise RuntimeError("no LoRA adapters attached")
         yield
         return
-    old = state.rows
+    old = state.rows, state.segments
     if rows is not None and not isinstance(rows, torch.Tensor):
         rows = torch.tensor(list(rows), dtype=torch.long)
-    state.rows = None if rows is None else rows.to(next(iter(state.layers.values())).A.device)
+    state.rows = None if rows is None else rows.to(next(iter(state.layers.values())).A[0].device)
+    state.segments = None if rows is None else _segments(rows.tolist())
     try:
         yield
     finally:
-        state.rows = old
+        state.rows, state.segments = old
+
+
+def _segments(rows: list[int]) -> list[tuple[int, int, int]] | None:
+    """Runs of equal adapter ids, if each adapter appears in one run only (else None)."""
+    segs: list[tuple[int, int, int]] = []
+    for i, r in enumerate(rows):
+        if segs and segs[-1][0] == r:
+            segs[-1] = (r, segs[-1][1], i + 1)
+        else:
+            segs.append((r, i, i + 1))
+    if len({a for a, _, _ in segs}) != len(segs) or len(segs) > 8:
+        return None
+    return segs
 
 
 def merge(model, adapter: int = 0) -> None:

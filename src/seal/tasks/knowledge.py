@@ -349,9 +349,14 @@ def mean_metrics(per_question: list[dict]) -> dict[str, float]:
     return out
 
 
-def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, on_result, progress=None) -> None:
+def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, on_result, progress=None,
+             done: set[str] | frozenset = frozenset()) -> None:
     """Train and grade `jobs`, `inner_cfg.parallel_adapters` at a time; call on_result(job, result)
-    as each group finishes so that the caller can save it at once."""
+    as each group finishes so that the caller can save it at once.
+
+    Groups are cut from the full job list, and a group runs again whole unless every job in it
+    is in `done`: a resumed run batches exactly as an uninterrupted one, so it computes the same
+    numbers (batch composition changes float summation order)."""
     import time
 
     from .. import lora
@@ -360,6 +365,8 @@ def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, 
     size = inner_cfg.parallel_adapters
     for start in range(0, len(jobs), size):
         group = jobs[start : start + size]
+        if all(j.key in done for j in group):
+            continue
         t0 = time.time()
         lora.attach(model, inner_cfg.lora, len(group))
         try:
@@ -370,6 +377,8 @@ def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, 
             lora.detach(model)
         t2 = time.time()
         for i, (job, pq) in enumerate(zip(group, graded)):
+            if job.key in done:
+                continue
             on_result(job, {
                 "key": job.key, "metrics": mean_metrics(pq), "questions": pq,
                 "train": {"steps": stats["steps"], "tokens": stats["tokens"][i], "examples": stats["examples"][i],
@@ -378,7 +387,7 @@ def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, 
                 "seconds": (t2 - t0) / len(group), "train_seconds": (t1 - t0) / len(group),
             })
         if progress is not None:
-            progress(len(group))
+            progress(sum(j.key not in done for j in group))
 
 
 def base_scores(model, tok, gen, chat: bool, passages: list[Passage], eval_cfg) -> dict[str, list[dict]]:

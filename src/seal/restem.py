@@ -1,0 +1,191 @@
+"""`seal train`: the outer loop, ReSTEM (paper section 3.1; Singh et al., 2023).
+
+SEAL trains the generator's policy over self-edits, SE ~ LM_theta(. | C), to maximize the
+reward r(SE, tau) of the model updated on SE. ReSTEM approximates this policy gradient by
+rejection sampling and supervised finetuning, round after round:
+
+    for round t = 1..R:
+        draw N contexts C (passages) from the training split
+        E-step:  sample k self-edits SE_1..k ~ LM_theta_t(. | C) for each C
+                 score each: r = metric(SFT(theta_base, SE) on C's questions) - metric(theta_base)
+        filter:  keep, per C, the best SE if r > 0 (paper), or every SE with r > 0, ...
+        M-step:  theta_{t+1} = SFT(theta_t, {(C -> SE) kept}),  loss on the SE tokens only
+
+Departures from the paper, each a setting in ReSTEMConfig / InnerLoopConfig:
+- the reward is measured on the *base* model updated by the self-edit (as the reference code's
+  inner-loop server does), so a round's reward reflects only the data the generator wrote;
+- the reward metric is local (default: gold-answer log-probability gain, see tasks/knowledge.py)
+  instead of GPT-4.1 grading;
+- each round draws fresh, disjoint passages from the seeded shuffle of the training file;
+- the M-step trains a LoRA on the generator and merges it into its weights each round.
+
+Run folder: rounds/round_<t>/{samples.jsonl, base.jsonl, rewards.jsonl, sft.jsonl, model/,
+done.json}. Every inner-loop result is appended as it finishes; a killed run restarted with the
+same --out skips every finished group of evaluations and every finished round.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+from . import lora
+from .config import ConfigError, InnerLoopConfig, ModelConfig, RunConfig
+from .evaluate import job_seed
+from .generation import HFGenerator
+from .inner_loop import TrainExample, train_adapters
+from .models import format_prompt, load_model, save_model, uses_chat
+from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
+from .tasks import knowledge as K
+
+
+def round_passages(pool: list[K.Passage], cfg: RunConfig, rnd: int) -> list[K.Passage]:
+    n = cfg.restem.passages_per_round
+    start = ((rnd - 1) * n) % max(1, len(pool))
+    chosen = pool[start : start + n]
+    if len(chosen) < n:  # wrap around when the pool is smaller than R * N
+        chosen += pool[: n - len(chosen)]
+    return chosen
+
+
+def select_kept(rewards: dict[tuple[str, int], float], cfg: RunConfig) -> list[tuple[str, int, float]]:
+    """The filter of rejection sampling: which (passage, sample) pairs become SFT data."""
+    items = [(pid, j, r) for (pid, j), r in rewards.items() if r is not None]
+    if cfg.restem.keep == "best-positive":
+        best: dict[str, tuple[str, int, float]] = {}
+        for pid, j, r in items:
+            if r > 0 and (pid not in best or r > best[pid][2]):
+                best[pid] = (pid, j, r)
+        return sorted(best.values())
+    if cfg.restem.keep == "all-positive":
+        return sorted(x for x in items if x[2] > 0)
+    items.sort(key=lambda x: -x[2])
+    n = max(1, int(round(cfg.restem.keep_fraction * len(items)))) if items else 0
+    return sorted(items[:n])
+
+
+def sft(generator, tok, examples: list[TrainExample], cfg: RunConfig, seed: int) -> dict:
+    """M-step: LoRA SFT on prompt -> self-edit (loss on the self-edit only), merged into the weights."""
+    inner = InnerLoopConfig(lora=cfg.restem.sft_lora, lr=cfg.restem.sft_lr, epochs=cfg.restem.sft_epochs,
+                            batch_size=cfg.restem.sft_batch_size, max_seq_len=1024, loss_on="completion",
+                            dtype=cfg.inner.dtype, max_grad_norm=cfg.inner.max_grad_norm, parallel_adapters=1)
+    lora.attach(generator, inner.lora, 1)
+    try:
+        stats = train_adapters(generator, tok, [examples], inner, [seed])
+        lora.merge(generator, 0)
+    finally:
+        lora.detach(generator)
+    return stats
+
+
+def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = None, data_sha: str | None = None,
+          command: str = "train") -> Path:
+    if cfg.selfedit.template == "none":
+        raise ConfigError("seal train needs a self-edit template other than 'none'")
+    if passages is None:
+        all_passages, _ = K.load_passages(cfg.data.path)
+        passages = K.select(all_passages, cfg.data.limit, cfg.seed, cfg.data.offset)
+        data_sha = K.file_sha256(cfg.data.path)
+    run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages))
+    print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
+    base, tok = load_model(cfg.model)
+    chat = uses_chat(tok, cfg.model)
+    base_gen = HFGenerator(base, tok)
+    generator = None  # the policy; a copy of the base model until a round changes it
+
+    for rnd in range(1, cfg.restem.rounds + 1):
+        rdir = run.path / "rounds" / f"round_{rnd}"
+        rdir.mkdir(parents=True, exist_ok=True)
+        if (rdir / "done.json").exists():
+            info = json.loads((rdir / "done.json").read_text())
+            print(f"round {rnd}: done earlier (kept {info['n_kept']} self-edits)")
+            if info.get("model_changed"):
+                generator, _ = load_model(ModelConfig(**{**cfg.model.__dict__, "name": str(rdir / "model")}))
+            continue
+        t0 = time.time()
+        policy = generator if generator is not None else base
+        chosen = round_passages(passages, cfg, rnd)
+
+        # E-step (1): sample self-edits from the current policy
+        done = {r["passage_id"]: r["completions"] for r in read_jsonl(rdir / "samples.jsonl")}
+        bar = progress(len(chosen), f"round {rnd}: sampling self-edits", "passage")
+        samples = K.sample_selfedits(HFGenerator(policy, tok), tok, chat, chosen, cfg.selfedit, cfg.selfedit.k,
+                                     job_seed(cfg.seed, "round", rnd), done,
+                                     lambda p, c: append_jsonl(rdir / "samples.jsonl", {"passage_id": p.id, "completions": c}),
+                                     progress=bar.update)
+        bar.close()
+
+        # E-step (2): the base model's grades before any update
+        base_grades = {r["passage_id"]: r["questions"] for r in read_jsonl(rdir / "base.jsonl")}
+        todo = [p for p in chosen if p.id not in base_grades]
+        if todo:
+            for pid, g in K.base_scores(base, tok, base_gen, chat, todo, cfg.eval).items():
+                base_grades[pid] = g
+                append_jsonl(rdir / "base.jsonl", {"passage_id": pid, "questions": g})
+        base_metric = {pid: K.mean_metrics(g)[cfg.eval.reward] for pid, g in base_grades.items()}
+
+        # E-step (3): score every self-edit by its inner-loop update
+        jobs, empty = [], []
+        for p in chosen:
+            for j, c in enumerate(samples[p.id]):
+                items = K.parse_selfedit(c, cfg.selfedit.template)
+                if not items:
+                    empty.append((p.id, j))  # unusable self-edit: no reward, never kept
+                    continue
+                for s in range(cfg.inner.seeds):
+                    jobs.append(K.Job(f"{p.id}/{j}/{s}", [p.id], K.training_examples(p, items, cfg.selfedit.include_passage),
+                                      p.questions, job_seed(cfg.seed, "inner", rnd, p.id, j, s)))
+        results = {f"{r['passage_id']}/{r['sample']}/{r['seed']}": r for r in read_jsonl(rdir / "rewards.jsonl")}
+        bar = progress(len(jobs), f"round {rnd}: inner loop", "self-edit")
+        bar.update(sum(j.key in results for j in jobs))
+
+        def save(job, res, rnd=rnd):
+            pid, j, s = job.key.split("/")
+            rec = {"round": rnd, "passage_id": pid, "sample": int(j), "seed": int(s),
+                   "reward": res["metrics"][cfg.eval.reward] - base_metric[pid], "metrics": res["metrics"],
+                   "train": res["train"], "seconds": res["seconds"]}
+            results[job.key] = rec
+            append_jsonl(rdir / "rewards.jsonl", rec)
+
+        K.run_jobs(base, tok, base_gen, chat, jobs, cfg.inner, cfg.eval, save, progress=bar.update, done=set(results))
+        bar.close()
+
+        # filter and M-step
+        by_sample: dict[tuple[str, int], list[float]] = {}
+        for r in results.values():
+            by_sample.setdefault((r["passage_id"], r["sample"]), []).append(r["reward"])
+        rewards = {key: sum(v) / len(v) for key, v in by_sample.items()}
+        kept = select_kept(rewards, cfg)
+        prompts = {p.id: format_prompt(tok, K.selfedit_prompt(p, cfg.selfedit), chat) for p in chosen}
+        examples = [TrainExample(samples[pid][j], prompts[pid]) for pid, j, _ in kept]
+        (rdir / "sft.jsonl").write_text("".join(json.dumps({"passage_id": pid, "sample": j, "reward": r}) + "\n"
+                                                for pid, j, r in kept))
+        sft_stats = None
+        if examples:
+            if generator is None:
+                generator = copy.deepcopy(base)
+            sft_stats = sft(generator, tok, examples, cfg, job_seed(cfg.seed, "sft", rnd))
+            save_model(generator, tok, rdir / "model")
+        vals = list(rewards.values())
+        info = {"round": rnd, "n_passages": len(chosen), "n_selfedits": sum(len(samples[p.id]) for p in chosen),
+                "n_empty": len(empty), "n_scored": len(vals), "n_kept": len(kept),
+                "mean_reward": sum(vals) / len(vals) if vals else None,
+                "frac_positive": sum(v > 0 for v in vals) / len(vals) if vals else None,
+                "mean_kept_reward": sum(r for _, _, r in kept) / len(kept) if kept else None,
+                "model_changed": bool(examples), "sft_tokens": sft_stats["tokens"][0] if sft_stats else 0,
+                "seconds": time.time() - t0}
+        atomic_write_json(rdir / "done.json", info)
+        run.log("round", step=rnd, **{k: v for k, v in info.items() if v is not None})
+        print(f"round {rnd}: mean reward {info['mean_reward']}, kept {len(kept)}/{len(vals)}, "
+              f"{info['seconds']:.0f} s")
+    final = None
+    for rnd in range(cfg.restem.rounds, 0, -1):
+        if (run.path / "rounds" / f"round_{rnd}" / "model").exists():
+            final = run.path / "rounds" / f"round_{rnd}" / "model"
+            break
+    atomic_write_json(run.path / "final.json", {"model": str(final) if final else None})
+    run.close()
+    print(f"final model: {final or 'unchanged (no self-edit earned a positive reward)'}")
+    return run.path
