@@ -9,6 +9,7 @@ saved with every run as `config.yaml`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ class InnerLoopConfig:
 
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     lr: float = 1e-3
-    epochs: int = 5
+    epochs: int = 3
     batch_size: int = 8
     """Sequences per optimizer step (per adapter)."""
     max_seq_len: int = 512
@@ -251,10 +252,14 @@ def _coerce(value, typ, where):
             return False
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if typ in (int, float):
+        if isinstance(value, bool) or value is None:
+            raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
         try:
             out = typ(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}") from None
+        if typ is float and not math.isfinite(out):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         if typ is int and isinstance(value, float) and value != int(value):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return out

@@ -121,7 +121,9 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
 
 
 def _cond_name(source: str, cfg: RunConfig) -> str:
-    return {"own": "self-edits", "other": "self-edits:" + Path(cfg.selfedit.model).name, "external": "external"}[source]
+    other = Path(cfg.selfedit.model)
+    label = other.parent.name if other.name == "model" else other.name  # rounds/round_2/model -> round_2
+    return {"own": "self-edits", "other": "self-edits:" + label, "external": "external"}[source]
 
 
 def _make_jobs(cfg: RunConfig, passages, selfedits) -> tuple[list[K.Job], dict]:

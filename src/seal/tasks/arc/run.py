@@ -1,0 +1,334 @@
+"""Few-shot ARC with a real model: self-edit sampling, test-time training (TTT) and voting
+(paper section 4.2). The model-free pieces live in data/grids/augment/selfedit/ttt.py.
+
+For one task and one self-edit (a tool configuration, see selfedit.py):
+
+    config  = parse_selfedit(SE)                      invalid -> no training (FALLBACK)
+    D       = build_ttt_data(task demos, config)      leave-one-out tasks x augmentations
+    theta'  = LoRA-SFT(theta, D; lr, epochs, loss on all tokens or on the output only)
+    answers = greedy theta'(view_v(test input)) for the inference views, mapped back
+    reward  = pass@2(vote(answers), gold)             1 if one of the 2 attempts is exact
+
+Several TTT runs train together as adapters over one base model (seal.lora / seal.inner_loop);
+`train_adapters` takes one InnerLoopConfig, so runs are grouped by (lr, epochs, loss_on).
+
+Prompt format. Every ARC prompt (the self-edit prompt, each TTT sequence's prompt and each
+inference prompt) goes through `seal.models.format_prompt(tok, text, chat)` with one `chat`
+flag per model (`uses_chat`: the chat template of an instruct model unless
+`--model.chat_template no`), so TTT trains on exactly the text inference later continues. The
+answer is the grid, a newline and the end token, which is also the end of an assistant turn,
+so a model stops after its grid. For SmolLM2 the wrapper costs ~30 tokens per sequence; the
+token budget counts it.
+
+Departures from the paper (beyond those of ttt.py and selfedit.py): the step cap `max_steps`
+(CPU budget) lowers a self-edit's epochs instead of discarding the self-edit; a task with
+several test inputs counts as solved only when all are; identical configurations of one task
+share one TTT run (same seed, same data, so the same result), which the summary reports as
+separate (task, self-edit) pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ... import lora
+from ...config import InnerLoopConfig
+from ...evaluate import job_seed
+from ...generation import HFGenerator
+from ...inner_loop import TrainExample, train_adapters
+from ...models import format_prompt
+from ...runs import read_jsonl
+from .config import ArcConfig
+from .data import ArcDataError, ArcTask, load_tasks, task_to_json
+from .grids import answer_text, grid_to_text, task_prompt, token_ids
+from .selfedit import ParsedSelfEdit, SelfEditConfig, parse_selfedit, selfedit_prompt, validate_config
+from .ttt import build_ttt_data, inference_views, map_back, score, vote
+
+# ----------------------------------------------------------------------------- run files
+
+
+def read_records(path) -> list[dict]:
+    """`seal.runs.read_jsonl`, after cutting a torn last line (a run killed mid-write) off the
+    file itself: `append_jsonl` would otherwise glue the next record onto it, leaving a broken
+    line in the middle of the file that a later read rejects."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size:
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            records = read_jsonl(path)  # warns about the torn line
+            with open(path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+            return records
+    return read_jsonl(path)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def task_tokens(task: ArcTask, tok, chat: bool) -> int:
+    """Tokens of the task's longest prompt + answer + end token, as the model sees them."""
+    best = 0
+    for pair in task.test:
+        answer = pair.output if pair.output is not None else pair.input
+        prompt = format_prompt(tok, task_prompt(task.train, pair.input), chat)
+        best = max(best, len(token_ids(tok, prompt)) + len(token_ids(tok, answer_text(answer))) + 1)
+    return best
+
+
+def tasks_sha256(tasks: list[ArcTask]) -> str:
+    blob = json.dumps([[t.id, task_to_json(t)] for t in tasks], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load_candidates(cfg: ArcConfig) -> tuple[list[ArcTask], int]:
+    """The spec's tasks minus those of `exclude` (strict: a bad file or task raises
+    ArcDataError naming it), and how many were loaded."""
+    tasks = load_tasks(cfg.tasks)
+    excluded = {t.id for t in load_tasks(cfg.exclude)} if cfg.exclude else set()
+    return [t for t in tasks if t.id not in excluded], len(tasks)
+
+
+def select_tasks(cfg: ArcConfig, tok, chat: bool, loaded: tuple[list[ArcTask], int] | None = None
+                 ) -> tuple[list[ArcTask], dict]:
+    """The candidates (see load_candidates) within the token budget, the first `limit` of them."""
+    candidates, n_loaded = loaded or load_candidates(cfg)
+    tokens = {t.id: task_tokens(t, tok, chat) for t in candidates}
+    fit = [t for t in candidates if not cfg.max_task_tokens or tokens[t.id] <= cfg.max_task_tokens]
+    chosen = fit[: cfg.limit] if cfg.limit else fit
+    if not chosen:
+        smallest = min(tokens.values(), default=0)
+        raise ArcDataError(f"{cfg.tasks}: no task fits max_task_tokens={cfg.max_task_tokens} "
+                           f"(the smallest of {len(candidates)} takes {smallest} tokens)")
+    info = {"spec": cfg.tasks, "exclude": cfg.exclude, "n_loaded": n_loaded, "n_excluded": n_loaded - len(candidates),
+            "max_task_tokens": cfg.max_task_tokens, "n_fit": len(fit), "n_over_budget": len(candidates) - len(fit),
+            "n_chosen": len(chosen), "ids": [t.id for t in chosen], "tokens": {t.id: tokens[t.id] for t in chosen},
+            "sha256": tasks_sha256(chosen)}
+    return chosen, info
+
+
+# ----------------------------------------------------------------------------- self-edits
+
+
+def selfedit_text(task: ArcTask, tok, chat: bool, cfg: ArcConfig) -> str:
+    return format_prompt(tok, selfedit_prompt(task, cfg.selfedit_demo_chars), chat)
+
+
+def sample_selfedits(gen, tok, chat: bool, tasks: list[ArcTask], cfg: ArcConfig, seed: int,
+                     done: dict[str, list[str]], on_sampled, progress=None) -> dict[str, list[str]]:
+    """`cfg.selfedits` sampled completions per task; tasks in `done` are not sampled again.
+    Chunks and their seeds are fixed by the task list, so a resumed run samples what an
+    uninterrupted one would have."""
+    n = cfg.selfedits
+    out = dict(done)
+    per_batch = max(1, cfg.sample_batch_size // n)
+    for start in range(0, len(tasks), per_batch):
+        chunk = tasks[start : start + per_batch]
+        if all(t.id in out for t in chunk):
+            continue
+        comps = gen.generate([selfedit_text(t, tok, chat, cfg) for t in chunk], n=n, max_new_tokens=cfg.max_new_tokens,
+                             temperature=cfg.temperature, top_p=cfg.top_p, seed=seed * 7919 + start,
+                             batch_size=cfg.sample_batch_size)
+        for t, c in zip(chunk, comps):
+            if t.id not in out:
+                out[t.id] = c
+                on_sampled(t, c)
+        if progress is not None:
+            progress(len(chunk))
+    return out
+
+
+def config_key(config: SelfEditConfig) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def job_key(task: ArcTask, config: SelfEditConfig) -> str:
+    """`<task id>/<hash of the configuration>`: one TTT run per distinct (task, configuration)."""
+    return f"{task.id}/{hashlib.sha1(config_key(config).encode()).hexdigest()[:12]}"
+
+
+def oracle_parsed(cfg: ArcConfig) -> list[ParsedSelfEdit]:
+    return [validate_config(d) for d in cfg.oracle.configs()]
+
+
+# ----------------------------------------------------------------------------- TTT jobs
+
+
+@dataclass
+class TTTJob:
+    """One TTT run: an adapter trained on `examples`, then asked the task's test inputs."""
+
+    key: str
+    task: ArcTask
+    config: SelfEditConfig
+    examples: list[TrainExample]
+    epochs: int
+    """The self-edit's epochs, lowered when the step cap needs it."""
+    capped: bool
+    seed: int
+
+
+def make_job(task: ArcTask, config: SelfEditConfig, tok, chat: bool, cfg: ArcConfig) -> TTTJob | None:
+    """The TTT run of `config` on `task`, or None when it trains on nothing (the invalid-self-edit
+    fallback, or a task too small for leave-one-out): then the unadapted model answers."""
+    if not config.trains:
+        return None
+    key = job_key(task, config)
+    seed = job_seed(cfg.seed, "ttt", key)
+    overhead = len(token_ids(tok, format_prompt(tok, "", chat))) + 1
+
+    def keep(ex) -> bool:
+        return overhead + len(token_ids(tok, ex.prompt + ex.completion)) <= cfg.max_seq_len
+
+    data = build_ttt_data(task, config, random.Random(seed), cfg.max_examples, leave_two=cfg.leave_two_out,
+                          permutations=cfg.permutations, keep=keep)
+    if not data:
+        return None
+    epochs, capped = config.num_train_epochs, False
+    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    if cfg.max_steps and epochs * per_epoch > cfg.max_steps:
+        capped = True
+        epochs = max(1, cfg.max_steps // per_epoch)
+        data = data[: cfg.max_steps * cfg.batch_size]
+    examples = [TrainExample(completion=ex.completion, prompt=format_prompt(tok, ex.prompt, chat)) for ex in data]
+    return TTTJob(key, task, config, examples, epochs, capped, seed)
+
+
+def inner_config(job: TTTJob, cfg: ArcConfig) -> InnerLoopConfig:
+    return InnerLoopConfig(lora=cfg.lora, lr=job.config.learning_rate, epochs=job.epochs, batch_size=cfg.batch_size,
+                           max_seq_len=cfg.max_seq_len, dtype=cfg.dtype, max_grad_norm=cfg.max_grad_norm,
+                           parallel_adapters=cfg.parallel_adapters, loss_on=job.config.loss_on)
+
+
+def group_jobs(jobs: list[TTTJob], size: int) -> list[list[TTTJob]]:
+    """Jobs that can share one `train_adapters` call (same lr, epochs and loss), `size` at a
+    time, in the order the jobs first appear; fixed by the job list, so a resumed run groups
+    (and therefore computes) exactly as an uninterrupted one."""
+    buckets: dict[tuple, list[TTTJob]] = {}
+    for j in jobs:
+        buckets.setdefault((j.config.learning_rate, j.epochs, j.config.loss_on), []).append(j)
+    return [b[i : i + size] for b in buckets.values() for i in range(0, len(b), size)]
+
+
+def train_group(model, tok, jobs: list[TTTJob], cfg: ArcConfig) -> dict:
+    """TTT for `jobs` on the adapters already attached (`lora.attach(model, cfg.lora, len(jobs))`);
+    adapter i is job i's. The base weights are not touched."""
+    return train_adapters(model, tok, [j.examples for j in jobs], inner_config(jobs[0], cfg), [j.seed for j in jobs])
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def answer_cap(task: ArcTask, tok, cfg: ArcConfig) -> int:
+    """Tokens an answer may take: twice the longest demonstration output or test input + 8."""
+    grids = [p.output for p in task.train if p.output is not None] + [p.input for p in task.test]
+    longest = max(len(token_ids(tok, answer_text(g))) for g in grids)
+    return min(cfg.max_answer_tokens, 2 * longest + 8)
+
+
+def predict(model, tok, chat: bool, task: ArcTask, row: int, cfg: ArcConfig) -> dict:
+    """Answer every test input under `cfg.views` views with adapter `row` (-1: none), map the
+    answers back, vote to 2 attempts and score pass@2. The views depend only on the seed and
+    task, so every condition is asked the same prompts."""
+    views_per_test, prompts = [], []
+    for ti in range(len(task.test)):
+        views = inference_views(task, cfg.views, random.Random(job_seed(cfg.seed, "views", task.id, ti)), ti)
+        views_per_test.append(views)
+        prompts += [format_prompt(tok, p, chat) for _, p in views]
+    outs = HFGenerator(model, tok).generate(prompts, temperature=0.0, max_new_tokens=answer_cap(task, tok, cfg),
+                                            rows=None if row < 0 else [row] * len(prompts),
+                                            batch_size=cfg.infer_batch_size)
+    answers = [o[0] for o in outs]
+    tests, i = [], 0
+    for pair, views in zip(task.test, views_per_test):
+        mine = answers[i : i + len(views)]
+        i += len(views)
+        preds = map_back(views, mine)
+        attempts = vote(preds, 2)
+        tests.append({"solved": score(attempts, pair.output), "attempts": [grid_to_text(a) for a in attempts],
+                      "n_parsed": sum(p is not None for p in preds), "answers": [a[:300] for a in mine]})
+    return {"solved": int(all(t["solved"] for t in tests)), "tests": tests}
+
+
+def run_in_context(model, tok, chat: bool, tasks: list[ArcTask], cfg: ArcConfig, on_result, done=frozenset(),
+                   progress=None) -> None:
+    """The unadapted model's answers (in-context only); also what invalid self-edits get."""
+    for task in tasks:
+        if task.id in done:
+            continue
+        t0 = time.time()
+        pred = predict(model, tok, chat, task, -1, cfg)
+        on_result(task, {"task_id": task.id, **pred, "seconds": time.time() - t0})
+        if progress is not None:
+            progress(1)
+
+
+def run_ttt(model, tok, chat: bool, jobs: list[TTTJob], cfg: ArcConfig, on_result, done=frozenset(),
+            progress=None) -> None:
+    """Train and answer `jobs`, `cfg.parallel_adapters` at a time; on_result(job, record) as each
+    group finishes. A group whose jobs are all in `done` is skipped; others run whole (only
+    the unfinished jobs are reported), so batching never depends on where a run stopped."""
+    for group in group_jobs(jobs, cfg.parallel_adapters):
+        if all(j.key in done for j in group):
+            continue
+        t0 = time.time()
+        lora.attach(model, cfg.lora, len(group))
+        try:
+            stats = train_group(model, tok, group, cfg)
+            train_s = (time.time() - t0) / len(group)  # wall time of the group, shared equally
+            preds, infer_s = [], []
+            for i, job in enumerate(group):
+                t1 = time.time()
+                preds.append(predict(model, tok, chat, job.task, i, cfg) if job.key not in done else None)
+                infer_s.append(time.time() - t1)
+        finally:
+            lora.detach(model)
+        for i, job in enumerate(group):
+            if job.key in done:
+                continue
+            on_result(job, {
+                "key": job.key, "task_id": job.task.id, "config": job.config.to_dict(), "epochs_run": job.epochs,
+                "capped": job.capped, "seed": job.seed, "solved": preds[i]["solved"], "tests": preds[i]["tests"],
+                "train": {"steps": math.ceil(stats["examples"][i] / cfg.batch_size) * job.epochs,
+                          "tokens": stats["tokens"][i], "examples": stats["examples"][i],
+                          "final_loss": stats["final_loss"][i]},
+                "seconds": train_s + infer_s[i], "train_seconds": train_s, "infer_seconds": infer_s[i]})
+        if progress is not None:
+            progress(sum(j.key not in done for j in group))
+
+
+# ----------------------------------------------------------------------------- resolving self-edits
+
+
+@dataclass
+class Attempt:
+    """One (task, self-edit) pair of a condition and where its result comes from."""
+
+    task_id: str
+    index: int
+    parsed: ParsedSelfEdit
+    job_key: str | None
+    """The TTT run that answers it; None: the unadapted model answers (in-context result)."""
+
+
+def plan(tasks: list[ArcTask], sources: dict[str, dict[str, list[str]] | list[ParsedSelfEdit]], tok, chat: bool,
+         cfg: ArcConfig) -> tuple[dict[str, list[Attempt]], list[TTTJob]]:
+    """Attempts per condition and the unique TTT jobs they need, in a fixed order (task by
+    task, then condition by condition). A source is either sampled completions by task id or
+    one list of configurations applied to every task (the oracle)."""
+    attempts: dict[str, list[Attempt]] = {name: [] for name in sources}
+    jobs: dict[str, TTTJob | None] = {}
+    for task in tasks:
+        for name, src in sources.items():
+            parsed = [parse_selfedit(c) for c in src.get(task.id, [])] if isinstance(src, dict) else list(src)
+            for i, p in enumerate(parsed):
+                key = job_key(task, p.config)
+                if key not in jobs:
+                    jobs[key] = make_job(task, p.config, tok, chat, cfg)
+                attempts[name].append(Attempt(task.id, i, p, key if jobs[key] is not None else None))
+    return attempts, [j for j in jobs.values() if j is not None]

@@ -1,0 +1,121 @@
+"""End to end on the tiny model: evaluate, train, kill -9 and resume, determinism, CLI errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from seal.cli import main
+from seal.runs import read_jsonl
+
+FAST = ["--selfedit.max_new_tokens", "12", "--eval.max_answer_tokens", "4", "--inner.epochs", "1", "--threads", "1"]
+
+
+def _rewards(run: Path) -> dict:
+    out = {}
+    for f in sorted(run.glob("rounds/round_*/rewards.jsonl")):
+        for r in read_jsonl(f):
+            out[(r["round"], r["passage_id"], r["sample"], r["seed"])] = r["reward"]
+    return out
+
+
+def test_evaluate_table_with_external_and_cpt(tiny_model_dir, squad_tiny, tmp_path):
+    data = json.loads(squad_tiny.read_text())
+    for p in data:
+        p["completions"] = [f"{p['title']} is described here.\nIt has facts about {p['questions'][0]['answer']}."]
+    ext = tmp_path / "external.json"
+    ext.write_text(json.dumps(data))
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--completions", str(ext),
+                 "--out", str(out), *FAST]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["order"] == ["no-adaptation", "passage", "self-edits", "external"]
+    for c in s["conditions"].values():
+        assert c["n_questions"] == 8 and c["n_passages"] == 4
+        for m in ("logprob", "containment", "f1", "em"):
+            v = c["metrics"][m]
+            assert v["lo"] <= v["mean"] <= v["hi"]
+    assert (out / "passages.jsonl").exists() and (out / "manifest.json").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["data"]["sha256"]) == 64 and manifest["seed"] == 0
+    assert len(read_jsonl(out / "results.jsonl")) == 12  # 4 passages x 3 adapted conditions
+
+    cpt = tmp_path / "cpt"
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--cpt", "--out", str(cpt), *FAST]) == 0
+    s = json.loads((cpt / "summary.json").read_text())
+    assert s["mode"] == "cpt" and s["conditions"]["passage"]["n_questions"] == 8
+    assert len(read_jsonl(cpt / "results.jsonl")) == 2  # one update per condition
+
+
+def test_train_is_deterministic_and_resume_skips_done(tiny_model_dir, squad_tiny, tmp_path):
+    args = ["train", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--restem.rounds", "2",
+            "--restem.passages_per_round", "2", "--selfedit.k", "2", "--restem.keep", "top-fraction", *FAST]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(args + ["--out", str(a)]) == 0
+    assert main(args + ["--out", str(b)]) == 0
+    ra, rb = _rewards(a), _rewards(b)
+    assert ra and ra == rb
+    for r in (1, 2):
+        sa = read_jsonl(a / f"rounds/round_{r}/samples.jsonl")
+        assert sa == read_jsonl(b / f"rounds/round_{r}/samples.jsonl")
+    assert (a / "rounds/round_2/model/model.safetensors").exists()
+    # a finished run resumed does nothing new
+    n_lines = len((a / "rounds/round_1/rewards.jsonl").read_text().splitlines())
+    assert main(args + ["--out", str(a)]) == 0
+    assert len((a / "rounds/round_1/rewards.jsonl").read_text().splitlines()) == n_lines
+    # resuming with other settings is refused
+    assert main(args + ["--out", str(a), "--inner.lr", "0.5"]) == 2
+
+
+def test_kill9_and_resume_equals_uninterrupted(tiny_model_dir, squad_tiny, tmp_path):
+    """A real subprocess is killed with SIGKILL mid-round; the resumed run's rewards equal an
+    uninterrupted run's, and finished evaluations are not redone."""
+    args = [sys.executable, "-m", "seal.cli", "train", "--model", str(tiny_model_dir), "--data", str(squad_tiny),
+            "--restem.rounds", "1", "--restem.passages_per_round", "4", "--selfedit.k", "3",
+            "--inner.parallel_adapters", "1", "--restem.keep", "top-fraction",
+            "--selfedit.max_new_tokens", "12", "--eval.max_answer_tokens", "4", "--inner.epochs", "6", "--threads", "1"]
+    env = {**os.environ, "SEAL_QUIET": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rewards = killed / "rounds/round_1/rewards.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if rewards.exists() and len(rewards.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(read_jsonl(rewards))
+    assert n_before >= 3
+    done_before = {(r["passage_id"], r["sample"]) for r in read_jsonl(rewards)}
+    subprocess.run(args + ["--out", str(killed)], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    full = tmp_path / "full"
+    subprocess.run(args + ["--out", str(full)], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recs = read_jsonl(rewards)
+    keys = [(r["passage_id"], r["sample"]) for r in recs]
+    n_full = len(read_jsonl(full / "rounds/round_1/rewards.jsonl"))  # self-edits that parsed
+    assert n_before < n_full
+    assert len(keys) == len(set(keys)) == n_full  # nothing finished was redone
+    assert done_before <= set(keys)
+    assert _rewards(killed) == _rewards(full)
+    assert json.loads((killed / "rounds/round_1/done.json").read_text())["n_kept"] == \
+        json.loads((full / "rounds/round_1/done.json").read_text())["n_kept"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["evaluate", "--data", "/no/such.json", "--model", "/no/such/model"], "/no/such.json: no such data file"),
+    (["evaluate"], "needs --data"),
+    (["evaluate", "--data", "{fixture}", "--model", "/no/such/model"], "/no/such/model: no such model folder"),
+    (["evaluate", "--data", "{fixture}", "--inner.epochs", "zero"], "inner.epochs: expected int"),
+])
+def test_cli_errors_are_one_line(argv, needle, squad_tiny, capsys, tmp_path):
+    argv = [a.replace("{fixture}", str(squad_tiny)) for a in argv] + ["--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
