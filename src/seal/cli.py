@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         logging.basicConfig(level=logging.INFO)
     try:
-        args.func(args, argv)
+        rc = args.func(args, argv)
     except KeyboardInterrupt:
         print("\ninterrupted: finished results are saved; rerun with the same --out to resume", file=sys.stderr)
         return 130
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"seal: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 def _known_errors() -> tuple:

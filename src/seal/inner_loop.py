@@ -71,16 +71,21 @@ def schedule(n_examples: int, cfg: InnerLoopConfig, seed: int) -> list[list[int]
     return batches
 
 
-def micro_batches(rows: list[tuple[int, Tokenized]], max_tokens: int) -> list[list[tuple[int, Tokenized]]]:
-    """Sort rows by length and cut them into groups whose padded size stays under max_tokens."""
+def micro_batches(rows: list[tuple[int, Tokenized]], max_tokens: int,
+                  max_pad: float = 0.25) -> list[list[tuple[int, Tokenized]]]:
+    """Sort rows by length and cut them into groups whose padded size stays under max_tokens
+    and whose padding stays under `max_pad` of the real tokens."""
     rows = sorted(rows, key=lambda r: len(r[1].ids))
     groups, cur = [], []
+    real = 0
     for r in rows:
         longest = max([len(x[1].ids) for x in cur] + [len(r[1].ids)])
-        if cur and longest * (len(cur) + 1) > max_tokens:
+        padded = longest * (len(cur) + 1)
+        if cur and (padded > max_tokens or padded > (1 + max_pad) * (real + len(r[1].ids))):
             groups.append(cur)
-            cur = []
+            cur, real = [], 0
         cur.append(r)
+        real += len(r[1].ids)
     if cur:
         groups.append(cur)
     # rows of one adapter next to each other: LoRA then runs on slices (see lora.LoRAState)
@@ -101,14 +106,37 @@ def collate(group: list[tuple[int, Tokenized]], pad_id: int, device):
     return ids.to(device), attn.to(device), labels.to(device), rows
 
 
-def token_losses(model, ids, attn, labels, dtype) -> torch.Tensor:
-    """Per-token next-token cross-entropy [b, T-1] (0 where labels are -100)."""
+def _hidden(model, ids, attn):
+    """Final hidden states (the decoder without the output layer)."""
+    return model.base_model(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+
+
+def _chunk_nll(head, h, tgt):
+    return F.cross_entropy(head(h).float(), tgt, reduction="none")
+
+
+def token_losses(model, ids, attn, labels, dtype, chunk: int = 1024) -> torch.Tensor:
+    """Per-token next-token cross-entropy [b, T-1] (0 where labels are -100).
+
+    The output layer (vocab x hidden, 28M of SmolLM2's 135M weights) runs only at positions
+    that have a target, in chunks recomputed in the backward pass, so neither padding nor the
+    full [tokens x vocab] logits tensor costs compute or memory. (Assumes the model's logits are
+    lm_head(hidden), true of Llama-style models; no logit soft-capping.)
+    """
+    from torch.utils.checkpoint import checkpoint
+
     with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
-    logits = logits[:, :-1].float()
+        h = _hidden(model, ids, attn)[:, :-1]
     tgt = labels[:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="none")
-    return loss.view(tgt.shape)
+    mask = tgt != -100
+    hs, ts = h[mask], tgt[mask]
+    head = model.get_output_embeddings()
+    parts = [checkpoint(_chunk_nll, head, hs[i : i + chunk], ts[i : i + chunk], use_reentrant=False)
+             for i in range(0, hs.shape[0], chunk)]
+    out = torch.zeros(tgt.shape, dtype=torch.float32, device=h.device)
+    if parts:
+        out = out.masked_scatter(mask, torch.cat(parts))
+    return out
 
 
 class _AdapterAdamW:
@@ -229,12 +257,13 @@ def answer_logprobs(model, tok, prompts: list[str], answers: list[str], rows: li
     for group in groups:
         ids, attn, labels, r = collate(group, tok.pad_token_id or 0, device)
         with lora.use_rows(model, r):
-            with torch.autocast(device.type, enabled=False):
-                logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1].float()
-        logp = torch.log_softmax(logits, -1)
+            h = _hidden(model, ids, attn)[:, :-1]
         tgt = labels[:, 1:]
         mask = tgt != -100
-        lp = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+        # the output layer only where an answer token is scored
+        logp = torch.log_softmax(model.get_output_embeddings()(h[mask]).float(), -1)
+        lp = torch.zeros(tgt.shape, device=h.device)
+        lp[mask] = logp.gather(-1, tgt[mask].unsqueeze(-1)).squeeze(-1)
         means = lp.sum(1) / mask.sum(1).clamp(min=1)
         for k, (_, t) in enumerate(group):
             out[by_j[id(t)]] = float(means[k])

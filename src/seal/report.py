@@ -430,7 +430,7 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> Path:
     return page
 
 
-def _cmd_report(args) -> int:
+def _cmd_report(args, argv=None) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)
         try:

@@ -66,3 +66,26 @@ def test_rows_select_adapters_and_merge(tiny_model_dir):
     lora.merge(model, 0)
     merged = answer_logprobs(model, tok, prompts[:1], answers[:1], [-1])
     assert abs(merged[0] - lp[0]) < 1e-4
+
+
+def test_selective_output_layer_matches_full_logits(tiny_model_dir):
+    """token_losses and answer_logprobs skip the output layer where nothing is scored; the
+    numbers must equal those from the model's full logits."""
+    import torch.nn.functional as F
+
+    from seal.inner_loop import Tokenized, collate, token_losses
+
+    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    rows = [(0, Tokenized(tok("Velmora is a harbor town.")["input_ids"], 1)),
+            (0, Tokenized(tok("The frog eats copper beetles on the island.")["input_ids"], 3))]
+    ids, attn, labels, _ = collate(rows, tok.pad_token_id, torch.device("cpu"))
+    mine = token_losses(model, ids, attn, labels, torch.float32)
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+    ref = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100,
+                          reduction="none").view(mine.shape)
+    assert torch.allclose(mine, ref, atol=1e-5)
+    lp = answer_logprobs(model, tok, ["Velmora is a"], ["harbor town."], [-1])[0]
+    p_ids, a_ids = tok("Velmora is a")["input_ids"], tok("harbor town.")["input_ids"]
+    full = torch.log_softmax(model(input_ids=torch.tensor([p_ids + a_ids])).logits[0, :-1], -1)
+    want = sum(full[len(p_ids) - 1 + i, a].item() for i, a in enumerate(a_ids)) / len(a_ids)
+    assert abs(lp - want) < 1e-5
