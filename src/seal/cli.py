@@ -6,6 +6,7 @@
     seal report RUN [RUN ...]               plots and an HTML page for runs
     seal bench inner-loop                   inner-loop speed benchmark
     seal arc evaluate --tasks PATH          few-shot ARC table
+    seal arc train --tasks PATH             ReSTEM on ARC self-edits
 
 Every setting in seal/config.py is a flag named by its section: `--inner.lr 5e-4`,
 `--selfedit.k 3`, `--eval.mode cpt`. Short forms: --model, --data, --limit, --seed, --out,

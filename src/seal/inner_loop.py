@@ -108,7 +108,14 @@ def collate(group: list[tuple[int, Tokenized]], pad_id: int, device):
 
 def _hidden(model, ids, attn):
     """Final hidden states (the decoder without the output layer)."""
-    return model.base_model(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is not None and decoder is not model:
+        out = decoder(input_ids=ids, attention_mask=attn, use_cache=False)
+        if getattr(out, "last_hidden_state", None) is not None:
+            return out.last_hidden_state
+    # wrapped models (e.g. PEFT): the last hidden state of the full forward, after the final norm
+    out = model(input_ids=ids, attention_mask=attn, use_cache=False, output_hidden_states=True)
+    return out.hidden_states[-1]
 
 
 def _chunk_nll(head, h, tgt):

@@ -42,6 +42,12 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
+    path = Path(path)
+    if path.exists() and path.stat().st_size:  # cut a torn last line (killed mid-write) first
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            with open(path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()

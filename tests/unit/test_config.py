@@ -39,3 +39,15 @@ def test_cli_flags_and_yaml(tmp_path):
     cfg = config_from_args(args)
     assert cfg.inner.lr == 0.002 and cfg.inner.epochs == 2 and cfg.seed == 3
     assert cfg.data.limit == 5 and cfg.eval.mode == "cpt"
+
+
+def test_append_after_torn_line_keeps_file_readable(tmp_path):
+    from seal.runs import append_jsonl, read_jsonl
+    p = tmp_path / "r.jsonl"
+    append_jsonl(p, {"a": 1})
+    with open(p, "a") as f:
+        f.write('{"a": 2, "b"')  # killed mid-write
+    with pytest.warns(UserWarning, match="torn"):
+        assert read_jsonl(p) == [{"a": 1}]
+    append_jsonl(p, {"a": 3})
+    assert read_jsonl(p) == [{"a": 1}, {"a": 3}]

@@ -403,7 +403,7 @@ def sample_selfedits(gen, tok, chat: bool, passages: list[Passage], cfg: SelfEdi
     from ..models import format_prompt
 
     out = dict(done)
-    per_batch = max(1, cfg.batch_size // k)
+    per_batch = max(1, cfg.batch_size // k)  # passages per generate call (k rows each)
     for start in range(0, len(passages), per_batch):
         chunk = passages[start : start + per_batch]
         if all(p.id in out for p in chunk):
