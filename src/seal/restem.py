@@ -66,18 +66,36 @@ def select_kept(rewards: dict[tuple[str, int], float], cfg: RunConfig) -> list[t
     return sorted(items[:n])
 
 
+def sft_merge(model, tok, examples: list[TrainExample], inner: InnerLoopConfig, seed: int) -> dict:
+    """M-step: LoRA SFT on prompt -> self-edit (loss on the self-edit only), merged into the
+    weights. Shared by every domain's outer loop."""
+    lora.attach(model, inner.lora, 1)
+    try:
+        stats = train_adapters(model, tok, [examples], inner, [seed])
+        lora.merge(model, 0)
+    finally:
+        lora.detach(model)
+    return stats
+
+
 def sft(generator, tok, examples: list[TrainExample], cfg: RunConfig, seed: int) -> dict:
-    """M-step: LoRA SFT on prompt -> self-edit (loss on the self-edit only), merged into the weights."""
     inner = InnerLoopConfig(lora=cfg.restem.sft_lora, lr=cfg.restem.sft_lr, epochs=cfg.restem.sft_epochs,
                             batch_size=cfg.restem.sft_batch_size, max_seq_len=1024, loss_on="completion",
                             dtype=cfg.inner.dtype, max_grad_norm=cfg.inner.max_grad_norm, parallel_adapters=1)
-    lora.attach(generator, inner.lora, 1)
-    try:
-        stats = train_adapters(generator, tok, [examples], inner, [seed])
-        lora.merge(generator, 0)
-    finally:
-        lora.detach(generator)
-    return stats
+    return sft_merge(generator, tok, examples, inner, seed)
+
+
+def finish(run, rounds: int, unchanged: str) -> Path | None:
+    """Record the last round's model as the run's final model (final.json) and close the run."""
+    final = None
+    for rnd in range(rounds, 0, -1):
+        if (run.path / "rounds" / f"round_{rnd}" / "model").exists():
+            final = run.path / "rounds" / f"round_{rnd}" / "model"
+            break
+    atomic_write_json(run.path / "final.json", {"model": str(final) if final else None})
+    run.close()
+    print(f"final model: {final or unchanged}")
+    return final
 
 
 def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = None, data_sha: str | None = None,
@@ -180,12 +198,5 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
         run.log("round", step=rnd, **{k: v for k, v in info.items() if v is not None})
         print(f"round {rnd}: mean reward {info['mean_reward']}, kept {len(kept)}/{len(vals)}, "
               f"{info['seconds']:.0f} s")
-    final = None
-    for rnd in range(cfg.restem.rounds, 0, -1):
-        if (run.path / "rounds" / f"round_{rnd}" / "model").exists():
-            final = run.path / "rounds" / f"round_{rnd}" / "model"
-            break
-    atomic_write_json(run.path / "final.json", {"model": str(final) if final else None})
-    run.close()
-    print(f"final model: {final or 'unchanged (no self-edit earned a positive reward)'}")
+    finish(run, cfg.restem.rounds, "unchanged (no self-edit earned a positive reward)")
     return run.path

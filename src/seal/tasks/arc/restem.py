@@ -28,12 +28,12 @@ import statistics
 import time
 from pathlib import Path
 
-from ... import lora
 from ...config import ConfigError, InnerLoopConfig, ModelConfig
 from ...evaluate import job_seed
 from ...generation import HFGenerator
-from ...inner_loop import TrainExample, train_adapters
+from ...inner_loop import TrainExample
 from ...models import load_model, save_model, uses_chat
+from ...restem import finish, sft_merge
 from ...runs import append_jsonl, atomic_write_json, open_run, progress
 from .config import ArcConfig
 from .run import load_candidates, plan, read_records, run_ttt, sample_selfedits, select_tasks, selfedit_text
@@ -44,18 +44,11 @@ def canonical_selfedit(config) -> str:
 
 
 def sft(policy, tok, examples: list[TrainExample], cfg: ArcConfig, seed: int) -> dict:
-    """M-step: LoRA SFT on prompt -> self-edit (loss on the self-edit only), merged into the weights."""
     r = cfg.restem
     inner = InnerLoopConfig(lora=r.sft_lora, lr=r.sft_lr, epochs=r.sft_epochs, batch_size=r.sft_batch_size,
                             max_seq_len=r.sft_max_seq_len, loss_on="completion", dtype=cfg.dtype,
                             max_grad_norm=cfg.max_grad_norm, parallel_adapters=1)
-    lora.attach(policy, inner.lora, 1)
-    try:
-        stats = train_adapters(policy, tok, [examples], inner, [seed])
-        lora.merge(policy, 0)
-    finally:
-        lora.detach(policy)
-    return stats
+    return sft_merge(policy, tok, examples, inner, seed)
 
 
 def train(cfg: ArcConfig, argv: list[str], command: str = "arc-train") -> Path:
@@ -143,14 +136,7 @@ def train(cfg: ArcConfig, argv: list[str], command: str = "arc-train") -> Path:
         print(f"round {rnd}: mean reward {done_info['mean_reward']}, kept {len(kept)}/{len(vals)} "
               f"({done_info['n_invalid']} invalid), {done_info['seconds']:.0f} s")
 
-    final = None
-    for rnd in range(cfg.restem.rounds, 0, -1):
-        if (run.path / "rounds" / f"round_{rnd}" / "model").exists():
-            final = run.path / "rounds" / f"round_{rnd}" / "model"
-            break
-    atomic_write_json(run.path / "final.json", {"model": str(final) if final else None})
-    run.close()
-    print(f"final model: {final or 'unchanged (no self-edit solved its task)'}")
+    finish(run, cfg.restem.rounds, "unchanged (no self-edit solved its task)")
     return run.path
 
 
