@@ -212,6 +212,17 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
                 b = [sum(q[m] for q in base_pp[i]) / len(base_pp[i]) for i in ids]
                 gains[m] = paired_bootstrap(a, b, cfg.eval.bootstrap, cfg.seed)
             out["gain_vs_no_adaptation"][cond] = gains
+    # other writers of self-edits (a ReSTEM round's model, external files) against the model's own
+    own = per_passage(cfg, passages, base, results, "self-edits")
+    for cond in out["order"]:
+        if not (cond.startswith("self-edits:") or cond == "external") or not own:
+            continue
+        pp = per_passage(cfg, passages, base, results, cond)
+        ids = [p.id for p in passages if p.id in pp and p.id in own]
+        out.setdefault("gain_vs_own_selfedits", {})[cond] = {
+            m: paired_bootstrap([sum(q[m] for q in pp[i]) / len(pp[i]) for i in ids],
+                                [sum(q[m] for q in own[i]) / len(own[i]) for i in ids], cfg.eval.bootstrap, cfg.seed)
+            for m in out["conditions"][cond]["metrics"]}
     # how well the reward metric tracks accuracy, over every (passage, self-edit) update
     if cfg.eval.mode == "single" and cfg.eval.generate:
         base_mean = {pid: K.mean_metrics(q) for pid, q in base.items()}

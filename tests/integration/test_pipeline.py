@@ -40,6 +40,8 @@ def test_evaluate_table_with_external_and_cpt(tiny_model_dir, squad_tiny, tmp_pa
         for m in ("logprob", "containment", "f1", "em"):
             v = c["metrics"][m]
             assert v["lo"] <= v["mean"] <= v["hi"]
+    g = s["gain_vs_own_selfedits"]["external"]["logprob"]
+    assert g["n"] == 4 and g["lo"] <= g["mean"] <= g["hi"]
     assert (out / "passages.jsonl").exists() and (out / "manifest.json").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["data"]["sha256"]) == 64 and manifest["seed"] == 0
