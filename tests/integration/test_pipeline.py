@@ -121,3 +121,18 @@ def test_cli_errors_are_one_line(argv, needle, squad_tiny, capsys, tmp_path):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_metrics_jsonl_and_tensorboard(tiny_model_dir, squad_tiny, tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "tb"
+    assert main(["train", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--restem.rounds", "1",
+                 "--restem.passages_per_round", "2", "--selfedit.k", "2", "--tensorboard", "true",
+                 "--out", str(out), *FAST]) == 0
+    events = read_jsonl(out / "metrics.jsonl")
+    rnd = [e for e in events if e["event"] == "round"]
+    assert len(rnd) == 1 and rnd[0]["step"] == 1 and "n_kept" in rnd[0]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert "round/n_kept" in acc.Tags()["scalars"]
