@@ -57,3 +57,21 @@ def test_inner_config_values(values):
         return
     assert cfg.inner.epochs >= 1 and cfg.inner.dtype in ("auto", "fp32", "bf16")
     json.dumps(cfg.inner.lora.targets)
+
+
+grid_like = st.recursive(st.integers(-2, 12) | st.text(max_size=3) | st.none() | st.floats(allow_nan=False),
+                         lambda c: st.lists(c, max_size=4), max_leaves=30)
+arc_tasks = st.dictionaries(st.sampled_from(["train", "test", "x"]), st.lists(st.dictionaries(
+    st.sampled_from(["input", "output", "y"]), grid_like, max_size=3), max_size=3), max_size=3)
+
+
+@SETTINGS
+@given(arc_tasks | json_values)
+def test_arc_task_parser_never_crashes(obj):
+    from seal.tasks.arc.data import ArcDataError, task_from_json
+    try:
+        task = task_from_json("t1", obj, "tasks/t1.json", outputs_optional=False)
+    except ArcDataError as e:
+        assert "t1" in str(e)
+    else:
+        assert task.train and task.test
