@@ -29,19 +29,18 @@ from ...config import ConfigError, ModelConfig
 from ...evaluate import job_seed
 from ...generation import HFGenerator
 from ...models import load_model, uses_chat
-from ...runs import append_jsonl, atomic_write_json, open_run, progress
+from ...runs import append_jsonl, atomic_write_json, progress
 from ...stats import cluster_bootstrap
 from .config import ArcConfig
 from .run import (
+    open_task_run,
     Attempt,
-    load_candidates,
     oracle_parsed,
     plan,
     read_records,
     run_in_context,
     run_ttt,
     sample_selfedits,
-    select_tasks,
 )
 
 IN_CONTEXT, OWN, RL, ORACLE = "in-context", "self-edits", "self-edits:rl", "oracle"
@@ -52,15 +51,7 @@ def evaluate(cfg: ArcConfig, argv: list[str], command: str = "arc-evaluate") -> 
         raise ConfigError("seal arc evaluate needs --tasks PATH "
                           "(a folder of ARC JSON files, a file, arc1:train, seal:train, ...)")
     t_start = time.time()
-    loaded = load_candidates(cfg)  # a bad task spec fails before the model loads
-    model, tok = load_model(cfg.model)
-    chat = uses_chat(tok, cfg.model)
-    tasks, info = select_tasks(cfg, tok, chat, loaded)
-    run = open_run(command, cfg, argv, cfg.tasks, info["sha256"], len(tasks))
-    print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
-    print(f"tasks: {info['n_chosen']} chosen, {info['n_fit']} of {info['n_loaded'] - info['n_excluded']} fit "
-          f"max_task_tokens={cfg.max_task_tokens}")
-    atomic_write_json(run.path / "tasks.json", {**info, "chat_template": chat})
+    run, model, tok, chat, tasks, info = open_task_run(cfg, argv, command)
 
     # 1. self-edits from the model itself and, when given, from the RL-trained model
     saved = read_records(run.path / "selfedits.jsonl")

@@ -32,11 +32,11 @@ from ...config import ConfigError, InnerLoopConfig, ModelConfig
 from ...evaluate import job_seed
 from ...generation import HFGenerator
 from ...inner_loop import TrainExample
-from ...models import load_model, save_model, uses_chat
+from ...models import load_model, save_model
 from ...restem import finish, sft_merge
-from ...runs import append_jsonl, atomic_write_json, open_run, progress
+from ...runs import append_jsonl, atomic_write_json, progress
 from .config import ArcConfig
-from .run import load_candidates, plan, read_records, run_ttt, sample_selfedits, select_tasks, selfedit_text
+from .run import open_task_run, plan, read_records, run_ttt, sample_selfedits, selfedit_text
 
 
 def canonical_selfedit(config) -> str:
@@ -54,15 +54,7 @@ def sft(policy, tok, examples: list[TrainExample], cfg: ArcConfig, seed: int) ->
 def train(cfg: ArcConfig, argv: list[str], command: str = "arc-train") -> Path:
     if not cfg.tasks:
         raise ConfigError("seal arc train needs --tasks PATH (training tasks, e.g. seal:train)")
-    loaded = load_candidates(cfg)  # a bad task spec fails before the model loads
-    base, tok = load_model(cfg.model)
-    chat = uses_chat(tok, cfg.model)
-    tasks, info = select_tasks(cfg, tok, chat, loaded)
-    run = open_run(command, cfg, argv, cfg.tasks, info["sha256"], len(tasks))
-    print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
-    print(f"tasks: {info['n_chosen']} chosen, {info['n_fit']} of {info['n_loaded'] - info['n_excluded']} fit "
-          f"max_task_tokens={cfg.max_task_tokens}")
-    atomic_write_json(run.path / "tasks.json", {**info, "chat_template": chat})
+    run, base, tok, chat, tasks, _ = open_task_run(cfg, argv, command)
     policy = None  # a copy of the base model once an M-step changes it
 
     for rnd in range(1, cfg.restem.rounds + 1):

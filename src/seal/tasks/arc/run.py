@@ -332,3 +332,22 @@ def plan(tasks: list[ArcTask], sources: dict[str, dict[str, list[str]] | list[Pa
                     jobs[key] = make_job(task, p.config, tok, chat, cfg)
                 attempts[name].append(Attempt(task.id, i, p, key if jobs[key] is not None else None))
     return attempts, [j for j in jobs.values() if j is not None]
+
+
+def open_task_run(cfg, argv: list[str], command: str):
+    """Load and filter the tasks, load the model, open (or resume) the run folder.
+
+    A bad task spec fails before the model loads. Returns (run, model, tok, chat, tasks, info)."""
+    from ...models import load_model, uses_chat
+    from ...runs import atomic_write_json, open_run
+
+    loaded = load_candidates(cfg)
+    model, tok = load_model(cfg.model)
+    chat = uses_chat(tok, cfg.model)
+    tasks, info = select_tasks(cfg, tok, chat, loaded)
+    run = open_run(command, cfg, argv, cfg.tasks, info["sha256"], len(tasks))
+    print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
+    print(f"tasks: {info['n_chosen']} chosen, {info['n_fit']} of {info['n_loaded'] - info['n_excluded']} fit "
+          f"max_task_tokens={cfg.max_task_tokens}")
+    atomic_write_json(run.path / "tasks.json", {**info, "chat_template": chat})
+    return run, model, tok, chat, tasks, info
