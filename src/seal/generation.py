@@ -66,6 +66,37 @@ class HFGenerator:
         return out
 
 
+def sample_resumable(gen: Generator, items: list, prompt_of, n: int, *, max_new_tokens: int, temperature: float,
+                     top_p: float, batch_size: int, seed: int, done: dict[str, list[str]], on_sampled,
+                     progress=None) -> dict[str, list[str]]:
+    """n sampled completions per item (keyed by `item.id`); items in `done` are not sampled again.
+
+    Chunks of items and each chunk's seed are fixed by the full item list, so a resumed run
+    samples exactly what an uninterrupted one would have. `prompt_of(item)` gives the prompt, or
+    None for an item whose completions are all empty (nothing to sample). on_sampled(item,
+    completions) saves each as soon as its chunk is done.
+    """
+    out = dict(done)
+    per_batch = max(1, batch_size // n)  # items per generate call (n rows each)
+    for start in range(0, len(items), per_batch):
+        chunk = items[start : start + per_batch]
+        if all(it.id in out for it in chunk):
+            continue
+        prompts = [prompt_of(it) for it in chunk]
+        if all(p is None for p in prompts):
+            comps = [[""] * n for _ in chunk]
+        else:
+            comps = gen.generate(prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                 seed=seed * 7919 + start, batch_size=batch_size)
+        for it, c in zip(chunk, comps):
+            if it.id not in out:
+                out[it.id] = c
+                on_sampled(it, c)
+        if progress is not None:
+            progress(len(chunk))
+    return out
+
+
 def make_generator(model, tok, backend: str = "hf") -> Generator:
     if backend == "hf":
         return HFGenerator(model, tok)

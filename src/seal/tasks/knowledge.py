@@ -400,26 +400,12 @@ def sample_selfedits(gen, tok, chat: bool, passages: list[Passage], cfg: SelfEdi
                      done: dict[str, list[str]], on_sampled, progress=None) -> dict[str, list[str]]:
     """k sampled self-edits per passage (temperature/top-p from cfg); passages already in `done`
     (a resumed run) are not sampled again. on_sampled(passage, completions) saves each."""
+    from ..generation import sample_resumable
     from ..models import format_prompt
 
-    out = dict(done)
-    per_batch = max(1, cfg.batch_size // k)  # passages per generate call (k rows each)
-    for start in range(0, len(passages), per_batch):
-        chunk = passages[start : start + per_batch]
-        if all(p.id in out for p in chunk):
-            continue
-        if cfg.template == "none":
-            comps = [[""] * k for _ in chunk]
-        else:
-            prompts = [format_prompt(tok, selfedit_prompt(p, cfg), chat) for p in chunk]
-            # fixed chunks and a seed per chunk: a resumed run samples exactly what an
-            # uninterrupted one would have
-            comps = gen.generate(prompts, n=k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                 top_p=cfg.top_p, seed=seed * 7919 + start, batch_size=cfg.batch_size)
-        for p, c in zip(chunk, comps):
-            if p.id not in out:
-                out[p.id] = c
-                on_sampled(p, c)
-        if progress is not None:
-            progress(len(chunk))
-    return out
+    def prompt_of(p):
+        return None if cfg.template == "none" else format_prompt(tok, selfedit_prompt(p, cfg), chat)
+
+    return sample_resumable(gen, passages, prompt_of, k, max_new_tokens=cfg.max_new_tokens,
+                            temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size, seed=seed,
+                            done=done, on_sampled=on_sampled, progress=progress)

@@ -40,7 +40,7 @@ from pathlib import Path
 from ... import lora
 from ...config import InnerLoopConfig
 from ...evaluate import job_seed
-from ...generation import HFGenerator
+from ...generation import HFGenerator, sample_resumable
 from ...inner_loop import TrainExample, train_adapters
 from ...models import format_prompt
 from ...runs import read_jsonl
@@ -124,23 +124,10 @@ def sample_selfedits(gen, tok, chat: bool, tasks: list[ArcTask], cfg: ArcConfig,
     """`cfg.selfedits` sampled completions per task; tasks in `done` are not sampled again.
     Chunks and their seeds are fixed by the task list, so a resumed run samples what an
     uninterrupted one would have."""
-    n = cfg.selfedits
-    out = dict(done)
-    per_batch = max(1, cfg.sample_batch_size // n)
-    for start in range(0, len(tasks), per_batch):
-        chunk = tasks[start : start + per_batch]
-        if all(t.id in out for t in chunk):
-            continue
-        comps = gen.generate([selfedit_text(t, tok, chat, cfg) for t in chunk], n=n, max_new_tokens=cfg.max_new_tokens,
-                             temperature=cfg.temperature, top_p=cfg.top_p, seed=seed * 7919 + start,
-                             batch_size=cfg.sample_batch_size)
-        for t, c in zip(chunk, comps):
-            if t.id not in out:
-                out[t.id] = c
-                on_sampled(t, c)
-        if progress is not None:
-            progress(len(chunk))
-    return out
+    return sample_resumable(gen, tasks, lambda t: selfedit_text(t, tok, chat, cfg), cfg.selfedits,
+                            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                            batch_size=cfg.sample_batch_size, seed=seed, done=done, on_sampled=on_sampled,
+                            progress=progress)
 
 
 def config_key(config: SelfEditConfig) -> str:
