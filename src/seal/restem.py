@@ -85,6 +85,19 @@ def sft(generator, tok, examples: list[TrainExample], cfg: RunConfig, seed: int)
     return sft_merge(generator, tok, examples, inner, seed)
 
 
+def finished_round(rdir: Path, rnd: int, model_cfg: ModelConfig):
+    """For a round finished earlier (done.json exists): (its record, the model it saved or
+    None if it changed nothing). None when the round still has to run."""
+    if not (rdir / "done.json").exists():
+        return None
+    info = json.loads((rdir / "done.json").read_text())
+    print(f"round {rnd}: done earlier (kept {info['n_kept']} self-edits)")
+    model = None
+    if info.get("model_changed"):
+        model, _ = load_model(ModelConfig(**{**model_cfg.__dict__, "name": str(rdir / "model")}))
+    return info, model
+
+
 def finish(run, rounds: int, unchanged: str) -> Path | None:
     """Record the last round's model as the run's final model (final.json) and close the run."""
     final = None
@@ -116,11 +129,8 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
     for rnd in range(1, cfg.restem.rounds + 1):
         rdir = run.path / "rounds" / f"round_{rnd}"
         rdir.mkdir(parents=True, exist_ok=True)
-        if (rdir / "done.json").exists():
-            info = json.loads((rdir / "done.json").read_text())
-            print(f"round {rnd}: done earlier (kept {info['n_kept']} self-edits)")
-            if info.get("model_changed"):
-                generator, _ = load_model(ModelConfig(**{**cfg.model.__dict__, "name": str(rdir / "model")}))
+        if (earlier := finished_round(rdir, rnd, cfg.model)) is not None:
+            generator = earlier[1] if earlier[1] is not None else generator
             continue
         t0 = time.time()
         policy = generator if generator is not None else base

@@ -28,12 +28,12 @@ import statistics
 import time
 from pathlib import Path
 
-from ...config import ConfigError, InnerLoopConfig, ModelConfig
+from ...config import ConfigError, InnerLoopConfig
 from ...evaluate import job_seed
 from ...generation import HFGenerator
 from ...inner_loop import TrainExample
-from ...models import load_model, save_model
-from ...restem import finish, sft_merge
+from ...models import save_model
+from ...restem import finish, finished_round, sft_merge
 from ...runs import append_jsonl, atomic_write_json, progress
 from .config import ArcConfig
 from .run import open_task_run, plan, read_records, run_ttt, sample_selfedits, selfedit_text
@@ -60,11 +60,8 @@ def train(cfg: ArcConfig, argv: list[str], command: str = "arc-train") -> Path:
     for rnd in range(1, cfg.restem.rounds + 1):
         rdir = run.path / "rounds" / f"round_{rnd}"
         rdir.mkdir(parents=True, exist_ok=True)
-        if (rdir / "done.json").exists():
-            done_info = json.loads((rdir / "done.json").read_text())
-            print(f"round {rnd}: done earlier (kept {done_info['n_kept']} self-edits)")
-            if done_info.get("model_changed"):
-                policy, _ = load_model(ModelConfig(**{**cfg.model.__dict__, "name": str(rdir / "model")}))
+        if (earlier := finished_round(rdir, rnd, cfg.model)) is not None:
+            policy = earlier[1] if earlier[1] is not None else policy
             continue
         t0 = time.time()
 
