@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -93,23 +94,31 @@ def machine_info(threads: int) -> dict:
 
 
 def matmul_peak(fp32_size: int = 2048, bf16_size: int = 512, reps: int = 5) -> dict:
-    """Best-of-`reps` GFLOP/s of square matmuls (2 n^3 FLOPs each) in fp32 and bf16.
+    """Best GFLOP/s of square matmuls (2 n^3 FLOPs each) in fp32 and bf16, over sizes n, n/2 and
+    n/4 and `reps` repeats each (the best size differs between machines and thread counts).
 
-    bf16 uses a smaller size: on CPUs without AVX-512 BF16 / AMX it is emulated and a 2048 matmul
-    would take about a minute."""
+    bf16 starts from a smaller size: on CPUs without AVX-512 BF16 / AMX it is emulated and a
+    2048 matmul would take about a minute. "machine" is the better of the two: the physical limit
+    whatever dtype one trains in."""
     import torch
     out = {}
-    for name, dtype, n, r in (("fp32", torch.float32, fp32_size, reps), ("bf16", torch.bfloat16, bf16_size, 3)):
-        g = torch.Generator().manual_seed(0)
-        a = torch.randn(n, n, generator=g).to(dtype)
-        b = torch.randn(n, n, generator=g).to(dtype)
-        a @ b  # warm-up
-        best = math.inf
-        for _ in range(r):
-            t = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t)
-        out[name] = {"size": n, "reps": r, "best_seconds": best, "gflops": 2 * n**3 / best / 1e9}
+    for name, dtype, n0, r in (("fp32", torch.float32, fp32_size, reps), ("bf16", torch.bfloat16, bf16_size, 3)):
+        best = {"gflops": 0.0}
+        for n in sorted({max(64, n0 // 4), max(64, n0 // 2), n0}):
+            g = torch.Generator().manual_seed(0)
+            a = torch.randn(n, n, generator=g).to(dtype)
+            b = torch.randn(n, n, generator=g).to(dtype)
+            a @ b  # warm-up
+            secs = math.inf
+            for _ in range(r):
+                t = time.perf_counter()
+                a @ b
+                secs = min(secs, time.perf_counter() - t)
+            if 2 * n**3 / secs / 1e9 > best["gflops"]:
+                best = {"size": n, "reps": r, "best_seconds": secs, "gflops": 2 * n**3 / secs / 1e9}
+        out[name] = best
+    top = max(("fp32", "bf16"), key=lambda k: out[k]["gflops"])
+    out["machine"] = dict(out[top], dtype=top)
     return out
 
 
@@ -138,7 +147,12 @@ def _train_flops(dims: dict, T: int) -> float:
     weights get no weight gradient): 4 N per token; attention backward needs gradients of both
     of its activation operands, so attention counts 3x its forward. LoRA terms (< 2% here) are
     left out."""
-    return 4.0 * dims["matmul_params"] * T + 6.0 * dims["layers"] * dims["attn_dim"] * T * T
+    return _train_flops_totals(dims, T, T * T)
+
+
+def _train_flops_totals(dims: dict, tokens: float, sq_tokens: float) -> float:
+    """`_train_flops` summed over sequences, from their total tokens and total squared lengths."""
+    return 4.0 * dims["matmul_params"] * tokens + 6.0 * dims["layers"] * dims["attn_dim"] * sq_tokens
 
 
 def _gen_flops(dims: dict, prompt_len: int, new_tokens: int) -> float:
@@ -315,22 +329,28 @@ def run_fast(spec: dict) -> dict:
         model.forward = torch.compile(model.forward, dynamic=True)
         compile_s = time.perf_counter() - t  # lazy: the real cost lands in the first step
     t = time.perf_counter()
-    K.run_jobs(model, tok, gen, chat, jobs, inner, ev, lambda j, r: res.__setitem__(j.key, r))
+    from .inner_loop import Speedups
+    speed = Speedups(**spec.get("speedups", {}))
+    K.run_jobs(model, tok, gen, chat, jobs, inner, ev, lambda j, r: res.__setitem__(j.key, r), speed=speed)
     total = time.perf_counter() - t
     train_s = sum(r["train_seconds"] for r in res.values())
     work = _train_work(tok, jobs, inner)
-    train_flops = sum(inner.epochs * sum(_train_flops(dims, n) for n in w["lens"]) for w in work)
+    # FLOPs of what ran: sequences shared by fresh adapters ran once (inner_loop.share_rows)
+    ex_tok = sum(res[j.key]["train"]["executed_tokens"] for j in jobs)
+    ex_sq = sum(res[j.key]["train"]["executed_sq_tokens"] for j in jobs)
+    train_flops = _train_flops_totals(dims, ex_tok, ex_sq)
     eval_flops = sum(_logprob_eval_flops(tok, dims, chat, j.questions) for j in jobs) + gen.flops
     return {
         "path": spec["name"], "evaluations": len(jobs), "seconds": total, "train_seconds": train_s,
         "eval_seconds": total - train_s, "train_tokens": sum(w["tokens"] for w in work),
+        "executed_train_tokens": ex_tok,
         "train_flops": train_flops, "eval_flops": eval_flops, "generated_tokens": gen.new_tokens,
         "load_seconds": load_s, "base_seconds": base_s, "compile_setup_seconds": compile_s,
         "rewards": {j.key: res[j.key]["metrics"]["logprob"] - base[j.passage_ids[0]] for j in jobs},
         "metrics": {j.key: res[j.key]["metrics"] for j in jobs},
         "rss_after_load_mib": rss_loaded, "peak_rss_mib": _rss_peak_mib(), "dims": dims,
         "settings": {"parallel_adapters": inner.parallel_adapters, "generate": ev.generate,
-                     "compile": bool(spec.get("compile"))},
+                     "compile": bool(spec.get("compile")), "speedups": dataclasses.asdict(speed)},
     }
 
 
@@ -535,18 +555,19 @@ def render(result: dict) -> str:
                  f"data {result['workload']['data_sha256'][:12]})")
     lines.append(f"machine: {result['machine']['cpu_model']}, torch {result['machine']['torch']}, "
                  f"{result['machine']['torch_threads']} threads; matmul peak fp32 {p32:.1f} GFLOP/s "
-                 f"({peak['fp32']['size']}^2), bf16 {p16:.2f} GFLOP/s ({peak['bf16']['size']}^2)")
+                 f"({peak['fp32']['size']}^2), bf16 {p16:.2f} GFLOP/s ({peak['bf16']['size']}^2); "
+                 f"CPU flags {' '.join(result['machine'].get('cpu_flags', [])) or '?'}")
     lines.append(f"self-edit generation ({g.get('measured', 'when the workload was created')}): "
                  f"{g['tokens_per_second']:.1f} tokens/s ({g['generated_tokens']} tokens, {g['completions']} "
                  f"completions, batch {g['batch_size']}, {g['seconds']:.1f} s)")
     lines.append("")
-    head = (f"{'path':<22}{'evals':>6}{'s/eval':>9}{'evals/min':>10}{'train tok/s':>12}{'train GFLOP/s':>14}"
+    head = (f"{'path':<26}{'evals':>6}{'s/eval':>9}{'evals/min':>10}{'train tok/s':>12}{'train GFLOP/s':>14}"
             f"{'%fp32':>7}{'eval GFLOP/s':>13}{'%fp32':>7}{'peak RSS MiB':>13}")
     lines += [head, "-" * len(head)]
     for name, r in result["paths"].items():
         x = result["rates"][name]
         star = "*" if r.get("extrapolated") else ""
-        lines.append(f"{name + star:<22}{r['evaluations']:>6}{x['seconds_per_eval']:>9.1f}{x['evals_per_min']:>10.2f}"
+        lines.append(f"{name + star:<26}{r['evaluations']:>6}{x['seconds_per_eval']:>9.1f}{x['evals_per_min']:>10.2f}"
                      f"{x['train_tokens_per_s']:>12.0f}{x['train_gflops']:>14.1f}{x['train_gflops'] / p32:>7.0%}"
                      f"{x['eval_gflops']:>13.1f}{x['eval_gflops'] / p32:>7.0%}{r['peak_rss_mib']:>13.0f}")
     if any(r.get("extrapolated") for r in result["paths"].values()):
@@ -567,20 +588,22 @@ def render(result: dict) -> str:
 
 
 def summary_line(result: dict) -> str:
+    """Speed-up over the reference-style path first, then the fraction of the machine's matmul
+    peak, peak RSS and reward agreement (the issue's order), then the other ratios."""
     rates, paths, fid = result["rates"], result["paths"], result["fidelity"]
-    p32 = result["matmul_peak"]["fp32"]["gflops"]
-    p16 = result["matmul_peak"]["bf16"]["gflops"]
+    peak = result["matmul_peak"]
+    p32, p16 = peak["fp32"]["gflops"], peak["bf16"]["gflops"]
+    top = peak.get("machine", dict(peak["fp32"], dtype="fp32"))
     sp = rates["fast"]["evals_per_min"] / rates["ref"]["evals_per_min"]
-    parts = [f"{sp:.1f}x self-edit evaluations/min over the reference-style (unpadded) inner loop"]
-    if "fast+gen" in rates:
-        parts.append(f"{rates['fast+gen']['evals_per_min'] / rates['ref']['evals_per_min']:.1f}x with answer generation")
-    if "ref pad2048" in rates:
-        parts.append(f"{rates['fast']['evals_per_min'] / rates['ref pad2048']['evals_per_min']:.0f}x over padded-2048 (est.)")
     tg = rates["fast"]["train_gflops"]
-    parts.append(f"fast-path training at {tg / p16:.0f}x the bf16 'peak' (bf16 is emulated on this CPU, "
-                 f"{p16:.2f} GFLOP/s, so the fp32 figure is the real one) = {tg / p32:.0%} of fp32 peak "
-                 f"({tg:.1f}/{p32:.0f} GFLOP/s)")
-    parts.append(f"peak RSS {paths['fast']['peak_rss_mib']:.0f} MiB vs {paths['ref']['peak_rss_mib']:.0f} MiB")
+    parts = [f"{sp:.1f}x self-edit evaluations/min over the reference-style (unpadded) inner loop"]
+    if top["dtype"] == "bf16":
+        parts.append(f"training at {tg / p16:.0%} of the bf16 matmul peak ({tg:.1f}/{p16:.0f} GFLOP/s)")
+    else:
+        parts.append(f"training at {tg / p32:.0%} of this machine's matmul peak, which is fp32 "
+                     f"({tg:.1f}/{p32:.0f} GFLOP/s; bf16 is emulated here at {p16:.2f} GFLOP/s, "
+                     f"so the bf16 'peak' is {tg / p16:.0f}x below what training reaches)")
+    parts.append(f"peak RSS {paths['fast']['peak_rss_mib'] / 1024:.1f} GiB (reference {paths['ref']['peak_rss_mib'] / 1024:.1f} GiB)")
     f1 = fid.get("fast vs ref")
     f2 = fid.get("ref vs ref (seed noise)")
     if f1:
@@ -588,6 +611,10 @@ def summary_line(result: dict) -> str:
         if f2:
             s += f" vs ref-vs-ref {f2['spearman']:.2f} (n={f2['n']})"
         parts.append(s)
+    if "fast+gen" in rates:
+        parts.append(f"{rates['fast+gen']['evals_per_min'] / rates['ref']['evals_per_min']:.1f}x with answer generation")
+    if "ref pad2048" in rates:
+        parts.append(f"{rates['fast']['evals_per_min'] / rates['ref pad2048']['evals_per_min']:.0f}x over padded-2048 (est.)")
     return "; ".join(parts)
 
 
@@ -661,6 +688,17 @@ def bench_inner_loop(args) -> dict:
         specs.append((f"fast pa={pa}", {"kind": "fast", "parallel_adapters": pa, "jobs": all_keys}))
     if args.compile_variant:
         specs.append(("fast compile", {"kind": "fast", "compile": True, "jobs": all_keys}))
+    if args.ablate:
+        # each speed-up switched off alone, then all of them, on the first passages only
+        from .inner_loop import Speedups
+        jobs = keys_of(args.ablate_passages)
+        names = [f.name for f in dataclasses.fields(Speedups)]
+        specs.append(("ablate: all on", {"kind": "fast", "jobs": jobs}))
+        for n in names:
+            specs.append((f"ablate: -{n}", {"kind": "fast", "jobs": jobs, "speedups": {n: False}}))
+        specs.append(("ablate: all off", {"kind": "fast", "jobs": jobs, "speedups": {n: False for n in names}}))
+        specs.append(("ablate: all off pa=1", {"kind": "fast", "jobs": jobs, "parallel_adapters": 1,
+                                               "speedups": {n: False for n in names}}))
 
     paths = {}
     for name, extra in specs:
@@ -756,6 +794,10 @@ def add_cli(subparsers) -> None:
     q.add_argument("--parallel-variants", type=int, nargs="*", default=[], metavar="N",
                    help="extra fast-path runs with inner.parallel_adapters=N (e.g. 1)")
     q.add_argument("--compile-variant", action="store_true", help="extra fast-path run under torch.compile")
+    q.add_argument("--ablate", action="store_true",
+                   help="extra fast-path runs with each inner_loop.Speedups switch off, all off, and all off "
+                        "with one adapter at a time (on --ablate-passages passages)")
+    q.add_argument("--ablate-passages", type=int, default=1, help="workload passages for --ablate (default 1)")
     q.add_argument("--peak-size", type=int, default=2048, help="fp32 matmul size for the peak")
     q.add_argument("--bf16-peak-size", type=int, default=512, help="bf16 matmul size for the peak (emulated bf16 is slow)")
     q.add_argument("--in-process", action="store_true", help="run every path in this process (tests; peaks then mix)")

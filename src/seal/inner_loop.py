@@ -33,6 +33,18 @@ from .models import model_device, pick_dtype
 
 
 @dataclass(frozen=True)
+class Speedups:
+    """Implementation switches of the inner loop. None changes what is computed (only float
+    summation order); all are on by default and exist so that `seal bench inner-loop --ablate`
+    can measure each one against the same run."""
+
+    mask_free: bool = True  # right padding + causal attention: no padding mask (SDPA causal kernel)
+    fused_head: bool = True  # output layer + cross-entropy with its gradient in one pass (no recompute)
+    foreach_adamw: bool = True  # the per-adapter AdamW as multi-tensor (_foreach) ops
+    share_first_step: bool = True  # a sequence in several adapters' first step runs once (share_rows)
+
+
+@dataclass(frozen=True)
 class TrainExample:
     """One training sequence: loss on `completion` (and on `prompt` too when loss_on=all)."""
 
@@ -106,8 +118,21 @@ def collate(group: list[tuple[int, Tokenized]], pad_id: int, device):
     return ids.to(device), attn.to(device), labels.to(device), rows
 
 
-def _hidden(model, ids, attn):
-    """Final hidden states (the decoder without the output layer)."""
+def right_padded(attn) -> bool:
+    """True when every row is real tokens followed only by padding (what `collate` builds)."""
+    return attn is None or bool((attn[:, 1:] <= attn[:, :-1]).all())
+
+
+def _hidden(model, ids, attn, mask_free: bool = True):
+    """Final hidden states (the decoder without the output layer).
+
+    With right padding a causal model never lets a real token see a padding token, so the
+    padding mask changes nothing at real positions. Dropping it (`mask_free`) lets SDPA use its
+    causal kernel instead of a materialized [b, 1, T, T] mask, which on CPU is several times
+    faster. Outputs at padding positions then differ, but nothing reads them.
+    """
+    if mask_free and right_padded(attn):
+        attn = None
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if decoder is not None and decoder is not model:
         out = decoder(input_ids=ids, attention_mask=attn, use_cache=False)
@@ -122,39 +147,84 @@ def _chunk_nll(head, h, tgt):
     return F.cross_entropy(head(h).float(), tgt, reduction="none")
 
 
-def token_losses(model, ids, attn, labels, dtype, chunk: int = 1024) -> torch.Tensor:
+class _LinearCrossEntropy(torch.autograd.Function):
+    """nll_t = logsumexp(W h_t + b) - (W h_t + b)[y_t] for a frozen output layer, with the
+    gradient d nll_t / d h_t = W^T (softmax(W h_t + b) - onehot(y_t)) formed in the forward pass.
+
+    The backward then only scales those per-token gradients by the incoming d loss / d nll_t.
+    Against `checkpoint(cross_entropy(head(h)))` this skips the recomputed logits and the
+    log-softmax backward: two vocab-sized matmuls per token instead of three, and the
+    [tokens x vocab] logits live one chunk at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, tgt, chunk: int):
+        nll = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        grad = torch.empty(h.shape, dtype=torch.float32, device=h.device)
+        for i in range(0, h.shape[0], chunk):
+            hc = h[i : i + chunk].to(weight.dtype)
+            logits = F.linear(hc, weight, bias).float()
+            lse = torch.logsumexp(logits, -1, keepdim=True)
+            tc = tgt[i : i + chunk].unsqueeze(-1)
+            nll[i : i + chunk] = (lse - logits.gather(-1, tc)).squeeze(-1)
+            p = logits.sub_(lse).exp_()  # softmax, in place
+            p.scatter_add_(-1, tc, torch.full_like(tc, -1.0, dtype=p.dtype))
+            grad[i : i + chunk] = (p.to(weight.dtype) @ weight).float()
+        ctx.save_for_backward(grad)
+        ctx.h_dtype = h.dtype
+        return nll
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return (grad * g.unsqueeze(-1)).to(ctx.h_dtype), None, None, None, None
+
+
+def head_nll(head, h, tgt, chunk: int = 1024, fused: bool = True) -> torch.Tensor:
+    """Per-token cross-entropy of the output layer at hidden states h [n, d] against tgt [n]."""
+    if fused and type(head) is torch.nn.Linear and not head.weight.requires_grad and (
+            head.bias is None or not head.bias.requires_grad):
+        return _LinearCrossEntropy.apply(h, head.weight, head.bias, tgt, chunk)
+    from torch.utils.checkpoint import checkpoint
+    parts = [checkpoint(_chunk_nll, head, h[i : i + chunk], tgt[i : i + chunk], use_reentrant=False)
+             for i in range(0, h.shape[0], chunk)]
+    return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
+
+
+def token_losses(model, ids, attn, labels, dtype, chunk: int = 1024, speed: Speedups | None = None) -> torch.Tensor:
     """Per-token next-token cross-entropy [b, T-1] (0 where labels are -100).
 
     The output layer (vocab x hidden, 28M of SmolLM2's 135M weights) runs only at positions
-    that have a target, in chunks recomputed in the backward pass, so neither padding nor the
-    full [tokens x vocab] logits tensor costs compute or memory. (Assumes the model's logits are
+    that have a target, one chunk at a time (`head_nll`), so neither padding nor the full
+    [tokens x vocab] logits tensor costs compute or memory. (Assumes the model's logits are
     lm_head(hidden), true of Llama-style models; no logit soft-capping.)
     """
-    from torch.utils.checkpoint import checkpoint
-
+    speed = speed or Speedups()
     with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-        h = _hidden(model, ids, attn)[:, :-1]
+        h = _hidden(model, ids, attn, speed.mask_free)[:, :-1]
     tgt = labels[:, 1:]
     mask = tgt != -100
-    hs, ts = h[mask], tgt[mask]
-    head = model.get_output_embeddings()
-    parts = [checkpoint(_chunk_nll, head, hs[i : i + chunk], ts[i : i + chunk], use_reentrant=False)
-             for i in range(0, hs.shape[0], chunk)]
+    nll = head_nll(model.get_output_embeddings(), h[mask], tgt[mask], chunk, speed.fused_head)
     out = torch.zeros(tgt.shape, dtype=torch.float32, device=h.device)
-    if parts:
-        out = out.masked_scatter(mask, torch.cat(parts))
-    return out
+    return out.masked_scatter(mask, nll) if nll.numel() else out
 
 
 class _AdapterAdamW:
     """AdamW per adapter: adapter i steps only when it had a batch, with its own step count and
-    its own gradient-norm clipping, so adapters that train together never influence each other."""
+    its own gradient-norm clipping, so adapters that train together never influence each other.
+
+    The update (Loshchilov & Hutter, decoupled weight decay), per adapter with step count t:
+        g <- g * min(1, clip / ||g||);  m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
+        p <- p (1 - lr wd) - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+    `foreach` runs it as multi-tensor ops over the adapter's ~400 tensors (one call per op
+    instead of one per tensor); the arithmetic is the same."""
 
     def __init__(self, groups: list[list[torch.nn.Parameter]], lr: float, weight_decay: float,
-                 max_grad_norm: float, betas=(0.9, 0.999), eps=1e-8):
+                 max_grad_norm: float, betas=(0.9, 0.999), eps=1e-8, foreach: bool = True):
         self.groups = groups
         self.lr, self.wd, self.clip = lr, weight_decay, max_grad_norm
         self.b1, self.b2, self.eps = betas[0], betas[1], eps
+        self.foreach = foreach
         self.m = [[torch.zeros_like(p) for p in g] for g in groups]
         self.v = [[torch.zeros_like(p) for p in g] for g in groups]
         self.t = [0] * len(groups)
@@ -164,31 +234,88 @@ class _AdapterAdamW:
         """Update the active adapters; return every adapter's gradient norm (before clipping)."""
         norms = []
         for a, params in enumerate(self.groups):
-            grads = [p.grad for p in params if p.grad is not None]
-            norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads))) if grads else 0.0
+            live = [(p, m, v) for p, m, v in zip(params, self.m[a], self.v[a]) if p.grad is not None]
+            grads = [p.grad for p, _, _ in live]
+            if not grads:
+                norm = 0.0
+            elif self.foreach:
+                norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm([g.float() for g in grads]))))
+            else:
+                norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads)))
             norms.append(norm)
             if not active[a] or not grads:
                 continue
             scale = min(1.0, self.clip / (norm + 1e-6)) if self.clip > 0 else 1.0
             self.t[a] += 1
             bc1, bc2 = 1 - self.b1 ** self.t[a], 1 - self.b2 ** self.t[a]
-            for p, m, v in zip(params, self.m[a], self.v[a]):
-                if p.grad is None:
-                    continue
-                g = p.grad * scale
-                m.mul_(self.b1).add_(g, alpha=1 - self.b1)
-                v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            if self.foreach:
+                ps, ms, vs = [x[0] for x in live], [x[1] for x in live], [x[2] for x in live]
+                gs = torch._foreach_mul(grads, scale)
+                torch._foreach_mul_(ms, self.b1)
+                torch._foreach_add_(ms, gs, alpha=1 - self.b1)
+                torch._foreach_mul_(vs, self.b2)
+                torch._foreach_addcmul_(vs, gs, gs, value=1 - self.b2)
                 if self.wd:
-                    p.mul_(1 - self.lr * self.wd)
-                p.addcdiv_(m / bc1, (v / bc2).sqrt_().add_(self.eps), value=-self.lr)
+                    torch._foreach_mul_(ps, 1 - self.lr * self.wd)
+                den = torch._foreach_div(vs, bc2)
+                torch._foreach_sqrt_(den)
+                torch._foreach_add_(den, self.eps)
+                num = torch._foreach_div(ms, bc1)
+                torch._foreach_addcdiv_(ps, num, den, value=-self.lr)
+            else:
+                for p, m, v in live:
+                    g = p.grad * scale
+                    m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+                    v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+                    if self.wd:
+                        p.mul_(1 - self.lr * self.wd)
+                    p.addcdiv_(m / bc1, (v / bc2).sqrt_().add_(self.eps), value=-self.lr)
         for params in self.groups:
             for p in params:
                 p.grad = None
         return norms
 
 
+def share_rows(rows: list[tuple[int, Tokenized]], weight: torch.Tensor, n: int):
+    """Run each sequence that several fresh adapters train on once, for all of them.
+
+    On its first step every adapter still has B = 0, so each adapter's model *is* the base
+    model: a sequence that adapters a_1..a_m all train on has the same forward pass and the same
+    input gradients for each of them, and only d loss / d B_a = scale * w_a * g (A_a x)^T differs.
+    So the sequence runs once with weight W = sum_a w_a, and its LoRA update is the mix
+    sum_a (w_a / W) B_a A_a x (lora.LoRAState.mixes): zero in value, and in the backward each B_a
+    gets exactly the gradient it would get from its own copy. With SEAL's passage in every
+    self-edit's data, this runs the passage once instead of k times in the first step.
+
+    Returns the new rows (a mix j appears as adapter id n + j), the mixes, and each mix's weight
+    W and member counts (how many of its copies each adapter had) for the loss bookkeeping.
+    """
+    by_seq: dict[tuple, list[int]] = {}
+    first: dict[tuple, Tokenized] = {}
+    for a, t in rows:
+        key = (tuple(t.ids), t.loss_from)
+        by_seq.setdefault(key, []).append(a)
+        first.setdefault(key, t)
+    out, mixes, mix_w, mix_m = [], [], [], []
+    for key, adapters in by_seq.items():
+        if len(adapters) == 1:
+            out.append((adapters[0], first[key]))
+            continue
+        counts = torch.bincount(torch.tensor(adapters), minlength=n).float()
+        w = counts * weight
+        total = float(w.sum())
+        mixes.append([(a, float(w[a]) / total) for a in range(n) if counts[a] > 0])
+        mix_w.append(total)
+        mix_m.append(counts)
+        out.append((n + len(mixes) - 1, first[key]))
+    if not mixes:
+        return rows, None, torch.zeros(0), torch.zeros(0, n)
+    return out, mixes, torch.tensor(mix_w), torch.stack(mix_m)
+
+
 def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoopConfig,
-                   seeds: list[int], max_tokens: int = 4096, progress=None) -> dict:
+                   seeds: list[int], max_tokens: int | None = None, progress=None,
+                   speed: Speedups | None = None) -> dict:
     """Train one fresh adapter per dataset on the model's attached LoRA state.
 
     The model must have `lora.attach(model, cfg.lora, n)` with n == len(datasets). Returns
@@ -207,10 +334,14 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     params = state.parameters()
     for p in params:
         p.requires_grad_(True)
-    opt = _AdapterAdamW([state.parameters(a) for a in range(n)], cfg.lr, cfg.weight_decay, cfg.max_grad_norm)
+    speed = speed or Speedups()
+    max_tokens = max_tokens or cfg.micro_batch_tokens
+    opt = _AdapterAdamW([state.parameters(a) for a in range(n)], cfg.lr, cfg.weight_decay, cfg.max_grad_norm,
+                        foreach=speed.foreach_adamw)
     tokens = [0] * n
     last_loss = [float("nan")] * n
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    executed: list[int] = []  # lengths of the sequences actually run (after sharing)
     for s in range(steps):
         rows = []
         for a in range(n):
@@ -221,15 +352,22 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
         for a, t in rows:
             active[a] = True
             denom[a] += len(t.ids) - t.loss_from
+        # row weight (adapter a's rows: 1 / its target tokens) and which adapters' losses a row adds to
+        weight = 1.0 / denom.clamp(min=1)
+        members = torch.eye(n)
+        mixes = None
+        if s == 0 and speed.share_first_step:
+            rows, mixes, mix_w, mix_m = share_rows(rows, weight, n)
+            weight, members = torch.cat([weight, mix_w]), torch.cat([members, mix_m])
         loss_sum = torch.zeros(n)
         for group in micro_batches(rows, max_tokens):
             ids, attn, labels, r = collate(group, pad, device)
-            with lora.use_rows(model, r):
-                tl = token_losses(model, ids, attn, labels, dtype)
+            executed += [len(t.ids) for _, t in group]
+            with lora.use_rows(model, r, mixes):
+                tl = token_losses(model, ids, attn, labels, dtype, speed=speed)
             per_row = tl.sum(1)
-            w = 1.0 / denom[r].clamp(min=1).to(per_row.device)
-            (per_row * w).sum().backward()
-            loss_sum.index_add_(0, r, per_row.detach().cpu())
+            (per_row * weight[r].to(per_row.device)).sum().backward()
+            loss_sum += members[r].t() @ per_row.detach().cpu()
         opt.step(active.tolist())
         for a in range(n):
             if active[a]:
@@ -239,14 +377,15 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
             progress(s + 1, steps)
     for p in params:
         p.requires_grad_(False)
-    return {"steps": steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd]}
+    return {"steps": steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd],
+            "executed_lens": executed}
 
 
 # ----------------------------------------------------------------------------- scoring
 
 @torch.no_grad()
 def answer_logprobs(model, tok, prompts: list[str], answers: list[str], rows: list[int],
-                    max_tokens: int = 4096) -> list[float]:
+                    max_tokens: int = 4096, mask_free: bool = True) -> list[float]:
     """Mean per-token log-probability of each answer given its prompt, under adapter rows[j].
 
     Only the answer's own tokens are scored: no end token, no leading space (the issue's hand
@@ -264,7 +403,7 @@ def answer_logprobs(model, tok, prompts: list[str], answers: list[str], rows: li
     for group in groups:
         ids, attn, labels, r = collate(group, tok.pad_token_id or 0, device)
         with lora.use_rows(model, r):
-            h = _hidden(model, ids, attn)[:, :-1]
+            h = _hidden(model, ids, attn, mask_free)[:, :-1]
         tgt = labels[:, 1:]
         mask = tgt != -100
         # the output layer only where an answer token is scored

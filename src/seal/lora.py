@@ -34,6 +34,11 @@ class LoRAState:
     segments: list[tuple[int, int, int]] | None = None
     """When rows are sorted by adapter: (adapter, start, end) runs of rows, so each adapter's
     update is a plain matmul on a slice (no gathered weight copies)."""
+    mixes: list[list[tuple[int, float]]] | None = None
+    """Row id n + j means "the adapters mixes[j] = [(adapter, coef), ...] at once": the row's
+    update is sum_a coef_a * B_a A_a x. Used for a row shared by several *fresh* adapters (all
+    B_a = 0), whose forward and input gradients are then the base model's, so one row gives each
+    B_a its gradient, weighted by coef_a (see inner_loop.train_adapters)."""
     layers: dict[str, "LoRALinear"] = field(default_factory=dict)
 
     def parameters(self, adapter: int | None = None) -> list[nn.Parameter]:
@@ -62,16 +67,22 @@ class LoRALinear(nn.Module):
         if x.dim() != 3 or rows.shape[0] != x.shape[0]:
             raise RuntimeError(f"LoRA rows ({tuple(rows.shape)}) do not match the batch ({tuple(x.shape)})")
         if self.state.segments is not None:
-            # split (not slicing): its backward is one cat instead of a zero-filled copy per slice
+            # per run of rows: y_s + (scale * x_s A^T) B^T as one addmm (the scale lands on the
+            # rank-r tensor, the add is fused); split, not slicing: its backward is one cat
             segs = self.state.segments
-            parts = []
-            for (adapter, _, _), xs in zip(segs, x.split([e - s for _, s, e in segs], 0)):
+            sizes = [e - s for _, s, e in segs]
+            outs = []
+            for (adapter, _, _), xs, ys in zip(segs, x.split(sizes, 0), y.split(sizes, 0)):
                 if adapter < 0:
-                    parts.append(torch.zeros(xs.shape[:-1] + (y.shape[-1],), dtype=y.dtype, device=y.device))
-                else:
-                    a, b = self.A[adapter].to(x.dtype), self.B[adapter].to(x.dtype)
-                    parts.append(((xs @ a.t()) @ b.t() * self.scale).to(y.dtype))
-            return y + (parts[0] if len(parts) == 1 else torch.cat(parts, 0))
+                    outs.append(ys)
+                    continue
+                mix = [(adapter, 1.0)] if adapter < self.state.n else self.state.mixes[adapter - self.state.n]
+                flat = ys.reshape(-1, ys.shape[-1])
+                for a, c in mix:
+                    xa = (xs.reshape(-1, xs.shape[-1]) @ self.A[a].to(x.dtype).t()) * (self.scale * c)
+                    flat = torch.addmm(flat, xa.to(y.dtype), self.B[a].to(y.dtype).t())
+                outs.append(flat.view(ys.shape))
+            return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
         idx = rows.clamp(min=0)  # rows in any order: gather each row's weights
         a = torch.stack(list(self.A))[idx].to(x.dtype)  # [b, r, d_in]
         b = torch.stack(list(self.B))[idx].to(x.dtype)  # [b, d_out, r]
@@ -136,34 +147,39 @@ def reset(state: LoRAState, seeds: list[int]) -> None:
 
 
 @contextlib.contextmanager
-def use_rows(model, rows: torch.Tensor | list[int] | None):
-    """Within the block, batch row j of every forward uses adapter rows[j] (-1: base model)."""
+def use_rows(model, rows: torch.Tensor | list[int] | None, mixes: list[list[tuple[int, float]]] | None = None):
+    """Within the block, batch row j of every forward uses adapter rows[j] (-1: base model;
+    n + i: the adapter mix mixes[i], see LoRAState.mixes)."""
     state = getattr(model, "_seal_lora", None)
     if state is None:
         if rows is not None and any(int(r) >= 0 for r in rows):
             raise RuntimeError("no LoRA adapters attached")
         yield
         return
-    old = state.rows, state.segments
+    old = state.rows, state.segments, state.mixes
     if rows is not None and not isinstance(rows, torch.Tensor):
         rows = torch.tensor(list(rows), dtype=torch.long)
     state.rows = None if rows is None else rows.to(next(iter(state.layers.values())).A[0].device)
-    state.segments = None if rows is None else _segments(rows.tolist())
+    state.segments = None if rows is None else _segments(rows.tolist(), limit=None if mixes else 8)
+    state.mixes = mixes
+    if mixes and (state.segments is None or any(r >= state.n + len(mixes) for r in rows.tolist())):
+        raise ValueError("rows with adapter mixes must come in one run per mix, with valid mix ids")
     try:
         yield
     finally:
-        state.rows, state.segments = old
+        state.rows, state.segments, state.mixes = old
 
 
-def _segments(rows: list[int]) -> list[tuple[int, int, int]] | None:
-    """Runs of equal adapter ids, if each adapter appears in one run only (else None)."""
+def _segments(rows: list[int], limit: int | None = 8) -> list[tuple[int, int, int]] | None:
+    """Runs of equal adapter ids, if each adapter appears in one run only and there are at
+    most `limit` runs (else None: many short runs are faster as one gathered bmm)."""
     segs: list[tuple[int, int, int]] = []
     for i, r in enumerate(rows):
         if segs and segs[-1][0] == r:
             segs[-1] = (r, segs[-1][1], i + 1)
         else:
             segs.append((r, i, i + 1))
-    if len({a for a, _, _ in segs}) != len(segs) or len(segs) > 8:
+    if len({a for a, _, _ in segs}) != len(segs) or (limit is not None and len(segs) > limit):
         return None
     return segs
 

@@ -317,7 +317,7 @@ METRICS = ("logprob", "containment", "f1", "em")
 
 
 def score_rows(model, tok, gen, chat: bool, questions: list[list[QA]], rows: list[int], eval_cfg,
-               progress=None) -> list[list[dict]]:
+               progress=None, speed=None) -> list[list[dict]]:
     """Grade adapter rows[i] on questions[i], closed-book; per-question metric dicts."""
     from ..inner_loop import answer_logprobs
     from ..models import format_prompt
@@ -325,7 +325,8 @@ def score_rows(model, tok, gen, chat: bool, questions: list[list[QA]], rows: lis
     flat = [(i, qa) for i, qs in enumerate(questions) for qa in qs]
     prompts = [format_prompt(tok, qa_prompt(qa.question), chat) for _, qa in flat]
     flat_rows = [rows[i] for i, _ in flat]
-    lps = answer_logprobs(model, tok, prompts, [qa.answer for _, qa in flat], flat_rows)
+    lps = answer_logprobs(model, tok, prompts, [qa.answer for _, qa in flat], flat_rows,
+                          mask_free=speed is None or speed.mask_free)
     answers = [None] * len(flat)
     if eval_cfg.generate:
         outs = gen.generate(prompts, n=1, max_new_tokens=eval_cfg.max_answer_tokens, temperature=0.0,
@@ -350,7 +351,7 @@ def mean_metrics(per_question: list[dict]) -> dict[str, float]:
 
 
 def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, on_result, progress=None,
-             done: set[str] | frozenset = frozenset()) -> None:
+             done: set[str] | frozenset = frozenset(), speed=None) -> None:
     """Train and grade `jobs`, `inner_cfg.parallel_adapters` at a time; call on_result(job, result)
     as each group finishes so that the caller can save it at once.
 
@@ -370,9 +371,11 @@ def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, 
         t0 = time.time()
         lora.attach(model, inner_cfg.lora, len(group))
         try:
-            stats = train_adapters(model, tok, [j.examples for j in group], inner_cfg, [j.seed for j in group])
+            stats = train_adapters(model, tok, [j.examples for j in group], inner_cfg, [j.seed for j in group],
+                                   speed=speed)
             t1 = time.time()
-            graded = score_rows(model, tok, gen, chat, [j.questions for j in group], list(range(len(group))), eval_cfg)
+            graded = score_rows(model, tok, gen, chat, [j.questions for j in group], list(range(len(group))), eval_cfg,
+                                speed=speed)
         finally:
             lora.detach(model)
         t2 = time.time()
@@ -382,7 +385,11 @@ def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, 
             on_result(job, {
                 "key": job.key, "metrics": mean_metrics(pq), "questions": pq,
                 "train": {"steps": stats["steps"], "tokens": stats["tokens"][i], "examples": stats["examples"][i],
-                          "final_loss": stats["final_loss"][i]},
+                          "final_loss": stats["final_loss"][i],
+                          # tokens the group actually ran (shared sequences once; sum of squared
+                          # lengths for attention), split equally over its adapters
+                          "executed_tokens": sum(stats["executed_lens"]) / len(group),
+                          "executed_sq_tokens": sum(n * n for n in stats["executed_lens"]) / len(group)},
                 # wall time of the group, shared equally by its adapters
                 "seconds": (t2 - t0) / len(group), "train_seconds": (t1 - t0) / len(group),
             })
