@@ -13,6 +13,22 @@ prompt). Adapter i's loss is the mean over *its* tokens in the step, and the tot
 over adapters, so gradients never mix; AdamW and gradient clipping are per adapter
 (`_AdapterAdamW`), so a batch of adapters trains as each would alone.
 
+Where the time goes, and what is done about it (`Speedups`; each switch is measured by
+`seal bench inner-loop --ablate` and `bench/ab_inner_loop.py`; none changes the update beyond
+float summation order):
+  * share_first_step: in its first step every adapter still has B = 0, so each adapter's model
+    is the base model and a sequence that several adapters train on (SEAL appends the passage
+    to every self-edit's data) runs once for all of them (`share_rows`). This is the largest
+    saving: ~18% of executed tokens on the benchmark workload.
+  * fused_head: the output layer (21% of SmolLM2's matmul weights) and its cross-entropy with
+    the gradient formed in the forward pass, instead of recomputing the logits in the backward.
+  * foreach_adamw: the per-adapter AdamW as multi-tensor ops (~400 LoRA tensors per adapter).
+  * mask_free: right padding needs no attention mask under causal attention; 6-11% off the
+    model body's forward + backward on the 2-core CPU (bench/attention_mask_ab.py), and on GPUs
+    a mask keeps SDPA off its flash kernel.
+Micro-batches are capped at `InnerLoopConfig.micro_batch_tokens` padded tokens: activations
+dominate memory (~2.6 MB per token here), and on this CPU larger micro-batches are not faster.
+
 Departures from the paper's reference code: no padding to a fixed 2048 tokens, no deep copy of
 the model per self-edit, constant learning rate, bf16 autocast with fp32 LoRA weights where the
 CPU supports bf16.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 
 from seal.bench import add_cli, render
 
@@ -53,8 +54,11 @@ def test_bench_inner_loop_tiny(tmp_path, tiny_model_dir, squad_tiny, capsys):
     # the same training gives the same log-prob reward with or without generation
     for k, v in res["paths"]["fast"]["rewards"].items():
         assert abs(v - res["paths"]["fast+gen"]["rewards"][k]) < 1e-4
-    assert res["summary"].split()[0].endswith("x")
-    assert "reward Spearman" in res["summary"]
+    assert re.match(r"^\d+\.\dx self-edit evaluations/min", res["summary"])
+    assert "matmul peak" in res["summary"] and "reward Spearman" in res["summary"]
+    # the passage is in every self-edit's data: the first step ran it once for all adapters
+    fast = res["paths"]["fast"]
+    assert fast["executed_train_tokens"] < fast["train_tokens"]
     assert (tmp_path / "out.md").exists()
     out = capsys.readouterr().out
     assert res["summary"] in out and "ref pad2048*" in out
@@ -64,11 +68,17 @@ def test_bench_inner_loop_tiny(tmp_path, tiny_model_dir, squad_tiny, capsys):
     before = (tmp_path / "workload.json").read_text()
     args, argv = _args(tmp_path, tiny_model_dir, squad_tiny)
     args.padded_selfedits, args.noise_passages, args.parallel_variants, args.skip_generate_variant = 0, 0, [], True
-    args.ref_passages, args.subset = 1, [1]
+    args.ref_passages, args.subset, args.ablate = 1, [1], True
     assert args.func(args, argv) == 0
     assert (tmp_path / "workload.json").read_text() == before
     res2 = json.loads((tmp_path / "out.json").read_text())
     assert res2["workload"]["hash"] == res["workload"]["hash"]
     assert res2["paths"]["fast"]["evaluations"] == 3 and res2["workload"]["subset"] == [1]
+    # every speed-up switch off (and all of them) gives the same rewards: they change only speed
+    ablated = {n: r for n, r in res2["paths"].items() if n.startswith("ablate: ")}
+    assert len(ablated) == 7 and all(r["evaluations"] == 3 for r in ablated.values())
+    for name, r in ablated.items():
+        for k, v in r["rewards"].items():
+            assert abs(v - res2["paths"]["fast"]["rewards"][k]) < 1e-3, (name, k)
     assert "measured when the workload was created" in res2["generation"]["measured"] or \
         "when the workload was created" in res2["generation"]["measured"]

@@ -1,0 +1,83 @@
+"""Interleaved A/B of the inner loop's speed-ups, in one process: every variant trains the same
+k adapters (one workload passage, default InnerLoopConfig) once per round, rounds repeat, and
+the minimum per variant is reported. Interleaving puts the machine's noise on every variant
+alike, which `seal bench inner-loop --ablate` (one subprocess per variant, run one after the
+other) cannot. Peak RSS is not measured here (one process); see the --ablate table for it.
+
+    python bench/ab_inner_loop.py --passage 0 --rounds 2 --out results/bench_ab_speedups.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from seal import lora
+from seal.bench import make_jobs, workload_hash
+from seal.config import InnerLoopConfig, ModelConfig, to_dict
+from seal.inner_loop import Speedups, train_adapters
+from seal.models import load_model
+
+
+def variants() -> dict[str, tuple[int, Speedups]]:
+    names = [f.name for f in dataclasses.fields(Speedups)]
+    out = {"all on": (5, Speedups())}
+    out.update({f"-{n}": (5, Speedups(**{n: False})) for n in names})
+    out["all off"] = (5, Speedups(**{n: False for n in names}))
+    out["all on, one adapter at a time"] = (1, Speedups())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", default="bench/workload.json")
+    ap.add_argument("--passage", type=int, default=0, help="workload passage whose k self-edits are trained")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--out", default="results/bench_ab_speedups.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    wl = json.loads(Path(args.workload).read_text())
+    pid = wl["passages"][args.passage]["id"]
+    jobs = [j for j in make_jobs(wl) if j.passage_ids[0] == pid]
+    model, tok = load_model(ModelConfig(name=args.model))
+    inner = InnerLoopConfig()
+    times: dict[str, list[float]] = {}
+    tokens = 0
+    for r in range(args.rounds):
+        for name, (pa, speed) in variants().items():
+            t = time.perf_counter()
+            tokens = 0
+            for s in range(0, len(jobs), pa):
+                group = jobs[s : s + pa]
+                lora.attach(model, inner.lora, len(group))
+                try:
+                    st = train_adapters(model, tok, [j.examples for j in group], inner, [j.seed for j in group], speed=speed)
+                finally:
+                    lora.detach(model)
+                tokens += sum(st["tokens"])
+            times.setdefault(name, []).append(time.perf_counter() - t)
+            print(f"round {r + 1}  {name:<32} {times[name][-1]:6.1f} s", flush=True)
+    best_on = min(times["all on"])
+    rows = {n: {"seconds": v, "best": min(v), "train_tokens_per_s": tokens / min(v), "vs_all_on": min(v) / best_on}
+            for n, v in times.items()}
+    print(f"\n{'variant':<32}{'best s':>8}{'tok/s':>8}{'time vs all on':>16}")
+    for n, x in rows.items():
+        print(f"{n:<32}{x['best']:>8.1f}{x['train_tokens_per_s']:>8.0f}{x['vs_all_on']:>15.2f}x")
+    out = {"command": "python bench/ab_inner_loop.py", "config": vars(args), "seed": wl["seed"],
+           "workload_hash": workload_hash(wl), "workload_sha256": hashlib.sha256(Path(args.workload).read_bytes()).hexdigest(),
+           "data_sha256": wl["data_sha256"], "passage_id": pid, "selfedits": len(jobs), "inner_loop_config": to_dict(inner),
+           "torch": torch.__version__, "variants": rows}
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
