@@ -10,7 +10,6 @@ other) cannot. Peak RSS is not measured here (one process); see the --ablate tab
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import time
@@ -19,17 +18,14 @@ from pathlib import Path
 import torch
 
 from seal import lora
-from seal.bench import make_jobs, workload_hash
+from seal.bench import make_jobs, speedup_variants, workload_hash
 from seal.config import InnerLoopConfig, ModelConfig, to_dict
 from seal.inner_loop import Speedups, train_adapters
 from seal.models import load_model
 
 
 def variants() -> dict[str, tuple[int, Speedups]]:
-    names = [f.name for f in dataclasses.fields(Speedups)]
-    out = {"all on": (5, Speedups())}
-    out.update({f"-{n}": (5, Speedups(**{n: False})) for n in names})
-    out["all off"] = (5, Speedups(**{n: False for n in names}))
+    out = {name: (pa, Speedups(**off)) for name, (pa, off) in speedup_variants().items()}
     out["all on, one adapter at a time"] = (1, Speedups())
     return out
 

@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model, tok = load_model(ModelConfig(name=args.model))
+    model, _ = load_model(ModelConfig(name=args.model))
     for p in model.parameters():
         p.requires_grad_(False)
     model.get_input_embeddings().weight.requires_grad_(True)  # so the backward runs through the body

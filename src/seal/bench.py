@@ -313,6 +313,7 @@ def _base(model, tok, chat, jobs) -> tuple[dict, float]:
 
 def run_fast(spec: dict) -> dict:
     from .config import EvalConfig, InnerLoopConfig
+    from .inner_loop import Speedups
     from .tasks import knowledge as K
     model, tok, chat, jobs, load_s = _setup(spec)
     rss_loaded = _rss_peak_mib()
@@ -328,9 +329,8 @@ def run_fast(spec: dict) -> dict:
         t = time.perf_counter()
         model.forward = torch.compile(model.forward, dynamic=True)
         compile_s = time.perf_counter() - t  # lazy: the real cost lands in the first step
-    t = time.perf_counter()
-    from .inner_loop import Speedups
     speed = Speedups(**spec.get("speedups", {}))
+    t = time.perf_counter()
     K.run_jobs(model, tok, gen, chat, jobs, inner, ev, lambda j, r: res.__setitem__(j.key, r), speed=speed)
     total = time.perf_counter() - t
     train_s = sum(r["train_seconds"] for r in res.values())
@@ -620,6 +620,17 @@ def summary_line(result: dict) -> str:
 
 # ----------------------------------------------------------------------------- command
 
+def speedup_variants() -> dict[str, tuple[int, dict[str, bool]]]:
+    """The ablation of `inner_loop.Speedups`: name -> (parallel adapters, switches turned off):
+    all on, each switch off alone, all off (shared by `--ablate` and bench/ab_inner_loop.py)."""
+    from .inner_loop import Speedups
+    names = [f.name for f in dataclasses.fields(Speedups)]
+    out = {"all on": (5, {})}
+    out.update({f"-{n}": (5, {n: False}) for n in names})
+    out["all off"] = (5, {n: False for n in names})
+    return out
+
+
 def bench_inner_loop(args) -> dict:
     from .tasks import knowledge as K
     threads = args.threads
@@ -690,15 +701,11 @@ def bench_inner_loop(args) -> dict:
         specs.append(("fast compile", {"kind": "fast", "compile": True, "jobs": all_keys}))
     if args.ablate:
         # each speed-up switched off alone, then all of them, on the first passages only
-        from .inner_loop import Speedups
         jobs = keys_of(args.ablate_passages)
-        names = [f.name for f in dataclasses.fields(Speedups)]
-        specs.append(("ablate: all on", {"kind": "fast", "jobs": jobs}))
-        for n in names:
-            specs.append((f"ablate: -{n}", {"kind": "fast", "jobs": jobs, "speedups": {n: False}}))
-        specs.append(("ablate: all off", {"kind": "fast", "jobs": jobs, "speedups": {n: False for n in names}}))
-        specs.append(("ablate: all off pa=1", {"kind": "fast", "jobs": jobs, "parallel_adapters": 1,
-                                               "speedups": {n: False for n in names}}))
+        variants = speedup_variants()
+        variants["all off pa=1"] = (1, variants["all off"][1])
+        for name, (pa, off) in variants.items():
+            specs.append((f"ablate: {name}", {"kind": "fast", "jobs": jobs, "parallel_adapters": pa, "speedups": off}))
 
     paths = {}
     for name, extra in specs:

@@ -306,16 +306,13 @@ def share_rows(rows: list[tuple[int, Tokenized]], weight: torch.Tensor, n: int):
     Returns the new rows (a mix j appears as adapter id n + j), the mixes, and each mix's weight
     W and member counts (how many of its copies each adapter had) for the loss bookkeeping.
     """
-    by_seq: dict[tuple, list[int]] = {}
-    first: dict[tuple, Tokenized] = {}
+    by_seq: dict[tuple, tuple[Tokenized, list[int]]] = {}
     for a, t in rows:
-        key = (tuple(t.ids), t.loss_from)
-        by_seq.setdefault(key, []).append(a)
-        first.setdefault(key, t)
+        by_seq.setdefault((tuple(t.ids), t.loss_from), (t, []))[1].append(a)
     out, mixes, mix_w, mix_m = [], [], [], []
-    for key, adapters in by_seq.items():
+    for t, adapters in by_seq.values():
         if len(adapters) == 1:
-            out.append((adapters[0], first[key]))
+            out.append((adapters[0], t))
             continue
         counts = torch.bincount(torch.tensor(adapters), minlength=n).float()
         w = counts * weight
@@ -323,7 +320,7 @@ def share_rows(rows: list[tuple[int, Tokenized]], weight: torch.Tensor, n: int):
         mixes.append([(a, float(w[a]) / total) for a in range(n) if counts[a] > 0])
         mix_w.append(total)
         mix_m.append(counts)
-        out.append((n + len(mixes) - 1, first[key]))
+        out.append((n + len(mixes) - 1, t))
     if not mixes:
         return rows, None, torch.zeros(0), torch.zeros(0, n)
     return out, mixes, torch.tensor(mix_w), torch.stack(mix_m)

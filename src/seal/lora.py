@@ -159,10 +159,11 @@ def use_rows(model, rows: torch.Tensor | list[int] | None, mixes: list[list[tupl
     old = state.rows, state.segments, state.mixes
     if rows is not None and not isinstance(rows, torch.Tensor):
         rows = torch.tensor(list(rows), dtype=torch.long)
+    ids = None if rows is None else rows.tolist()
     state.rows = None if rows is None else rows.to(next(iter(state.layers.values())).A[0].device)
-    state.segments = None if rows is None else _segments(rows.tolist(), limit=None if mixes else 8)
+    state.segments = None if rows is None else _segments(ids, limit=None if mixes else 8)
     state.mixes = mixes
-    if mixes and (state.segments is None or any(r >= state.n + len(mixes) for r in rows.tolist())):
+    if mixes and (state.segments is None or max(ids) >= state.n + len(mixes)):
         raise ValueError("rows with adapter mixes must come in one run per mix, with valid mix ids")
     try:
         yield

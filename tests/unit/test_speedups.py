@@ -7,8 +7,18 @@ import torch
 
 from seal import lora
 from seal.config import InnerLoopConfig, LoRAConfig, ModelConfig
-from seal.inner_loop import (Speedups, TrainExample, _AdapterAdamW, _hidden, answer_logprobs, collate, head_nll,
-                             right_padded, tokenize_examples, train_adapters)
+from seal.inner_loop import (
+    Speedups,
+    TrainExample,
+    _AdapterAdamW,
+    _hidden,
+    answer_logprobs,
+    collate,
+    head_nll,
+    right_padded,
+    tokenize_examples,
+    train_adapters,
+)
 from seal.models import load_model
 
 PASSAGE = TrainExample("Velmora\nVelmora is a harbor town on Orlet Island, founded by salt traders in 1820.")
@@ -74,7 +84,7 @@ def test_foreach_adamw_equals_per_tensor_loop():
             norms.append(opt.step([True, step % 2 == 0]))
         results.append((params, norms))
     (pa, na), (pb, nb) = results
-    assert sum(na, []) == pytest.approx(sum(nb, []), rel=1e-6)
+    assert [x for s in na for x in s] == pytest.approx([x for s in nb for x in s], rel=1e-6)
     for ga, gb in zip(pa, pb):
         for x, y in zip(ga, gb):
             assert torch.allclose(x, y, atol=1e-6)
