@@ -179,7 +179,7 @@ def create_workload(model_name: str, data: str, passages: int, k: int, seed: int
 
     from .config import ModelConfig, SelfEditConfig
     from .generation import HFGenerator
-    from .models import format_prompt, load_model, uses_chat
+    from .models import load_model, uses_chat
     from .tasks import knowledge as K
 
     torch.set_num_threads(threads)
@@ -196,7 +196,7 @@ def create_workload(model_name: str, data: str, passages: int, k: int, seed: int
     comps = K.sample_selfedits(gen, tok, chat, chosen, se, k, _job_seed(seed, "selfedit", "own"), {},
                                lambda p, c: None)
     secs = time.perf_counter() - t
-    prompt_toks = sum(len(tok(format_prompt(tok, K.selfedit_prompt(p, se), chat), add_special_tokens=False)["input_ids"])
+    prompt_toks = sum(len(tok(K.selfedit_input(tok, p, se, chat), add_special_tokens=False)["input_ids"])
                       * k for p in chosen)
     new_toks = sum(min(se.max_new_tokens, len(tok(c, add_special_tokens=False)["input_ids"]) + 1)
                    for p in chosen for c in comps[p.id])
@@ -228,7 +228,7 @@ def make_jobs(wl: dict) -> list:
     from .tasks import knowledge as K
     jobs = []
     for p in wl["passages"]:
-        passage = K.Passage(p["id"], p["title"], p["context"], [K.QA(q["question"], q["answer"]) for q in p["questions"]])
+        passage = K.Passage(p["id"], p["title"], p["context"], [K.QA(q["question"], q["answer"], p["title"]) for q in p["questions"]])
         for j, c in enumerate(p["selfedits"]):
             items = K.parse_selfedit(c, wl["template"])
             jobs.append(K.Job(f"{p['id']}/{j}", [p["id"]], K.training_examples(passage, items, wl["include_passage"]),
@@ -261,11 +261,10 @@ class _CountingGenerator:
 
 
 def _logprob_eval_flops(tok, dims, chat, questions) -> float:
-    from .models import format_prompt
     from .tasks import knowledge as K
     f = 0.0
     for qa in questions:
-        p = tok(format_prompt(tok, K.qa_prompt(qa.question), chat), add_special_tokens=False)["input_ids"]
+        p = tok(K.qa_input(tok, qa, chat), add_special_tokens=False)["input_ids"]
         a = tok(qa.answer.strip(), add_special_tokens=False)["input_ids"]
         f += _fwd_flops(dims, len(p) + len(a))
     return f

@@ -25,7 +25,7 @@ from .config import RunConfig, ModelConfig
 from .generation import HFGenerator
 from .models import load_model, uses_chat
 from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
-from .stats import cluster_bootstrap, paired_bootstrap, spearman
+from .stats import bootstrap_mean, paired_bootstrap, spearman
 from .tasks import knowledge as K
 
 
@@ -43,9 +43,17 @@ def load_external(path: str, passages: list[K.Passage]) -> dict[str, list[str]]:
     return by_id
 
 
+def other_models(cfg: RunConfig) -> list[str]:
+    """The other self-edit writers named by --selfedit.model (comma-separated for several)."""
+    names = [m.strip() for m in cfg.selfedit.model.split(",") if m.strip()]
+    return [m for m in dict.fromkeys(names) if m != cfg.model.name]
+
+
 def _sources(cfg: RunConfig) -> list[str]:
-    """Which models write self-edits: 'own' and, when given, the --selfedit.model."""
-    return ["own"] + (["other"] if cfg.selfedit.model and cfg.selfedit.model != cfg.model.name else [])
+    """Which models write self-edits: 'own' and, when given, each --selfedit.model ('other', or
+    'other:<i>' when there are several)."""
+    others = other_models(cfg)
+    return ["own"] + (["other"] if len(others) == 1 else [f"other:{i}" for i in range(len(others))])
 
 
 def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passages=None, data_sha=None) -> Path:
@@ -70,7 +78,7 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
         if source == "own":
             g, gtok, gchat = gen, tok, chat
         else:
-            gm, gtok = load_model(ModelConfig(**{**cfg.model.__dict__, "name": cfg.selfedit.model}))
+            gm, gtok = load_model(ModelConfig(**{**cfg.model.__dict__, "name": _other_path(source, cfg)}))
             g, gchat = HFGenerator(gm, gtok), uses_chat(gtok, cfg.model)
         bar = progress(len(passages), f"self-edits ({source})", "passage")
         selfedits[source] = K.sample_selfedits(
@@ -94,6 +102,9 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
     # 3. inner-loop jobs for every adapted condition
     conditions = ["passage"] + [_cond_name(s, cfg) for s in selfedits]
     jobs, skipped = _make_jobs(cfg, passages, selfedits)
+    for cond, n in skipped.items():
+        print(f"{cond}: {n} self-edit(s) parse to no training item ({cfg.selfedit.template} template); "
+              "each is graded as a passage-only update and counted in summary.json (skipped_empty_selfedits)")
     results = {r["key"]: r for r in read_jsonl(run.path / "results.jsonl")}
     todo = [j for j in jobs if j.key not in results]
     bar = progress(len(jobs), "inner loop", "self-edit")
@@ -120,10 +131,17 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
     return run.path
 
 
+def _other_path(source: str, cfg: RunConfig) -> str:
+    others = other_models(cfg)
+    return others[0] if source == "other" else others[int(source.split(":")[1])]
+
+
 def _cond_name(source: str, cfg: RunConfig) -> str:
-    other = Path(cfg.selfedit.model)
+    if source in ("own", "external"):
+        return {"own": "self-edits", "external": "external"}[source]
+    other = Path(_other_path(source, cfg))
     label = other.parent.name if other.name == "model" else other.name  # rounds/round_2/model -> round_2
-    return {"own": "self-edits", "other": "self-edits:" + label, "external": "external"}[source]
+    return "self-edits:" + label
 
 
 def _make_jobs(cfg: RunConfig, passages, selfedits) -> tuple[list[K.Job], dict]:
@@ -132,7 +150,7 @@ def _make_jobs(cfg: RunConfig, passages, selfedits) -> tuple[list[K.Job], dict]:
     if cfg.eval.mode == "single":
         for p in passages:
             jobs.append(K.Job(f"passage/{p.id}/0", [p.id], K.training_examples(p, [], True), p.questions,
-                              job_seed(cfg.seed, p.id)))
+                              job_seed(cfg.seed, p.id), group="passage"))
             for source, comps in selfedits.items():
                 cond = _cond_name(source, cfg)
                 for j, c in enumerate(comps.get(p.id, [])[: cfg.eval.selfedits]):
@@ -141,12 +159,12 @@ def _make_jobs(cfg: RunConfig, passages, selfedits) -> tuple[list[K.Job], dict]:
                         skipped[cond] = skipped.get(cond, 0) + 1  # counted; graded as passage-only
                     jobs.append(K.Job(f"{cond}/{p.id}/{j}", [p.id],
                                       K.training_examples(p, items, cfg.selfedit.include_passage),
-                                      p.questions, job_seed(cfg.seed, p.id)))
+                                      p.questions, job_seed(cfg.seed, p.id), group=cond))
     else:  # cpt: one update on everything
         allq = [q for p in passages for q in p.questions]
         ids = [p.id for p in passages]
         jobs.append(K.Job("passage/all/0", ids, [e for p in passages for e in K.training_examples(p, [], True)],
-                          allq, job_seed(cfg.seed, "cpt")))
+                          allq, job_seed(cfg.seed, "cpt"), group="passage"))
         for source, comps in selfedits.items():
             cond = _cond_name(source, cfg)
             for j in range(cfg.eval.selfedits):
@@ -155,7 +173,7 @@ def _make_jobs(cfg: RunConfig, passages, selfedits) -> tuple[list[K.Job], dict]:
                     c = comps.get(p.id, [])
                     items = K.parse_selfedit(c[j], cfg.selfedit.template) if j < len(c) else []
                     ex += K.training_examples(p, items, cfg.selfedit.include_passage)
-                jobs.append(K.Job(f"{cond}/all/{j}", ids, ex, allq, job_seed(cfg.seed, "cpt")))
+                jobs.append(K.Job(f"{cond}/all/{j}", ids, ex, allq, job_seed(cfg.seed, "cpt"), group=cond))
     return jobs, skipped
 
 
@@ -189,7 +207,8 @@ def per_passage(cfg, passages, base, results, condition) -> dict[str, list[dict]
 
 
 def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
-    out = {"mode": cfg.eval.mode, "reward_metric": cfg.eval.reward, "seed": cfg.seed, "order": [],
+    out = {"mode": cfg.eval.mode, "reward_metric": cfg.eval.reward, "seed": cfg.seed,
+           "weighting": "mean over passages of each passage's mean over its questions (as the paper)", "order": [],
            "conditions": {}, "gain_vs_no_adaptation": {}, "skipped_empty_selfedits": skipped}
     base_pp = per_passage(cfg, passages, base, results, "no-adaptation")
     for cond in conditions:
@@ -199,17 +218,19 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
         ids = [p.id for p in passages if p.id in pp]
         metrics = {}
         for m in K.METRICS:
-            groups = [[q[m] for q in pp[i] if m in q] for i in ids]
-            if any(groups):
-                metrics[m] = cluster_bootstrap(groups, cfg.eval.bootstrap, cfg.seed)
+            # one weighting everywhere (the paper's): the mean of per-passage means, so the rows
+            # subtract exactly to the paired gains below
+            means = [_passage_mean(pp[i], m) for i in ids]
+            if means and all(v is not None for v in means):
+                metrics[m] = bootstrap_mean(means, cfg.eval.bootstrap, cfg.seed)
         out["order"].append(cond)
         out["conditions"][cond] = {"n_passages": len(ids), "n_questions": sum(len(pp[i]) for i in ids),
                                    "metrics": metrics}
         if cond != "no-adaptation":
             gains = {}
             for m in metrics:
-                a = [sum(q[m] for q in pp[i]) / len(pp[i]) for i in ids]
-                b = [sum(q[m] for q in base_pp[i]) / len(base_pp[i]) for i in ids]
+                a = [_passage_mean(pp[i], m) for i in ids]
+                b = [_passage_mean(base_pp[i], m) for i in ids]
                 gains[m] = paired_bootstrap(a, b, cfg.eval.bootstrap, cfg.seed)
             out["gain_vs_no_adaptation"][cond] = gains
     # other writers of self-edits (a ReSTEM round's model, external files) against the model's own
@@ -220,8 +241,8 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
         pp = per_passage(cfg, passages, base, results, cond)
         ids = [p.id for p in passages if p.id in pp and p.id in own]
         out.setdefault("gain_vs_own_selfedits", {})[cond] = {
-            m: paired_bootstrap([sum(q[m] for q in pp[i]) / len(pp[i]) for i in ids],
-                                [sum(q[m] for q in own[i]) / len(own[i]) for i in ids], cfg.eval.bootstrap, cfg.seed)
+            m: paired_bootstrap([_passage_mean(pp[i], m) for i in ids],
+                                [_passage_mean(own[i], m) for i in ids], cfg.eval.bootstrap, cfg.seed)
             for m in out["conditions"][cond]["metrics"]}
     # how well the reward metric tracks accuracy, over every (passage, self-edit) update
     if cfg.eval.mode == "single" and cfg.eval.generate:
@@ -243,6 +264,11 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
     return out
 
 
+def _passage_mean(questions: list[dict], metric: str) -> float | None:
+    vals = [q[metric] for q in questions if metric in q]
+    return sum(vals) / len(vals) if vals else None
+
+
 def _write_passages(path: Path, passages, base, results) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
@@ -256,13 +282,49 @@ def _write_passages(path: Path, passages, base, results) -> None:
 
 def print_table(summary: dict) -> None:
     metrics = [m for m in K.METRICS if any(m in c["metrics"] for c in summary["conditions"].values())]
-    head = f"{'condition':<28}" + "".join(f"{m:>24}" for m in metrics) + f"{'questions':>11}"
+    head = f"{'condition':<28}" + "".join(f"{m:>24}" for m in metrics) + f"{'passages':>10}"
+    print(f"mean over passages [95% interval]; {summary.get('weighting', '')}")
     print(head)
     print("-" * len(head))
+    n_max = max(c["n_passages"] for c in summary["conditions"].values())
     for cond in summary["order"]:
         c = summary["conditions"][cond]
         cells = ""
         for m in metrics:
             v = c["metrics"].get(m)
             cells += f"{v['mean']:>8.3f} [{v['lo']:.3f},{v['hi']:.3f}]".rjust(24) if v else " " * 24
-        print(f"{cond:<28}{cells}{c['n_questions']:>11}")
+        note = "" if c["n_passages"] == n_max else f"  (only {c['n_passages']} of {n_max} passages)"
+        print(f"{cond:<28}{cells}{c['n_passages']:>10}{note}")
+    for title, key in (("gain over no adaptation", "gain_vs_no_adaptation"),
+                       ("gain over the model's own self-edits (paired)", "gain_vs_own_selfedits")):
+        if summary.get(key):
+            print(f"\n{title}")
+            for cond, gains in summary[key].items():
+                cells = "".join(f"{g['mean']:>+8.3f} [{g['lo']:+.3f},{g['hi']:+.3f}]".rjust(24) if (g := gains.get(m))
+                                else " " * 24 for m in metrics)
+                print(f"{cond:<28}{cells}")
+
+
+def plain_summary(summary: dict) -> str:
+    """One plain sentence on what the table means, for the demo's closing line."""
+    c = summary["conditions"]
+
+    def acc(cond):
+        return c[cond]["metrics"]["containment"]["mean"] if cond in c and "containment" in c[cond]["metrics"] else None
+
+    base, passage, own = acc("no-adaptation"), acc("passage"), acc("self-edits")
+    if base is None or passage is None:
+        return ""
+    text = (f"Before any update the model answered {base:.0%} of the questions right (the gold answer appears in its "
+            f"reply); after training on the passage alone it answered {passage:.0%}")
+    if own is not None:
+        text += f", and after training on the passage plus its own self-edits {own:.0%}"
+    text += "."
+    for cond, g in (summary.get("gain_vs_own_selfedits") or {}).items():
+        lp, ct = g.get("logprob"), g.get("containment")
+        if lp and ct:
+            sure = "better than" if lp["lo"] > 0 else "worse than" if lp["hi"] < 0 else "not distinguishable from"
+            text += (f" Self-edits written by {cond.split(':', 1)[-1]} taught {sure} the base model's own "
+                     f"(gold-answer log-prob {lp['mean']:+.2f} [{lp['lo']:+.2f}, {lp['hi']:+.2f}] per token; "
+                     f"accuracy {ct['mean']:+.0%}).")
+    return text

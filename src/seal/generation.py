@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 
 from . import lora
-from .models import model_device
+from .models import end_of_turn_ids, model_device
 
 
 class Generator(Protocol):
@@ -27,6 +27,10 @@ class Generator(Protocol):
 class HFGenerator:
     model: object
     tok: object
+    chat: bool | None = None
+    """Whether prompts are chat turns: sampling then stops at the chat template's end-of-turn token
+    as well as at EOS (`models.end_of_turn_ids`). None: whenever the tokenizer has a chat template
+    (stopping there is harmless for plain prompts)."""
 
     @torch.no_grad()
     def generate(self, prompts, *, n=1, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=0, rows=None,
@@ -41,6 +45,9 @@ class HFGenerator:
         tok.padding_side = "left"
         flat = [(i, p) for i, p in enumerate(prompts) for _ in range(n)]
         out: list[list[str]] = [[] for _ in prompts]
+        chat = bool(getattr(tok, "chat_template", None)) if self.chat is None else self.chat
+        stop = end_of_turn_ids(tok, chat)
+        stop_ids = stop if len(stop) > 1 else (stop[0] if stop else None)
         try:
             for start in range(0, len(flat), batch_size):
                 chunk = flat[start : start + batch_size]
@@ -48,7 +55,7 @@ class HFGenerator:
                 enc = {k: v.to(device) for k, v in enc.items()}
                 r = None if rows is None else [rows[i] for i, _ in chunk]
                 kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                              eos_token_id=tok.eos_token_id)
+                              eos_token_id=stop_ids)
                 if temperature > 0:
                     kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
                     torch.manual_seed(seed * 100003 + start)
@@ -97,7 +104,7 @@ def sample_resumable(gen: Generator, items: list, prompt_of, n: int, *, max_new_
     return out
 
 
-def make_generator(model, tok, backend: str = "hf") -> Generator:
+def make_generator(model, tok, backend: str = "hf", chat: bool | None = None) -> Generator:
     if backend == "hf":
-        return HFGenerator(model, tok)
+        return HFGenerator(model, tok, chat)
     raise ValueError(f"unknown generation backend {backend!r} (available: hf)")

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 
 from . import lora
 from .config import InnerLoopConfig
-from .models import model_device, pick_dtype
+from .models import end_of_turn_ids, model_device, pick_dtype
 
 
 @dataclass(frozen=True)
@@ -74,17 +75,37 @@ class Tokenized:
     loss_from: int  # first position whose token is a target
 
 
-def tokenize_examples(tok, examples: list[TrainExample], cfg: InnerLoopConfig) -> list[Tokenized]:
+def tokenize_examples(tok, examples: list[TrainExample], cfg: InnerLoopConfig,
+                      counts: dict | None = None) -> list[Tokenized]:
+    """Token ids of each example, cut to `cfg.max_seq_len`.
+
+    A completion ends with the token that ends the model's reply: after a chat-formatted prompt
+    (one that contains the chat template's end-of-turn token, which closes every turn before the
+    assistant's) that is the end-of-turn token, as in the rendered conversation and where sampling
+    stops (`models.end_of_turn_ids`); otherwise EOS. An example with no target token left after the
+    cut (e.g. a prompt longer than max_seq_len) is dropped. When `counts` is given, it receives
+    `n_truncated` (sequences cut, kept) and `n_dropped` (examples left out)."""
     out = []
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    turn = end_of_turn_ids(tok, True)[:1]
+    chat_end = turn if turn and turn != eos else None
+    n_truncated = n_dropped = 0
     for ex in examples:
         p = tok(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
-        c = tok(ex.completion, add_special_tokens=False)["input_ids"] + eos
+        end = chat_end if chat_end is not None and chat_end[0] in p else eos
+        c = tok(ex.completion, add_special_tokens=False)["input_ids"] + end
         bos = [tok.bos_token_id] if (getattr(tok, "add_bos_token", False) and tok.bos_token_id is not None) else []
-        ids = (bos + p + c)[: cfg.max_seq_len]
+        full = bos + p + c
+        ids = full[: cfg.max_seq_len]
         loss_from = 1 if cfg.loss_on == "all" else max(1, len(bos) + len(p))
         if len(ids) > loss_from:
             out.append(Tokenized(ids, loss_from))
+            n_truncated += len(full) > len(ids)
+        else:
+            n_dropped += 1
+    if counts is not None:
+        counts["n_truncated"] = counts.get("n_truncated", 0) + n_truncated
+        counts["n_dropped"] = counts.get("n_dropped", 0) + n_dropped
     return out
 
 
@@ -332,7 +353,9 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     """Train one fresh adapter per dataset on the model's attached LoRA state.
 
     The model must have `lora.attach(model, cfg.lora, n)` with n == len(datasets). Returns
-    statistics: steps, trained tokens (real, not padding) per adapter, and the final losses.
+    statistics: steps, trained tokens (real, not padding) per adapter, the final losses, and per
+    adapter `n_truncated` (sequences cut to cfg.max_seq_len) and `n_dropped` (examples with no
+    target token left within it); a one-line warning is printed when either is nonzero.
     """
     state: lora.LoRAState = model._seal_lora
     n = len(datasets)
@@ -341,7 +364,14 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     lora.reset(state, seeds)
     device = model_device(model)
     dtype = pick_dtype(cfg.dtype, device)
-    tokd = [tokenize_examples(tok, ds, cfg) for ds in datasets]
+    counts = [{} for _ in datasets]
+    tokd = [tokenize_examples(tok, ds, cfg, c) for ds, c in zip(datasets, counts)]
+    n_truncated = [c["n_truncated"] for c in counts]
+    n_dropped = [c["n_dropped"] for c in counts]
+    if sum(n_truncated) or sum(n_dropped):
+        print(f"seal: warning: {sum(n_truncated)} of {sum(len(d) for d in datasets)} training sequences cut to "
+              f"max_seq_len={cfg.max_seq_len} tokens, {sum(n_dropped)} dropped (no target token left within it)",
+              file=sys.stderr)
     plans = [schedule(len(t), cfg, s) for t, s in zip(tokd, seeds)]
     steps = max((len(p) for p in plans), default=0)
     params = state.parameters()
@@ -391,7 +421,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     for p in params:
         p.requires_grad_(False)
     return {"steps": steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd],
-            "executed_lens": executed}
+            "executed_lens": executed, "n_truncated": n_truncated, "n_dropped": n_dropped}
 
 
 # ----------------------------------------------------------------------------- scoring

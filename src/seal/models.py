@@ -142,13 +142,57 @@ def uses_chat(tok, cfg: ModelConfig) -> bool:
     return bool(getattr(tok, "chat_template", None))
 
 
-def format_prompt(tok, user_text: str, chat: bool) -> str:
-    """The text the model continues: a chat turn for instruct models, the raw text otherwise."""
+def format_prompt(tok, user_text: str, chat: bool, cue: str = "") -> str:
+    """The text the model continues: a chat turn for instruct models; for plain models the raw
+    text followed by `cue` on its own line (e.g. `Answer:`), which tells a base model what to
+    write next instead of letting it continue the question or the passage."""
     if chat:
         return tok.apply_chat_template(
             [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
         )
-    return user_text
+    return f"{user_text}\n{cue}" if cue else user_text
+
+
+_TURN_PROBE = "SEALTURNPROBE"
+
+
+def chat_end_of_turn(tok) -> int | None:
+    """The special token that closes an assistant turn in the tokenizer's chat template (ChatML's
+    `<|im_end|>`, Llama 3's `<|eot_id|>`, Gemma's `<end_of_turn>`), or None without a template.
+
+    Found by rendering a one-message assistant conversation (a user turn first where the template
+    needs one) and reading the first special token after the message's text."""
+    if not getattr(tok, "chat_template", None):
+        return None
+    special = set(tok.all_special_ids)
+    added = getattr(tok, "added_tokens_decoder", None) or {}
+    special |= {i for i, t in added.items() if getattr(t, "special", False)}
+    for conv in ([{"role": "assistant", "content": _TURN_PROBE}],
+                 [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": _TURN_PROBE}]):
+        try:
+            text = tok.apply_chat_template(conv, tokenize=False)
+        except Exception:  # templates that reject this conversation (e.g. roles must alternate from user)
+            continue
+        if not isinstance(text, str) or _TURN_PROBE not in text:
+            continue
+        tail = text[text.rindex(_TURN_PROBE) + len(_TURN_PROBE):]
+        return next((i for i in tok(tail, add_special_tokens=False)["input_ids"] if i in special), None)
+    return None
+
+
+def end_of_turn_ids(tok, chat: bool) -> list[int]:
+    """Token ids that end the model's reply: for chat prompts the chat template's end-of-turn token
+    first, then EOS where that differs; for plain prompts EOS alone (falls back to EOS whenever the
+    template has no end-of-turn token).
+
+    Qwen2.5's ChatML ends a turn with `<|im_end|>` while its EOS is `<|endoftext|>`: a chat reply
+    sampled until EOS only runs on past its end. SmolLM2-Instruct's EOS is `<|im_end|>` itself, so
+    there this is one id either way."""
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    eot = chat_end_of_turn(tok) if chat else None
+    if eot is None:
+        return eos
+    return [eot] + [i for i in eos if i != eot]
 
 
 def save_model(model, tok, folder: Path) -> None:

@@ -36,7 +36,7 @@ from .config import ConfigError, InnerLoopConfig, ModelConfig, RunConfig
 from .evaluate import job_seed
 from .generation import HFGenerator
 from .inner_loop import TrainExample, train_adapters
-from .models import format_prompt, load_model, save_model, uses_chat
+from .models import load_model, save_model, uses_chat
 from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
 from .tasks import knowledge as K
 
@@ -66,6 +66,69 @@ def select_kept(rewards: dict[tuple[str, int], float], cfg: RunConfig) -> list[t
     return sorted(items[:n])
 
 
+def reward_jobs(chosen: list[K.Passage], samples: dict[str, list[str]], cfg: RunConfig, rnd: int):
+    """The E-step's inner-loop jobs: every parsable self-edit x `inner.seeds` seeds.
+
+    Common random numbers: the k self-edits of a passage share each inner-loop seed (LoRA init
+    and batch order) and train side by side in one batch, so their rewards differ by the data
+    they wrote, not by the luck of the update. Returns (jobs, unparsable (passage, sample)s)."""
+    jobs, empty = [], []
+    for p in chosen:
+        for j, c in enumerate(samples[p.id]):
+            items = K.parse_selfedit(c, cfg.selfedit.template)
+            if not items:
+                empty.append((p.id, j))  # unusable self-edit: no reward, never kept
+                continue
+            for s in range(cfg.inner.seeds):
+                jobs.append(K.Job(f"{p.id}/{j}/{s}", [p.id], K.training_examples(p, items, cfg.selfedit.include_passage),
+                                  p.questions, job_seed(cfg.seed, "inner", rnd, p.id, s), group=f"{p.id}/{s}"))
+    return jobs, empty
+
+
+def completion_logprob(model, tok, examples: list[TrainExample]) -> float | None:
+    """Mean over examples of the per-token log-probability of each completion given its prompt:
+    how likely the generator finds the self-edits ReSTEM kept (it should rise after SFT)."""
+    from .inner_loop import answer_logprobs
+
+    if not examples:
+        return None
+    lps = answer_logprobs(model, tok, [e.prompt for e in examples], [e.completion for e in examples],
+                          [-1] * len(examples))
+    return sum(lps) / len(lps)
+
+
+def selfedit_stats(completions: list[str], tok, template: str) -> dict:
+    """Length and diversity of self-edits: mean tokens, mean parsed items, and distinct-2 (unique
+    word bigrams / all bigrams over the set), whose fall across rounds signals the collapse of
+    diversity that self-edit RL is known for."""
+    if not completions:
+        return {"n": 0, "mean_tokens": None, "mean_items": None, "distinct_2": None}
+    toks = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in completions]
+    bigrams = [tuple(w[i : i + 2]) for c in completions for w in [c.lower().split()] for i in range(len(w) - 1)]
+    return {"n": len(completions), "mean_tokens": sum(toks) / len(toks),
+            "mean_items": sum(len(K.parse_selfedit(c, template)) for c in completions) / len(completions),
+            "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else None}
+
+
+def _sd(vals: list[float]) -> float | None:
+    if len(vals) < 2:
+        return None
+    m = sum(vals) / len(vals)
+    return (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+
+
+def _quantiles(vals: list[float]) -> dict | None:
+    if not vals:
+        return None
+    v = sorted(vals)
+    return {q: v[min(len(v) - 1, int(round(f * (len(v) - 1))))] for q, f in (("min", 0), ("q25", .25), ("median", .5),
+                                                                                 ("q75", .75), ("max", 1))}
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def sft_merge(model, tok, examples: list[TrainExample], inner: InnerLoopConfig, seed: int) -> dict:
     """M-step: LoRA SFT on prompt -> self-edit (loss on the self-edit only), merged into the
     weights. Shared by every domain's outer loop."""
@@ -80,8 +143,9 @@ def sft_merge(model, tok, examples: list[TrainExample], inner: InnerLoopConfig, 
 
 def sft(generator, tok, examples: list[TrainExample], cfg: RunConfig, seed: int) -> dict:
     inner = InnerLoopConfig(lora=cfg.restem.sft_lora, lr=cfg.restem.sft_lr, epochs=cfg.restem.sft_epochs,
-                            batch_size=cfg.restem.sft_batch_size, max_seq_len=1024, loss_on="completion",
-                            dtype=cfg.inner.dtype, max_grad_norm=cfg.inner.max_grad_norm, parallel_adapters=1)
+                            batch_size=cfg.restem.sft_batch_size, max_seq_len=cfg.restem.sft_max_seq_len,
+                            loss_on="completion", dtype=cfg.inner.dtype, max_grad_norm=cfg.inner.max_grad_norm,
+                            parallel_adapters=1)
     return sft_merge(generator, tok, examples, inner, seed)
 
 
@@ -149,22 +213,16 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
         base_grades = {r["passage_id"]: r["questions"] for r in read_jsonl(rdir / "base.jsonl")}
         todo = [p for p in chosen if p.id not in base_grades]
         if todo:
-            for pid, g in K.base_scores(base, tok, base_gen, chat, todo, cfg.eval).items():
+            for pid, g in K.base_scores(base, tok, base_gen, chat, todo, K.reward_eval_config(cfg.eval)).items():
                 base_grades[pid] = g
                 append_jsonl(rdir / "base.jsonl", {"passage_id": pid, "questions": g})
         base_metric = {pid: K.mean_metrics(g)[cfg.eval.reward] for pid, g in base_grades.items()}
 
         # E-step (3): score every self-edit by its inner-loop update
-        jobs, empty = [], []
-        for p in chosen:
-            for j, c in enumerate(samples[p.id]):
-                items = K.parse_selfedit(c, cfg.selfedit.template)
-                if not items:
-                    empty.append((p.id, j))  # unusable self-edit: no reward, never kept
-                    continue
-                for s in range(cfg.inner.seeds):
-                    jobs.append(K.Job(f"{p.id}/{j}/{s}", [p.id], K.training_examples(p, items, cfg.selfedit.include_passage),
-                                      p.questions, job_seed(cfg.seed, "inner", rnd, p.id, j, s)))
+        jobs, empty = reward_jobs(chosen, samples, cfg, rnd)
+        if empty:
+            print(f"round {rnd}: {len(empty)} of {sum(len(samples[p.id]) for p in chosen)} self-edits parse to no "
+                  f"training item ({cfg.selfedit.template} template); they get no reward and are never kept")
         results = {f"{r['passage_id']}/{r['sample']}/{r['seed']}": r for r in read_jsonl(rdir / "rewards.jsonl")}
         bar = progress(len(jobs), f"round {rnd}: inner loop", "self-edit")
         bar.update(sum(j.key in results for j in jobs))
@@ -177,7 +235,8 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
             results[job.key] = rec
             append_jsonl(rdir / "rewards.jsonl", rec)
 
-        K.run_jobs(base, tok, base_gen, chat, jobs, cfg.inner, cfg.eval, save, progress=bar.update, done=set(results))
+        K.run_jobs(base, tok, base_gen, chat, jobs, cfg.inner, K.reward_eval_config(cfg.eval), save, progress=bar.update,
+                   done=set(results))
         bar.close()
 
         # filter and M-step
@@ -186,15 +245,17 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
             by_sample.setdefault((r["passage_id"], r["sample"]), []).append(r["reward"])
         rewards = {key: sum(v) / len(v) for key, v in by_sample.items()}
         kept = select_kept(rewards, cfg)
-        prompts = {p.id: format_prompt(tok, K.selfedit_prompt(p, cfg.selfedit), chat) for p in chosen}
+        prompts = {p.id: K.selfedit_input(tok, p, cfg.selfedit, chat) for p in chosen}
         examples = [TrainExample(samples[pid][j], prompts[pid]) for pid, j, _ in kept]
         (rdir / "sft.jsonl").write_text("".join(json.dumps({"passage_id": pid, "sample": j, "reward": r}) + "\n"
                                                 for pid, j, r in kept))
-        sft_stats = None
+        sft_stats, movement = None, {}
         if examples:
             if generator is None:
                 generator = copy.deepcopy(base)
+            movement["kept_logprob_before"] = completion_logprob(generator, tok, examples)
             sft_stats = sft(generator, tok, examples, cfg, job_seed(cfg.seed, "sft", rnd))
+            movement["kept_logprob_after"] = completion_logprob(generator, tok, examples)
             save_model(generator, tok, rdir / "model")
         vals = list(rewards.values())
         info = {"round": rnd, "n_passages": len(chosen), "n_selfedits": sum(len(samples[p.id]) for p in chosen),
@@ -202,11 +263,21 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
                 "mean_reward": sum(vals) / len(vals) if vals else None,
                 "frac_positive": sum(v > 0 for v in vals) / len(vals) if vals else None,
                 "mean_kept_reward": sum(r for _, _, r in kept) / len(kept) if kept else None,
+                "reward_sd": _sd(vals), "reward_quantiles": _quantiles(vals),
                 "model_changed": bool(examples), "sft_tokens": sft_stats["tokens"][0] if sft_stats else 0,
+                "sft_truncated": sft_stats["n_truncated"][0] if sft_stats else 0,
+                "sft_dropped": sft_stats["n_dropped"][0] if sft_stats else 0,
+                # did the M-step move the generator toward what it kept? (mean log-prob per token
+                # of the kept self-edits given their prompts, before and after SFT)
+                **movement,
+                "selfedits": selfedit_stats([c for p in chosen for c in samples[p.id]], tok, cfg.selfedit.template),
+                "kept_selfedits": selfedit_stats([samples[pid][j] for pid, j, _ in kept], tok, cfg.selfedit.template),
                 "seconds": time.time() - t0}
         atomic_write_json(rdir / "done.json", info)
         run.log("round", step=rnd, **{k: v for k, v in info.items() if v is not None})
-        print(f"round {rnd}: mean reward {info['mean_reward']}, kept {len(kept)}/{len(vals)}, "
+        print(f"round {rnd}: mean reward {_fmt(info['mean_reward'])} (sd {_fmt(info['reward_sd'])}), kept "
+              f"{len(kept)}/{len(vals)}, kept log-prob {_fmt(movement.get('kept_logprob_before'))} -> "
+              f"{_fmt(movement.get('kept_logprob_after'))}, distinct-2 {_fmt(info['selfedits']['distinct_2'])}, "
               f"{info['seconds']:.0f} s")
     finish(run, cfg.restem.rounds, "unchanged (no self-edit earned a positive reward)")
     return run.path

@@ -24,6 +24,12 @@ def cluster_bootstrap(groups: list[list[float]], n_boot: int = 2000, seed: int =
     return {"mean": mean, "lo": float(lo), "hi": float(hi)}
 
 
+def bootstrap_mean(values: list[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean of per-unit values (e.g. per-passage accuracies) with a 95% percentile interval."""
+    out = paired_bootstrap(values, [0.0] * len(values), n_boot, seed)
+    return out
+
+
 def paired_bootstrap(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
     """Mean of a - b over paired units with a 95% percentile interval."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)

@@ -7,7 +7,7 @@ from seal import lora
 from seal.config import InnerLoopConfig, ModelConfig, SelfEditConfig
 from seal.generation import HFGenerator
 from seal.inner_loop import answer_logprobs, train_adapters
-from seal.models import format_prompt, load_model, uses_chat
+from seal.models import load_model, uses_chat
 from seal.tasks import knowledge as K
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def test_passage_update_teaches_the_fact(smol, squad_tiny):
     model, tok = smol
     p = K.load_passages(squad_tiny)[0][0]
     chat = uses_chat(tok, ModelConfig())
-    prompts = [format_prompt(tok, K.qa_prompt(q.question), chat) for q in p.questions]
+    prompts = [K.qa_input(tok, q, chat) for q in p.questions]
     answers = [q.answer for q in p.questions]
     before = answer_logprobs(model, tok, prompts, answers, [-1] * len(prompts))
     weights = {k: v.clone() for k, v in model.state_dict().items() if "layers.0." in k}

@@ -69,6 +69,64 @@ def test_parse_self_qa_and_rewrite():
     assert K.parse_selfedit(rw, "rewrite") == ["Velmora is a town by the sea. It has a tower.", "A second version of the passage here."]
 
 
+# Self-QA completions in the layouts models actually write; each must give the same two pairs.
+SELF_QA_PAIRS = ["Question: Who founded Velmora?\nAnswer: Salt traders from Orsk.",
+                 "Question: What colour is the tower?\nAnswer: Green and white."]
+
+
+@pytest.mark.parametrize("completion", [
+    # "Question 1: / Answer 1:"
+    "Question 1: Who founded Velmora?\nAnswer 1: Salt traders from Orsk.\n\n"
+    "Question 2: What colour is the tower?\nAnswer 2: Green and white.",
+    # "Q1: / A1:" and "Q2. / A2."
+    "Q1: Who founded Velmora?\nA1: Salt traders from Orsk.\nQ2. What colour is the tower?\nA2. Green and white.",
+    # markdown bold / italics around the labels and the text
+    "**Question:** Who founded Velmora?\n**Answer:** Salt traders from Orsk.\n\n"
+    "*Q2:* What colour is the tower?\n__A2:__ **Green and white.**",
+    # "**Q1:**" and "**Question**:" (colon outside the bold)
+    "**Q1:** Who founded Velmora?\n**A1:** Salt traders from Orsk.\n"
+    "**Question 2**: What colour is the tower?\n**Answer 2**: Green and white.",
+    # labels inside a numbered list, preamble first
+    "Here are some questions about the passage:\n\n1. Question: Who founded Velmora?\n   Answer: Salt traders from Orsk.\n"
+    "2. **Question:** What colour is the tower?\n   **Answer:** Green and white.",
+    # question and answer on the same line
+    "Q: Who founded Velmora? A: Salt traders from Orsk.\n- **Question:** What colour is the tower? **Answer:** Green and white.",
+    # bare labels with the text on the next line (also as markdown headings)
+    "Question:\nWho founded Velmora?\nAnswer:\nSalt traders from Orsk.\n\n### Question 2\nWhat colour is the tower?\n### Answer\n\nGreen and white.",
+    # numbered questions without a label, each followed by "Answer:"
+    "1. Who founded Velmora?\nAnswer: Salt traders from Orsk.\n\n2. What colour is the tower?\n   Answer: Green and white.",
+    # "Q. / A." (the "A." here is a label, not an initial: it answers a "Q." question)
+    "Q. Who founded Velmora?\nA. Salt traders from Orsk.\nQ. What colour is the tower?\nA. Green and white.",
+    # Windows line endings and a closing remark
+    "Q1: Who founded Velmora?\r\nA1: Salt traders from Orsk.\r\nQ2: What colour is the tower?\r\nA2: Green and white.\r\nI hope this helps!",
+])
+def test_parse_self_qa_formats(completion):
+    assert K.parse_selfedit(completion, "self-qa") == SELF_QA_PAIRS
+
+
+def test_parse_self_qa_edge_cases():
+    # nothing that pairs up is still [] (callers count these)
+    for text in ("Velmora is a town by the sea. It has a tower.", "Question:", "Answer: salt traders",
+                 "Question: Who founded Velmora?\n\nAnswer:", "Questions and answers:\n", "**Q1:** **A1:**"):
+        assert K.parse_selfedit(text, "self-qa") == []
+    # an answer made of initials keeps them; an orphan answer is skipped, the pending question is kept
+    assert K.parse_selfedit("Answer: orphan one\nQ: Who founded the company?\nA: A. J. Smith", "self-qa") == [
+        "Question: Who founded the company?\nAnswer: A. J. Smith"]
+    # a new question replaces one that never got its answer
+    assert K.parse_selfedit("Q: dangling question here\nQ: Where is Orsk?\nA: In the north.", "self-qa") == [
+        "Question: Where is Orsk?\nAnswer: In the north."]
+
+
+def test_bullets_keep_initials_and_abbreviations():
+    text = ("A. J. Smith founded the company.\nU.S. forces landed in 1944.\na. The tower is green.\n"
+            "(b) The port exports eel.\n2) Orsk is a city.\n• Tevra is an island.\nB) Salt was traded there.\n"
+            "10. The harbour is deep.\n* E. Coli was found here.")
+    assert K.parse_selfedit(text, "implications") == [
+        "A. J. Smith founded the company.", "U.S. forces landed in 1944.", "The tower is green.",
+        "The port exports eel.", "Orsk is a city.", "Tevra is an island.", "Salt was traded there.",
+        "The harbour is deep.", "E. Coli was found here."]
+
+
 def test_training_examples_prefix_title_and_append_passage(squad_tiny):
     p = K.load_passages(squad_tiny)[0][0]
     ex = K.training_examples(p, ["one two three"], include_passage=True)

@@ -43,6 +43,9 @@ class DataError(ValueError):
 class QA:
     question: str
     answer: str
+    title: str = ""
+    """The passage's title: the QA prompt names it (`Topic: ...`), as the reference code does,
+    since every training sequence starts with it and many questions are ambiguous without it."""
 
 
 @dataclass
@@ -131,7 +134,10 @@ def parse_squad(data, where: str = "<data>") -> tuple[list[Passage], dict]:
         if not qs:
             counts["skipped_no_questions"] += 1
             continue
-        passages.append(Passage(_passage_id(title, context), title.replace("_", " "), context.strip(), qs, list(comps)))
+        title = title.replace("_", " ")
+        for qa in qs:
+            qa.title = title
+        passages.append(Passage(_passage_id(title, context), title, context.strip(), qs, list(comps)))
         counts["passages"] += 1
         counts["questions"] += len(qs)
     return passages, counts
@@ -187,8 +193,36 @@ TEMPLATES = {
     "none": "",
 }
 
-_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,3}[.):]|\(?[a-zA-Z][.)])\s+")
+# A list marker at the start of a line: "-", "*", "•", "1.", "2)", "3:", "(4)", "a.", "b)", "(c)", "D)".
+# An uppercase letter followed by a period ("A. ") is deliberately NOT a marker: in generated facts
+# it is far more often an initial ("A. J. Smith founded ...") than an "A./B./C." list, and
+# stripping it would corrupt the fact. Lowercase "a. " and any letter with ")" stay markers.
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,3}[.):]|\(?[a-z][.)]|\(?[A-Z]\))\s+")
 _PREAMBLE = re.compile(r"^(here (are|is)|sure|certainly|okay|ok\b|the following|below are|implications?:?$)", re.I)
+
+# A self-QA label at the start of a line (after any list marker or heading "#"): "Question:", "Q:",
+# "Question 1:", "Q1.", "Q #2)", "Answer:", "A1:", with markdown emphasis around or inside it
+# ("**Question:**", "**Q1**:", "*A:*", "__Answer:__"); group 3 is empty when the label is the whole
+# line ("**Question 1**"). Which delimiter each spelling may use is decided in _qa_label.
+# (Lines are whitespace-normalised first, so "\s?" is enough and cannot backtrack badly.)
+_QA_LABEL = re.compile(r"^[*_]*(question|answer|q|a)\s?#?\s?(\d{1,3})?\s?[*_]*\s?([:.)]|$)[*_]*\s?", re.I)
+# An answer label inside a question line ("Q: Who? A: x", "**Question:** Who? **Answer:** x"): it
+# needs a colon and a space before it, and the short form must be a capital "A", so that
+# "a:" inside ordinary text is not mistaken for one.
+_QA_INLINE_ANSWER = re.compile(r"\s[*_]*(?:(?i:answer)|A)\s?#?\s?\d{0,3}\s?[*_]*\s?:[*_]*(?:\s|$)")
+
+
+# What a plain (non-chat) prompt ends with, so that a base model starts the self-edit instead of
+# continuing the passage (a chat model gets the assistant turn instead).
+CUES = {"implications": "Implications:\n", "implications-long": "Facts and implications:\n",
+        "rewrite": "Rewritten passage:\n", "self-qa": "Questions and answers:\n", "custom": ""}
+
+
+def selfedit_input(tok, passage: Passage, cfg: SelfEditConfig, chat: bool) -> str:
+    """The full text the generator continues to write a self-edit (sampling and SFT share it)."""
+    from ..models import format_prompt
+
+    return format_prompt(tok, selfedit_prompt(passage, cfg), chat, cue=CUES.get(cfg.template, ""))
 
 
 def selfedit_prompt(passage: Passage, cfg: SelfEditConfig) -> str:
@@ -204,6 +238,91 @@ def selfedit_prompt(passage: Passage, cfg: SelfEditConfig) -> str:
     return tpl.format(title=passage.title, passage=passage.context) if tpl else ""
 
 
+def _qa_label(line: str):
+    """("q" | "a", text after the label, is_bare_letter_dot) for a labelled line, else None."""
+    m = _QA_LABEL.match(line)
+    if not m:
+        return None
+    word, num, delim = m.group(1).lower(), m.group(2), m.group(3)
+    short = len(word) == 1
+    if delim == ":" or (num and delim in ".)"):
+        pass  # "Q:", "Answer:", "Q1.", "Question 2)"
+    elif not delim and (num or not short):
+        pass  # the label is the whole line: "**Question 1**", "### Answer", "Q1"
+    elif short and delim == ".":
+        pass  # "Q. ..." / "A. ...": the caller accepts "A." only as the answer to a "Q." question
+    else:
+        return None  # "Question. ...", "A) ...", a lone "Q"
+    return word[0], line[m.end():].strip(), short and delim == "." and not num
+
+
+def _unwrap(s: str) -> str:
+    """Drop markdown emphasis left around a question or answer ("**Green and white.**")."""
+    return s.strip().strip("*_").strip()
+
+
+def _parse_self_qa(text: str) -> list[str]:
+    """Pair questions with answers in a self-QA completion, whatever the labels look like.
+
+    A line-by-line state machine: a labelled question waits for the next answer label; a bare
+    label ("Answer:" alone) takes the next non-empty line as its text; an answer with no pending
+    question takes the unlabelled line just before it if that looks like a question (ends with
+    "?" or was a numbered list item: "1. Who ...?" then "Answer: ..."). Anything else is skipped.
+    """
+    items: list[str] = []
+    q = None          # the question waiting for its answer
+    q_dotted = False  # it was labelled "Q." -- so an "A." line answers it (rather than being an initial)
+    waiting = None    # "q" / "a": a bare label was seen; its text is the next non-empty line
+    candidate = None  # an unlabelled line that may be the question of a following answer label
+
+    def emit(question: str, answer: str) -> None:
+        question, answer = _unwrap(question), _unwrap(answer)
+        if question and answer:
+            items.append(f"Question: {question}\nAnswer: {answer}")
+
+    for raw in text.split("\n"):
+        line = re.sub(r"^#+\s?", "", " ".join(raw.split()))  # collapse whitespace; drop a "###" heading
+        marker = _BULLET.match(line)
+        numbered = bool(marker and any(c.isdigit() for c in marker.group()))
+        if marker:
+            line = line[marker.end():]
+        if not line:
+            continue
+        label = _qa_label(line)
+        if label and label[0] == "a" and label[2] and not (q is not None and q_dotted):
+            label = None  # "A. J. Smith ...": an initial, not an answer label
+        if label is None:
+            if waiting == "q":
+                q, waiting = line, None
+            elif waiting == "a":
+                emit(q, line)
+                q, waiting = None, None
+            else:
+                candidate = line if numbered or line.endswith("?") else None
+            continue
+        kind, rest, dotted = label
+        if kind == "q":
+            inline = _QA_INLINE_ANSWER.search(rest)
+            if inline:  # "Q: Who founded it? A: salt traders"
+                emit(rest[:inline.start()], rest[inline.end():])
+                q, waiting = None, None
+            else:
+                q, waiting = (rest, None) if _unwrap(rest) else (None, "q")
+            q_dotted = dotted
+        else:
+            if q is None:
+                q = candidate
+            if q is None:
+                waiting = None  # an answer to nothing
+            elif _unwrap(rest):
+                emit(q, rest)
+                q, waiting = None, None
+            else:
+                waiting = "a"
+        candidate = None
+    return items
+
+
 def parse_selfedit(completion: str, template: str) -> list[str]:
     """Split a completion into training items (without title or passage). Never raises."""
     if not isinstance(completion, str):
@@ -217,17 +336,7 @@ def parse_selfedit(completion: str, template: str) -> list[str]:
             parts = [line.strip() for line in text.split("\n") if line.strip()]
         items = [" ".join(p.split()) for p in parts]
     elif template == "self-qa":
-        items, q = [], None
-        for line in text.split("\n"):
-            line = _BULLET.sub("", line.strip())
-            low = line.lower()
-            if low.startswith(("question:", "q:")):
-                q = line.split(":", 1)[1].strip()
-            elif low.startswith(("answer:", "a:")) and q:
-                a = line.split(":", 1)[1].strip()
-                if a:
-                    items.append(f"Question: {q}\nAnswer: {a}")
-                q = None
+        items = _parse_self_qa(text)
     else:
         items = []
         for line in text.split("\n"):
@@ -255,11 +364,26 @@ def training_examples(passage: Passage, items: list[str], include_passage: bool)
 
 # ----------------------------------------------------------------------------- QA grading
 
-QA_PROMPT = "Answer the question with a short phrase, from memory.\nQuestion: {question}"
+QA_PROMPT = "Answer the question with a short phrase, from memory.\nTopic: {title}\nQuestion: {question}"
+QA_PROMPT_NO_TITLE = "Answer the question with a short phrase, from memory.\nQuestion: {question}"
+QA_CUE = "Answer:"
+"""Ends a plain (non-chat) QA prompt, so that a base model answers instead of continuing the question."""
 
 
-def qa_prompt(question: str) -> str:
-    return QA_PROMPT.format(question=question)
+def qa_prompt(question: str, title: str = "") -> str:
+    """The closed-book question (user message). Like the reference code it names the passage's
+    title (`Topic: ...`): the title starts every training sequence, so it is what ties the
+    question to the facts the update taught."""
+    if title:
+        return QA_PROMPT.format(title=title, question=question)
+    return QA_PROMPT_NO_TITLE.format(question=question)
+
+
+def qa_input(tok, qa: QA, chat: bool) -> str:
+    """The full text the adapted model continues to answer `qa`."""
+    from ..models import format_prompt
+
+    return format_prompt(tok, qa_prompt(qa.question, qa.title), chat, cue=QA_CUE)
 
 
 def normalize_answer(s: str) -> str:
@@ -311,19 +435,31 @@ class Job:
     examples: list[TrainExample]
     questions: list[QA]
     seed: int
+    group: str = ""
+    """Jobs train together (one batched forward, `inner.parallel_adapters` at a time) only with
+    jobs of the same group: `seal evaluate` groups by condition, so a condition's updates never
+    depend on which other conditions run beside them (batch composition changes float
+    summation order, and in bf16 that moved greedy answers)."""
 
 
 METRICS = ("logprob", "containment", "f1", "em")
+
+
+def reward_eval_config(eval_cfg):
+    """The grading a reward needs: greedy answers only when the reward is computed from them
+    (a log-prob reward needs none, and generation is most of the grading's cost)."""
+    import dataclasses
+
+    return dataclasses.replace(eval_cfg, generate=eval_cfg.generate and eval_cfg.reward != "logprob")
 
 
 def score_rows(model, tok, gen, chat: bool, questions: list[list[QA]], rows: list[int], eval_cfg,
                progress=None, speed=None) -> list[list[dict]]:
     """Grade adapter rows[i] on questions[i], closed-book; per-question metric dicts."""
     from ..inner_loop import answer_logprobs
-    from ..models import format_prompt
 
     flat = [(i, qa) for i, qs in enumerate(questions) for qa in qs]
-    prompts = [format_prompt(tok, qa_prompt(qa.question), chat) for _, qa in flat]
+    prompts = [qa_input(tok, qa, chat) for _, qa in flat]
     flat_rows = [rows[i] for i, _ in flat]
     lps = answer_logprobs(model, tok, prompts, [qa.answer for _, qa in flat], flat_rows,
                           mask_free=speed is None or speed.mask_free)
@@ -355,46 +491,57 @@ def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, 
     """Train and grade `jobs`, `inner_cfg.parallel_adapters` at a time; call on_result(job, result)
     as each group finishes so that the caller can save it at once.
 
-    Groups are cut from the full job list, and a group runs again whole unless every job in it
-    is in `done`: a resumed run batches exactly as an uninterrupted one, so it computes the same
-    numbers (batch composition changes float summation order)."""
+    Batches are cut from the full job list, separately for each `Job.group` (jobs of different
+    groups never share a batch), and a batch runs again whole unless every job in it is in `done`:
+    a resumed run batches exactly as an uninterrupted one, so it computes the same numbers (batch
+    composition changes float summation order)."""
+    for group in job_batches(jobs, inner_cfg.parallel_adapters):
+        _run_batch(model, tok, gen, chat, group, inner_cfg, eval_cfg, on_result, progress, done, speed)
+
+
+def job_batches(jobs: list[Job], size: int) -> list[list[Job]]:
+    """Consecutive runs of at most `size` jobs of one group, in the order of each group's first job."""
+    by_group: dict[str, list[Job]] = {}
+    for j in jobs:
+        by_group.setdefault(j.group, []).append(j)
+    return [js[i : i + size] for js in by_group.values() for i in range(0, len(js), size)]
+
+
+def _run_batch(model, tok, gen, chat, group, inner_cfg, eval_cfg, on_result, progress, done, speed) -> None:
     import time
 
     from .. import lora
     from ..inner_loop import train_adapters
 
-    size = inner_cfg.parallel_adapters
-    for start in range(0, len(jobs), size):
-        group = jobs[start : start + size]
-        if all(j.key in done for j in group):
+    if all(j.key in done for j in group):
+        return
+    t0 = time.time()
+    lora.attach(model, inner_cfg.lora, len(group))
+    try:
+        stats = train_adapters(model, tok, [j.examples for j in group], inner_cfg, [j.seed for j in group],
+                               speed=speed)
+        t1 = time.time()
+        graded = score_rows(model, tok, gen, chat, [j.questions for j in group], list(range(len(group))), eval_cfg,
+                            speed=speed)
+    finally:
+        lora.detach(model)
+    t2 = time.time()
+    for i, (job, pq) in enumerate(zip(group, graded)):
+        if job.key in done:
             continue
-        t0 = time.time()
-        lora.attach(model, inner_cfg.lora, len(group))
-        try:
-            stats = train_adapters(model, tok, [j.examples for j in group], inner_cfg, [j.seed for j in group],
-                                   speed=speed)
-            t1 = time.time()
-            graded = score_rows(model, tok, gen, chat, [j.questions for j in group], list(range(len(group))), eval_cfg,
-                                speed=speed)
-        finally:
-            lora.detach(model)
-        t2 = time.time()
-        for i, (job, pq) in enumerate(zip(group, graded)):
-            if job.key in done:
-                continue
-            on_result(job, {
-                "key": job.key, "metrics": mean_metrics(pq), "questions": pq,
-                "train": {"steps": stats["steps"], "tokens": stats["tokens"][i], "examples": stats["examples"][i],
-                          "final_loss": stats["final_loss"][i],
-                          # tokens the group actually ran (shared sequences once; sum of squared
-                          # lengths for attention), split equally over its adapters
-                          "executed_tokens": sum(stats["executed_lens"]) / len(group),
-                          "executed_sq_tokens": sum(n * n for n in stats["executed_lens"]) / len(group)},
-                # wall time of the group, shared equally by its adapters
-                "seconds": (t2 - t0) / len(group), "train_seconds": (t1 - t0) / len(group),
-            })
-        if progress is not None:
-            progress(sum(j.key not in done for j in group))
+        on_result(job, {
+            "key": job.key, "metrics": mean_metrics(pq), "questions": pq,
+            "train": {"steps": stats["steps"], "tokens": stats["tokens"][i], "examples": stats["examples"][i],
+                      "final_loss": stats["final_loss"][i], "truncated": stats["n_truncated"][i],
+                      # tokens the group actually ran (shared sequences once; sum of squared
+                      # lengths for attention), split equally over its adapters
+                      "executed_tokens": sum(stats["executed_lens"]) / len(group),
+                      "executed_sq_tokens": sum(n * n for n in stats["executed_lens"]) / len(group)},
+            # wall time of the group, shared equally by its adapters
+            "seconds": (t2 - t0) / len(group), "train_seconds": (t1 - t0) / len(group),
+        })
+    if progress is not None:
+        progress(sum(j.key not in done for j in group))
 
 
 def base_scores(model, tok, gen, chat: bool, passages: list[Passage], eval_cfg) -> dict[str, list[dict]]:
@@ -408,10 +555,9 @@ def sample_selfedits(gen, tok, chat: bool, passages: list[Passage], cfg: SelfEdi
     """k sampled self-edits per passage (temperature/top-p from cfg); passages already in `done`
     (a resumed run) are not sampled again. on_sampled(passage, completions) saves each."""
     from ..generation import sample_resumable
-    from ..models import format_prompt
 
     def prompt_of(p):
-        return None if cfg.template == "none" else format_prompt(tok, selfedit_prompt(p, cfg), chat)
+        return None if cfg.template == "none" else selfedit_input(tok, p, cfg, chat)
 
     return sample_resumable(gen, passages, prompt_of, k, max_new_tokens=cfg.max_new_tokens,
                             temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size, seed=seed,

@@ -1,0 +1,147 @@
+"""Defects of the issue "SEAL must learn": QA prompt title, plain-prompt cues, one weighting in the
+table, no greedy answers for a log-prob reward, common random numbers, batch independence."""
+
+import copy
+import json
+
+import pytest
+
+from seal.config import EvalConfig, InnerLoopConfig, ModelConfig, RunConfig, SelfEditConfig
+from seal.evaluate import summarize
+from seal.generation import HFGenerator
+from seal.models import format_prompt, load_model
+from seal.restem import reward_jobs
+from seal.tasks import knowledge as K
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(ModelConfig(name=str(tiny_model_dir)))
+
+
+def test_qa_prompt_names_the_title(squad_tiny):
+    p = K.load_passages(squad_tiny)[0][0]
+    qa = p.questions[0]
+    assert qa.title == p.title and p.title
+    assert f"Topic: {p.title}" in K.qa_prompt(qa.question, qa.title)
+    assert qa.question in K.qa_prompt(qa.question, qa.title)
+    # official SQuAD layout: the article title reaches the question too
+    official = {"data": [{"title": "Some_Article", "paragraphs": [{"context": "c d e", "qas": [
+        {"question": "what?", "answers": [{"text": "e"}]}]}]}]}
+    ps, _ = K.parse_squad(official)
+    assert ps[0].questions[0].title == "Some Article"
+
+
+def test_plain_prompts_end_with_a_cue(tiny, squad_tiny):
+    _, tok = tiny
+    p = K.load_passages(squad_tiny)[0][0]
+    assert format_prompt(tok, "Question: x", chat=False, cue="Answer:") == "Question: x\nAnswer:"
+    assert K.qa_input(tok, p.questions[0], chat=False).endswith("\nAnswer:")
+    for t in ("implications", "implications-long", "rewrite", "self-qa"):
+        text = K.selfedit_input(tok, p, SelfEditConfig(template=t), chat=False)
+        assert text.endswith(":\n") and p.context in text
+    # a chat prompt ends with the assistant turn instead, no cue
+    if getattr(tok, "chat_template", None):
+        assert not K.qa_input(tok, p.questions[0], chat=True).endswith("Answer:")
+
+
+def _q(v):
+    return {m: v for m in K.METRICS}
+
+
+def test_table_rows_subtract_to_the_gains():
+    # passages with unequal question counts: a question-weighted row would not subtract
+    passages = [K.Passage("a", "A", "ctx a", [K.QA("q", "x")] * 1), K.Passage("b", "B", "ctx b", [K.QA("q", "x")] * 4)]
+    base = {"a": [_q(0.0)], "b": [_q(0.0)] * 4}
+    results = {"passage/a/0": {"condition": "passage", "passage_id": "a", "questions": [_q(1.0)], "metrics": _q(1.0),
+                               "seconds": 1, "train_seconds": 1, "train": {"tokens": 1}},
+               "passage/b/0": {"condition": "passage", "passage_id": "b", "questions": [_q(0.0)] * 4,
+                               "metrics": _q(0.0), "seconds": 1, "train_seconds": 1, "train": {"tokens": 1}}}
+    cfg = RunConfig()
+    s = summarize(cfg, passages, base, results, ["no-adaptation", "passage"], {})
+    row = s["conditions"]["passage"]["metrics"]["containment"]["mean"]
+    no = s["conditions"]["no-adaptation"]["metrics"]["containment"]["mean"]
+    gain = s["gain_vs_no_adaptation"]["passage"]["containment"]["mean"]
+    assert row == pytest.approx(0.5) and row - no == pytest.approx(gain)
+    assert "per-passage" in s["weighting"] or "passage's mean" in s["weighting"]
+
+
+def test_logprob_reward_needs_no_generation():
+    assert K.reward_eval_config(EvalConfig(reward="logprob")).generate is False
+    assert K.reward_eval_config(EvalConfig(reward="containment")).generate is True
+    assert EvalConfig().generate is True  # evaluate still generates
+
+
+def test_train_generates_no_answers_for_a_logprob_reward(tiny, squad_tiny, monkeypatch):
+    model, tok = tiny
+    calls = []
+    real = HFGenerator.generate
+
+    def spy(self, prompts, **kw):
+        calls.append(kw.get("temperature", 0.0))
+        return real(self, prompts, **kw)
+
+    monkeypatch.setattr(HFGenerator, "generate", spy)
+    p = K.load_passages(squad_tiny)[0][0]
+    job = K.Job("x", [p.id], K.training_examples(p, [], True), p.questions, 1)
+    got = []
+    K.run_jobs(model, tok, HFGenerator(model, tok), False, [job], InnerLoopConfig(epochs=1),
+               K.reward_eval_config(EvalConfig(reward="logprob")), lambda j, r: got.append(r))
+    assert calls == [] and "containment" not in got[0]["metrics"] and "logprob" in got[0]["metrics"]
+
+
+def test_selfedits_of_a_passage_share_seeds_and_batch(squad_tiny):
+    ps = K.load_passages(squad_tiny)[0][:2]
+    cfg = RunConfig()
+    cfg.inner.seeds = 2
+    samples = {p.id: ["one fact about it here.", "another fact about it here.", ""] for p in ps}
+    jobs, empty = reward_jobs(ps, samples, cfg, rnd=1)
+    assert sorted(empty) == sorted((p.id, 2) for p in ps)
+    for p in ps:
+        for s in range(2):
+            same = [j for j in jobs if j.passage_ids == [p.id] and j.key.endswith(f"/{s}")]
+            assert len(same) == 2 and len({j.seed for j in same}) == 1 and len({j.group for j in same}) == 1
+        assert len({j.seed for j in jobs if j.passage_ids == [p.id]}) == 2  # seeds differ across repeats
+    batches = K.job_batches(jobs, 5)
+    assert all(len({j.group for j in b}) == 1 for b in batches)
+
+
+def test_job_batches_never_mix_groups():
+    jobs = [K.Job(f"{g}/{i}", [], [], [], 0, group=g) for i in range(3) for g in ("a", "b")]
+    batches = K.job_batches(jobs, 5)
+    assert [[j.key for j in b] for b in batches] == [["a/0", "a/1", "a/2"], ["b/0", "b/1", "b/2"]]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_a_condition_does_not_depend_on_its_batch_mates(tiny, squad_tiny, dtype):
+    """Same passage-only jobs, beside two different other conditions: bit-identical results, in fp32 and under bf16 autocast."""
+    model, tok = tiny
+    ps = K.load_passages(squad_tiny)[0]
+    cfg = InnerLoopConfig(epochs=2, dtype=dtype, parallel_adapters=8)
+    ev = EvalConfig(max_answer_tokens=3)
+    gen = HFGenerator(model, tok)
+
+    def run(other_items):
+        jobs = [K.Job(f"passage/{p.id}", [p.id], K.training_examples(p, [], True), p.questions, 7, group="passage")
+                for p in ps]
+        jobs += [K.Job(f"other/{p.id}", [p.id], K.training_examples(p, other_items, True), p.questions, 7,
+                       group="other") for p in ps]
+        out = {}
+        K.run_jobs(model, tok, gen, False, jobs, cfg, ev, lambda j, r: out.__setitem__(j.key, r["questions"]))
+        return {k: v for k, v in out.items() if k.startswith("passage/")}
+
+    a = run(["a first long made up sentence here."])
+    b = run(["something else entirely, much longer than the first one was.", "and a second line too."])
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    _ = copy
+
+
+def test_several_other_selfedit_writers_get_one_row_each():
+    from seal.evaluate import _cond_name, _sources, other_models
+
+    cfg = RunConfig()
+    cfg.selfedit.model = "runs/t/rounds/round_2/model, runs/teacher-model,default"
+    assert other_models(cfg) == ["runs/t/rounds/round_2/model", "runs/teacher-model"]
+    assert [_cond_name(s, cfg) for s in _sources(cfg)] == ["self-edits", "self-edits:round_2", "self-edits:teacher-model"]
+    cfg.selfedit.model = "runs/t/rounds/round_1/model"
+    assert _sources(cfg) == ["own", "other"] and _cond_name("other", cfg) == "self-edits:round_1"
