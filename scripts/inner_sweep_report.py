@@ -109,7 +109,9 @@ def markdown(manifest: dict, arms: dict, study: dict) -> str:
     lines = [f"# {manifest['plan']}: {len(manifest['passage_ids'])} dev passages "
              f"(data sha256 {manifest['data_sha256'][:12]}, offset {manifest['argv']['offset']}, seed "
              f"{manifest['argv']['seed']}, dtype {manifest['dtype']})", "",
-             "Gains over no adaptation, mean over passages [95% bootstrap interval].", "",
+             "Gains over no adaptation, mean over passages [95% bootstrap interval]. s/update: wall "
+             "seconds of training + grading with answer generation, one torch thread, taken while other "
+             "runs shared the 2 CPU cores (compare within a table only).", "",
              "| arm | containment gain | F1 gain | log-prob gain | s/update | train tokens |", "|---|---|---|---|---|---|"]
     for arm, r in arms.items():
         cells = [f"{r[f'{m}_gain']['mean']:+.3f} [{r[f'{m}_gain']['lo']:+.3f}, {r[f'{m}_gain']['hi']:+.3f}]"

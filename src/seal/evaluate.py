@@ -323,8 +323,9 @@ def plain_summary(summary: dict) -> str:
     for cond, g in (summary.get("gain_vs_own_selfedits") or {}).items():
         lp, ct = g.get("logprob"), g.get("containment")
         if lp and ct:
-            sure = "better than" if lp["lo"] > 0 else "worse than" if lp["hi"] < 0 else "not distinguishable from"
-            text += (f" Self-edits written by {cond.split(':', 1)[-1]} taught {sure} the base model's own "
-                     f"(gold-answer log-prob {lp['mean']:+.2f} [{lp['lo']:+.2f}, {lp['hi']:+.2f}] per token; "
-                     f"accuracy {ct['mean']:+.0%}).")
+            verdict = ("taught more than" if lp["lo"] > 0 else "taught less than" if lp["hi"] < 0
+                       else "cannot yet be told apart from")
+            text += (f" Self-edits written by the {cond.split(':', 1)[-1]} model {verdict} the base model's own "
+                     f"(gold-answer log-prob {lp['mean']:+.2f} [{lp['lo']:+.2f}, {lp['hi']:+.2f}] per token, "
+                     f"95% interval; accuracy {ct['mean']:+.0%} [{ct['lo']:+.0%}, {ct['hi']:+.0%}]).")
     return text

@@ -13,11 +13,12 @@ with its answer line into one item, `rewrite` splits on blank lines (or lines if
 
 Grading. The paper grades answers with GPT-4.1. We grade locally with SQuAD exact match, F1 and
 gold-answer containment on greedy answers, plus the mean per-token log-probability of the gold
-answer's own tokens (`logprob`). The default reward is the gain in `logprob` over the
-unadapted model: a 135M model rarely answers exactly (containment 0.01-0.13 in the issue's hand
-checks), so 0/1 rewards are almost always zero and ReSTEM would keep nothing, while the
-log-probability moves smoothly with how much of the fact the update taught. `seal evaluate`
-reports how well it tracks containment on the same passages.
+answer's own tokens (`logprob`). The question names the passage's title (`Topic: ...`), as the
+reference code does. The default reward is the gain in `containment` over the unadapted model:
+in the reward study on dev updates (results/reward_table.md) it ranked the accuracy gain of an
+independent re-run of the same update best, while the `logprob` gain, smooth and nearly
+noise-free, did not track accuracy. `seal evaluate` reports how the log-prob gain tracks
+containment on its own passages (`reward_tracking`).
 """
 
 from __future__ import annotations
