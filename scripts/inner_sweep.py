@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from seal.config import EvalConfig, InnerLoopConfig, LoRAConfig, ModelConfig, SelfEditConfig
+from seal.config import EvalConfig, InnerLoopConfig, LoRAConfig, ModelConfig, SelfEditConfig, to_dict
 from seal.evaluate import job_seed
 from seal.generation import HFGenerator
 from seal.models import load_model, pick_dtype, uses_chat
@@ -95,7 +95,7 @@ def main(argv=None) -> None:
         "plan": args.plan, "argv": vars(args), "data": args.data, "data_sha256": K.file_sha256(args.data),
         "passage_ids": [p.id for p in passages], "model": mcfg.name, "versions": versions(),
         "dtype": str(pick_dtype(args.dtype, torch.device("cpu"))), "torch_threads": torch.get_num_threads(),
-        "inner": {name: _cfg_dict(c) for name, c in SWEEP.items()}, "arms": arms})
+        "inner": {name: to_dict(c) for name, c in SWEEP.items()}, "arms": arms})
     model, tok = load_model(mcfg)
     chat = uses_chat(tok, mcfg)
     gen = HFGenerator(model, tok)
@@ -145,11 +145,6 @@ def main(argv=None) -> None:
 
         K.run_jobs(model, tok, gen, chat, jobs, cfg, ev, save, done=finished)
         print(f"{arm['arm']}: {time.time() - t0:.0f} s", flush=True)
-
-
-def _cfg_dict(c: InnerLoopConfig) -> dict:
-    from seal.config import to_dict
-    return to_dict(c)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from seal.runs import read_jsonl
-from seal.stats import bootstrap_mean, spearman
+from seal.stats import bootstrap_mean, sd, spearman
 
 METRICS = ("containment", "f1", "logprob")
 
@@ -78,7 +78,7 @@ def reward_study(recs: list[dict]) -> dict:
         row["within_passage_n"] = len(within)
         row["test_retest_spearman"] = spearman(c0, c1)
         row["mean_abs_seed_difference"] = sum(abs(u - v) for u, v in zip(c0, c1)) / len(pairs)
-        row["sd_across_updates"] = _sd(c0 + c1)
+        row["sd_across_updates"] = sd(c0 + c1)
         table[cand] = row
     # the same-update correlation (what `seal evaluate` reports as reward_tracking)
     same = {cand: spearman([candidates(r)[cand] for r in recs], [r["gain"]["containment"] for r in recs])
@@ -98,11 +98,6 @@ def reward_study(recs: list[dict]) -> dict:
                                     "max_abs_logprob_difference": max(lp), "answers_changed": flips,
                                     "questions": nq}
     return out
-
-
-def _sd(v):
-    m = sum(v) / len(v)
-    return (sum((x - m) ** 2 for x in v) / max(1, len(v) - 1)) ** 0.5
 
 
 def markdown(manifest: dict, arms: dict, study: dict) -> str:

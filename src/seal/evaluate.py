@@ -220,7 +220,7 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
         for m in K.METRICS:
             # one weighting everywhere (the paper's): the mean of per-passage means, so the rows
             # subtract exactly to the paired gains below
-            means = [_passage_mean(pp[i], m) for i in ids]
+            means = [K.mean_metrics(pp[i]).get(m) for i in ids]
             if means and all(v is not None for v in means):
                 metrics[m] = bootstrap_mean(means, cfg.eval.bootstrap, cfg.seed)
         out["order"].append(cond)
@@ -229,8 +229,8 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
         if cond != "no-adaptation":
             gains = {}
             for m in metrics:
-                a = [_passage_mean(pp[i], m) for i in ids]
-                b = [_passage_mean(base_pp[i], m) for i in ids]
+                a = [K.mean_metrics(pp[i])[m] for i in ids]
+                b = [K.mean_metrics(base_pp[i])[m] for i in ids]
                 gains[m] = paired_bootstrap(a, b, cfg.eval.bootstrap, cfg.seed)
             out["gain_vs_no_adaptation"][cond] = gains
     # other writers of self-edits (a ReSTEM round's model, external files) against the model's own
@@ -241,8 +241,8 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
         pp = per_passage(cfg, passages, base, results, cond)
         ids = [p.id for p in passages if p.id in pp and p.id in own]
         out.setdefault("gain_vs_own_selfedits", {})[cond] = {
-            m: paired_bootstrap([_passage_mean(pp[i], m) for i in ids],
-                                [_passage_mean(own[i], m) for i in ids], cfg.eval.bootstrap, cfg.seed)
+            m: paired_bootstrap([K.mean_metrics(pp[i])[m] for i in ids],
+                                [K.mean_metrics(own[i])[m] for i in ids], cfg.eval.bootstrap, cfg.seed)
             for m in out["conditions"][cond]["metrics"]}
     # how well the reward metric tracks accuracy, over every (passage, self-edit) update
     if cfg.eval.mode == "single" and cfg.eval.generate:
@@ -262,11 +262,6 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
                                      "train_mean": sum(r["train_seconds"] for r in results.values()) / len(secs),
                                      "tokens_mean": sum(r["train"]["tokens"] for r in results.values()) / len(secs)}
     return out
-
-
-def _passage_mean(questions: list[dict], metric: str) -> float | None:
-    vals = [q[metric] for q in questions if metric in q]
-    return sum(vals) / len(vals) if vals else None
 
 
 def _write_passages(path: Path, passages, base, results) -> None:

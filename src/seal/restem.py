@@ -38,6 +38,7 @@ from .generation import HFGenerator
 from .inner_loop import TrainExample, train_adapters
 from .models import load_model, save_model, uses_chat
 from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
+from .stats import sd
 from .tasks import knowledge as K
 
 
@@ -108,13 +109,6 @@ def selfedit_stats(completions: list[str], tok, template: str) -> dict:
     return {"n": len(completions), "mean_tokens": sum(toks) / len(toks),
             "mean_items": sum(len(K.parse_selfedit(c, template)) for c in completions) / len(completions),
             "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else None}
-
-
-def _sd(vals: list[float]) -> float | None:
-    if len(vals) < 2:
-        return None
-    m = sum(vals) / len(vals)
-    return (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
 
 
 def _quantiles(vals: list[float]) -> dict | None:
@@ -263,7 +257,7 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
                 "mean_reward": sum(vals) / len(vals) if vals else None,
                 "frac_positive": sum(v > 0 for v in vals) / len(vals) if vals else None,
                 "mean_kept_reward": sum(r for _, _, r in kept) / len(kept) if kept else None,
-                "reward_sd": _sd(vals), "reward_quantiles": _quantiles(vals),
+                "reward_sd": sd(vals), "reward_quantiles": _quantiles(vals),
                 "model_changed": bool(examples), "sft_tokens": sft_stats["tokens"][0] if sft_stats else 0,
                 "sft_truncated": sft_stats["n_truncated"][0] if sft_stats else 0,
                 "sft_dropped": sft_stats["n_dropped"][0] if sft_stats else 0,

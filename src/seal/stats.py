@@ -26,8 +26,14 @@ def cluster_bootstrap(groups: list[list[float]], n_boot: int = 2000, seed: int =
 
 def bootstrap_mean(values: list[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
     """Mean of per-unit values (e.g. per-passage accuracies) with a 95% percentile interval."""
-    out = paired_bootstrap(values, [0.0] * len(values), n_boot, seed)
-    return out
+    return paired_bootstrap(values, [0.0] * len(values), n_boot, seed)
+
+
+def sd(values: list[float]) -> float | None:
+    """Sample standard deviation (n - 1); None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    return float(np.std(np.asarray(values, dtype=float), ddof=1))
 
 
 def paired_bootstrap(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:

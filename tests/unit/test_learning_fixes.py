@@ -1,7 +1,6 @@
 """Defects of the issue "SEAL must learn": QA prompt title, plain-prompt cues, one weighting in the
 table, no greedy answers for a log-prob reward, common random numbers, batch independence."""
 
-import copy
 import json
 
 import pytest
@@ -133,7 +132,6 @@ def test_a_condition_does_not_depend_on_its_batch_mates(tiny, squad_tiny, dtype)
     a = run(["a first long made up sentence here."])
     b = run(["something else entirely, much longer than the first one was.", "and a second line too."])
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    _ = copy
 
 
 def test_several_other_selfedit_writers_get_one_row_each():

@@ -365,8 +365,7 @@ def training_examples(passage: Passage, items: list[str], include_passage: bool)
 
 # ----------------------------------------------------------------------------- QA grading
 
-QA_PROMPT = "Answer the question with a short phrase, from memory.\nTopic: {title}\nQuestion: {question}"
-QA_PROMPT_NO_TITLE = "Answer the question with a short phrase, from memory.\nQuestion: {question}"
+QA_PROMPT = "Answer the question with a short phrase, from memory.\n{topic}Question: {question}"
 QA_CUE = "Answer:"
 """Ends a plain (non-chat) QA prompt, so that a base model answers instead of continuing the question."""
 
@@ -375,9 +374,7 @@ def qa_prompt(question: str, title: str = "") -> str:
     """The closed-book question (user message). Like the reference code it names the passage's
     title (`Topic: ...`): the title starts every training sequence, so it is what ties the
     question to the facts the update taught."""
-    if title:
-        return QA_PROMPT.format(title=title, question=question)
-    return QA_PROMPT_NO_TITLE.format(question=question)
+    return QA_PROMPT.format(topic=f"Topic: {title}\n" if title else "", question=question)
 
 
 def qa_input(tok, qa: QA, chat: bool) -> str:
