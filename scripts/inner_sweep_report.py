@@ -72,7 +72,7 @@ def reward_study(recs: list[dict]) -> dict:
             pp = [(a, b) for a, b in pairs if a["passage_id"] == pid]
             for s_from, s_to in ((0, 1), (1, 0)):
                 rho = spearman([candidates(x[s_from])[cand] for x in pp], [x[s_to]["gain"]["containment"] for x in pp])
-                if rho == rho:  # nan when accuracy ties across the passage's updates
+                if rho is not None:  # undefined when accuracy ties across the passage's updates
                     within.append(rho)
         row["within_passage_spearman_vs_containment_gain_other_seed"] = sum(within) / len(within) if within else None
         row["within_passage_n"] = len(within)

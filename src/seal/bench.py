@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .runs import atomic_write_json
+
 WORKLOAD_VERSION = 1
 PAD_LEN = 2048
 
@@ -306,7 +308,8 @@ def _base(model, tok, chat, jobs) -> tuple[dict, float]:
     for j in jobs:
         seen.setdefault(j.passage_ids[0], j.questions)
     t = time.perf_counter()
-    graded = K.score_rows(model, tok, None, chat, list(seen.values()), [-1] * len(seen), EvalConfig(generate=False))
+    graded = K.score_rows(model, tok, None, chat, list(seen.values()), [-1] * len(seen),
+                          EvalConfig(reward="logprob", generate=False))
     return {pid: K.mean_metrics(g)["logprob"] for pid, g in zip(seen, graded)}, time.perf_counter() - t
 
 
@@ -319,7 +322,7 @@ def run_fast(spec: dict) -> dict:
     dims = model_dims(model)
     base, base_s = _base(model, tok, chat, jobs)
     inner = InnerLoopConfig(parallel_adapters=spec.get("parallel_adapters", 5))
-    ev = EvalConfig(generate=bool(spec.get("generate")))
+    ev = EvalConfig(reward="logprob", generate=bool(spec.get("generate")))  # the bench reward is the log-prob gain
     gen = _CountingGenerator(model, tok, dims)
     res = {}
     compile_s = None
@@ -522,15 +525,15 @@ def _rate(r: dict) -> dict:
     }
 
 
-def _within_passage_spearman(a: dict, b: dict) -> float:
+def _within_passage_spearman(a: dict, b: dict) -> float | None:
     from .stats import spearman
     by_p: dict[str, list[str]] = {}
     for key in a:
         if key in b:
             by_p.setdefault(key.split("/")[0], []).append(key)
     vals = [spearman([a[k] for k in ks], [b[k] for k in ks]) for ks in by_p.values() if len(ks) >= 3]
-    vals = [v for v in vals if not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else float("nan")
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 def fidelity(a: dict, b: dict) -> dict:
@@ -538,8 +541,8 @@ def fidelity(a: dict, b: dict) -> dict:
     keys = sorted(set(a) & set(b))
     return {"n": len(keys), "spearman": spearman([a[k] for k in keys], [b[k] for k in keys]),
             "spearman_within_passage_mean": _within_passage_spearman(a, b),
-            "mean_reward_a": sum(a[k] for k in keys) / len(keys) if keys else float("nan"),
-            "mean_reward_b": sum(b[k] for k in keys) / len(keys) if keys else float("nan")}
+            "mean_reward_a": sum(a[k] for k in keys) / len(keys) if keys else None,
+            "mean_reward_b": sum(b[k] for k in keys) / len(keys) if keys else None}
 
 
 def render(result: dict) -> str:
@@ -575,15 +578,20 @@ def render(result: dict) -> str:
                      "its tok/s and GFLOP/s count the padding it executes.")
     lines.append("")
     for name, f in result["fidelity"].items():
-        lines.append(f"reward agreement {name}: Spearman {f['spearman']:.3f} over {f['n']} self-edits "
-                     f"(mean within-passage {f['spearman_within_passage_mean']:.3f}); "
-                     f"mean reward {f['mean_reward_a']:+.3f} vs {f['mean_reward_b']:+.3f}")
+        lines.append(f"reward agreement {name}: Spearman {_na(f['spearman'], '.3f')} over {f['n']} self-edits "
+                     f"(mean within-passage {_na(f['spearman_within_passage_mean'], '.3f')}); "
+                     f"mean reward {_na(f['mean_reward_a'], '+.3f')} vs {_na(f['mean_reward_b'], '+.3f')}")
     lines.append("")
     lines.append(result["notes"]["flops"])
     lines.append(result["notes"]["timing"])
     lines.append("")
     lines.append(result["summary"])
     return "\n".join(lines)
+
+
+def _na(x, spec: str) -> str:
+    """`x` formatted, or n/a where a statistic is undefined (None)."""
+    return "n/a" if x is None else format(x, spec)
 
 
 def summary_line(result: dict) -> str:
@@ -606,9 +614,9 @@ def summary_line(result: dict) -> str:
     f1 = fid.get("fast vs ref")
     f2 = fid.get("ref vs ref (seed noise)")
     if f1:
-        s = f"reward Spearman fast-vs-ref {f1['spearman']:.2f} (n={f1['n']})"
+        s = f"reward Spearman fast-vs-ref {_na(f1['spearman'], '.2f')} (n={f1['n']})"
         if f2:
-            s += f" vs ref-vs-ref {f2['spearman']:.2f} (n={f2['n']})"
+            s += f" vs ref-vs-ref {_na(f2['spearman'], '.2f')} (n={f2['n']})"
         parts.append(s)
     if "fast+gen" in rates:
         parts.append(f"{rates['fast+gen']['evals_per_min'] / rates['ref']['evals_per_min']:.1f}x with answer generation")
@@ -763,12 +771,25 @@ def cmd_inner_loop(args, argv=None) -> int:
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out, result)  # strict JSON: an undefined figure is null, listed under "undefined"
     md = Path(args.md) if args.md else out.with_suffix(".md")
     md.write_text("# seal bench inner-loop\n\n```\n" + text + "\n```\n\nCommand: `seal bench " +
                   " ".join(argv[1:] if argv and argv[:1] == ["bench"] else (argv or [])) + "`\n")
     print(f"\nwrote {out} and {md}")
     return 0
+
+
+def _at_least(low: int):
+    """An argparse type: an integer >= low (a clear usage error instead of a failure mid-benchmark)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
 
 
 def add_cli(subparsers) -> None:
@@ -778,24 +799,24 @@ def add_cli(subparsers) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--model", default="default", help="model to adapt (default: the bundled SmolLM2-135M-Instruct)")
     q.add_argument("--data", default="../shared/data/squad/dev.json", help="SQuAD file the workload is drawn from")
-    q.add_argument("--passages", type=int, default=3, help="passages in a new workload (default 3)")
-    q.add_argument("--k", type=int, default=5, help="self-edits per passage in a new workload (default 5)")
-    q.add_argument("--max-new-tokens", type=int, default=0, help="self-edit length cap for a new workload (0: selfedit default)")
+    q.add_argument("--passages", type=_at_least(1), default=3, help="passages in a new workload (default 3)")
+    q.add_argument("--k", type=_at_least(1), default=5, help="self-edits per passage in a new workload (default 5)")
+    q.add_argument("--max-new-tokens", type=_at_least(0), default=0, help="self-edit length cap for a new workload (0: selfedit default)")
     q.add_argument("--workload", default="bench/workload.json", help="fixed workload file (created if missing)")
     q.add_argument("--measure-generation", action="store_true", help="time self-edit sampling again in this run")
     q.add_argument("--out", default="results/bench_inner_loop.json", help="JSON result file")
     q.add_argument("--md", default="", help="Markdown copy of the printed report (default: --out with .md)")
-    q.add_argument("--seed", type=int, default=0, help="seed of the workload (passage choice, sampling, inner-loop seeds)")
-    q.add_argument("--threads", type=int, default=2, help="torch threads for every path (default 2)")
+    q.add_argument("--seed", type=_at_least(0), default=0, help="seed of the workload (passage choice, sampling, inner-loop seeds)")
+    q.add_argument("--threads", type=_at_least(1), default=2, help="torch threads for every path (default 2)")
     q.add_argument("--subset", type=int, nargs="*", default=[], metavar="I",
                    help="benchmark only these workload passages (0-based), e.g. to fit a time budget")
-    q.add_argument("--ref-passages", type=int, default=0, help="reference path on the first N passages (0: all)")
-    q.add_argument("--noise-passages", type=int, default=1,
+    q.add_argument("--ref-passages", type=_at_least(0), default=0, help="reference path on the first N passages (0: all)")
+    q.add_argument("--noise-passages", type=_at_least(-1), default=1,
                    help="second-seed reference run on the first N passages (0: skip; -1: all)")
-    q.add_argument("--noise-selfedits", type=int, default=0, help="... and the first M self-edits of each (0: all)")
-    q.add_argument("--padded-selfedits", type=int, default=2, help="self-edits (of passage 1) for the padded-2048 variant (0: skip)")
-    q.add_argument("--pad-to", type=int, default=PAD_LEN, help="padded length of the padded variant (default 2048, as the paper's code)")
-    q.add_argument("--padded-seqs", type=int, default=2, help="padded sequences timed per self-edit, then extrapolated")
+    q.add_argument("--noise-selfedits", type=_at_least(0), default=0, help="... and the first M self-edits of each (0: all)")
+    q.add_argument("--padded-selfedits", type=_at_least(0), default=2, help="self-edits (of passage 1) for the padded-2048 variant (0: skip)")
+    q.add_argument("--pad-to", type=_at_least(1), default=PAD_LEN, help="padded length of the padded variant (default 2048, as the paper's code)")
+    q.add_argument("--padded-seqs", type=_at_least(1), default=2, help="padded sequences timed per self-edit, then extrapolated")
     q.add_argument("--skip-generate-variant", action="store_true", help="no fast path with answer generation")
     q.add_argument("--parallel-variants", type=int, nargs="*", default=[], metavar="N",
                    help="extra fast-path runs with inner.parallel_adapters=N (e.g. 1)")
@@ -803,9 +824,9 @@ def add_cli(subparsers) -> None:
     q.add_argument("--ablate", action="store_true",
                    help="extra fast-path runs with each inner_loop.Speedups switch off, all off, and all off "
                         "with one adapter at a time (on --ablate-passages passages)")
-    q.add_argument("--ablate-passages", type=int, default=1, help="workload passages for --ablate (default 1)")
-    q.add_argument("--peak-size", type=int, default=2048, help="fp32 matmul size for the peak")
-    q.add_argument("--bf16-peak-size", type=int, default=512, help="bf16 matmul size for the peak (emulated bf16 is slow)")
+    q.add_argument("--ablate-passages", type=_at_least(1), default=1, help="workload passages for --ablate (default 1)")
+    q.add_argument("--peak-size", type=_at_least(1), default=2048, help="fp32 matmul size for the peak")
+    q.add_argument("--bf16-peak-size", type=_at_least(1), default=512, help="bf16 matmul size for the peak (emulated bf16 is slow)")
     q.add_argument("--in-process", action="store_true", help="run every path in this process (tests; peaks then mix)")
     q.set_defaults(func=cmd_inner_loop)
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import warnings
 
-from .config import ConfigError, RunConfig, flat_fields, resolve
+from .config import ConfigError, RunConfig, describe_range, leaf_settings, resolve
 
 SHORT = {"model": "model.name", "data": "data.path", "limit": "data.limit", "completions": "data.completions"}
 
@@ -33,16 +34,36 @@ class CLIError(Exception):
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of settings (flags override it)")
     g = p.add_argument_group("settings (see seal/config.py for each one's meaning)")
-    for name, typ, default in flat_fields(RunConfig):
-        shown = ",".join(default) if isinstance(default, tuple) else default
+    for name, typ, default, rule in leaf_settings(RunConfig):
         g.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar=getattr(typ, "__name__", "LIST").upper(),
-                       help=f"(default: {shown})")
+                       help=setting_help(default, rule))
     for short, full in SHORT.items():
         p.add_argument(f"--{short}", dest=f"cfg:{full}", default=None, help=f"same as --{full}")
     p.add_argument("--cpt", dest="cfg:eval.mode", action="store_const", const="cpt", default=None,
                    help="continued-pretraining mode (same as --eval.mode cpt)")
     p.add_argument("--trust-remote-code", dest="cfg:model.trust_remote_code", action="store_const", const="true",
                    default=None, help="allow the model repository's own code to run")
+
+
+def setting_help(default, rule: dict) -> str:
+    shown = ",".join(default) if isinstance(default, tuple) else default
+    return f"(default: {shown}" + (f"; {describe_range(rule)})" if rule else ")")
+
+
+_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.I)
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """`--inner.lr -1e-3` -> `--inner.lr=-1e-3`: argparse takes a value that starts with `-` for a
+    flag unless it looks like a plain negative integer, so without this a negative number meets
+    'expected one argument' instead of the setting's own range check."""
+    out: list[str] = []
+    for arg in argv:
+        if out and _NUMBER.match(arg) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def config_from_args(args, defaults: dict | None = None) -> RunConfig:
@@ -108,35 +129,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.verbose:
         logging.basicConfig(level=logging.WARNING)
         warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        _quiet_library_progress()
     else:
         logging.basicConfig(level=logging.INFO)
+    from .runs import discard_unstarted_runs
     try:
         rc = args.func(args, argv)
     except KeyboardInterrupt:
+        discard_unstarted_runs()
         print("\ninterrupted: finished results are saved; rerun with the same --out to resume", file=sys.stderr)
         return 130
     except Exception as e:  # user-facing errors: one line, no traceback (unless -v)
-        from .models import ModelError
-        from .runs import RunError
-        from .tasks.knowledge import DataError
-        known = (ConfigError, CLIError, ModelError, RunError, DataError)
-        extra = _known_errors()
-        if args.verbose or not isinstance(e, known + extra):
+        # a run folder this start created but never wrote a result to would only refuse the
+        # corrected rerun ("resuming with a different config"): remove it
+        discard_unstarted_runs()
+        if isinstance(e, OSError) and e.filename and not args.verbose:  # disk full, permissions...: name the file
+            print(f"seal: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+            return 2
+        if args.verbose or not isinstance(e, _known_errors()):
             raise
-        print(f"seal: error: {e}", file=sys.stderr)
+        print(f"seal: error: {_one_line(e)}", file=sys.stderr)
         return 2
     return rc if isinstance(rc, int) else 0
 
 
+def _quiet_library_progress() -> None:
+    """transformers draws a 'Loading weights' bar on every load: noise beside seal's own bars."""
+    try:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _one_line(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join(lines) if len(lines) <= 3 else lines[0]
+
+
 def _known_errors() -> tuple:
-    out = []
+    """Errors whose message is written for the user (they name the file, record or setting)."""
+    from .models import ModelError
+    from .runs import RunError
+    from .tasks.knowledge import DataError
+    out = [ConfigError, CLIError, ModelError, RunError, DataError]
     for mod, name in (("seal.report", "ReportError"), ("seal.tasks.arc.data", "ArcDataError")):
         try:
             out.append(getattr(__import__(mod, fromlist=[name]), name))

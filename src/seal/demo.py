@@ -49,6 +49,9 @@ def demo(cfg: RunConfig, argv: list[str]) -> Path:
         passages, _ = K.load_passages(cfg.data.path)
         path, sha = cfg.data.path, K.file_sha256(cfg.data.path)
     cfg.data.path = path
+    if len(passages) <= N_TRAIN:
+        raise K.DataError(f"{path}: the demo needs more than {N_TRAIN} passages ({N_TRAIN} to train on, the rest to "
+                          f"evaluate); it has {len(passages)}")
     train_set, eval_set = passages[:N_TRAIN], passages[N_TRAIN:]
     if not cfg.out:
         import datetime as dt

@@ -23,9 +23,10 @@ from pathlib import Path
 
 from .config import RunConfig, ModelConfig
 from .generation import HFGenerator
-from .models import load_model, uses_chat
+from .lora import check_targets
+from .models import check_model_name, context_window, load_model, uses_chat
 from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
-from .stats import bootstrap_mean, paired_bootstrap, spearman
+from .stats import bootstrap_mean, paired_bootstrap, spearman, spearman_undefined
 from .tasks import knowledge as K
 
 
@@ -34,13 +35,58 @@ def job_seed(seed: int, *parts) -> int:
 
 
 def load_external(path: str, passages: list[K.Passage]) -> dict[str, list[str]]:
-    ext, _ = K.load_passages(path)
+    """External self-edits by passage id (refused when they cover none of `passages`)."""
+    try:
+        ext, _ = K.load_passages(path)
+    except K.DataError as e:
+        raise K.DataError(f"{e} (data.completions)") from None
     by_id = {p.id: p.completions for p in ext if p.completions}
-    missing = [p.title or p.id for p in passages if p.id not in by_id]
-    if len(missing) == len(passages):
+    if not any(p.id in by_id for p in passages):
         raise K.DataError(f"{path}: no passage of the evaluation data has 'completions' here "
                           "(passages are matched by title and context)")
     return by_id
+
+
+def external_coverage(path: str, by_id: dict[str, list[str]], passages: list[K.Passage], n_selfedits: int) -> dict:
+    """How well external self-edits cover the passages a run uses (printed at the start and
+    stored in summary.json: the `external` row is computed on the covered ones only)."""
+    comps = [c for p in passages for c in by_id.get(p.id, [])[:n_selfedits]]
+    coverage = {"file": path, "passages": len(passages),
+                "covered": sum(p.id in by_id for p in passages),
+                "missing": [p.title or p.id for p in passages if p.id not in by_id],
+                "fewer_than_eval_selfedits": sum(0 < len(by_id.get(p.id, [])) < n_selfedits for p in passages),
+                "empty_completions": sum(not c.strip() for c in comps)}
+    return coverage
+
+
+def describe_external(cov: dict) -> str:
+    text = f"external self-edits ({cov['file']}): {cov['covered']} of {cov['passages']} passages"
+    if cov["missing"]:
+        text += f"; the 'external' row leaves out the {len(cov['missing'])} without completions"
+    if cov["fewer_than_eval_selfedits"]:
+        text += f"; {cov['fewer_than_eval_selfedits']} passage(s) have fewer completions than eval.selfedits"
+    if cov["empty_completions"]:
+        text += f"; {cov['empty_completions']} completion(s) are empty (trained as passage-only updates)"
+    return text
+
+
+def check_models(cfg: RunConfig) -> None:
+    """Before the run folder is made: every model named exists on disk or can be fetched."""
+    for name in [cfg.model.name] + other_models(cfg):
+        check_model_name(name)
+
+
+def prepare_passages(cfg: RunConfig, model, tok, chat: bool, passages, counts: dict, where: str) -> list[K.Passage]:
+    """Once the model is loaded: refuse LoRA targets it lacks, leave out (and count) passages too
+    long for its context window, and print what the data gave and what was left out."""
+    check_targets(model, cfg.inner.lora, "inner.lora.targets")
+    passages, too_long = K.fit_to_context(passages, tok, context_window(model), cfg.selfedit, chat, where)
+    counts["too_long"] = len(too_long)
+    counts["too_long_titles"] = too_long
+    print(f"data: {K.describe_counts(counts)}" + (f"; using {len(passages)}" if counts.get("used") else ""))
+    if too_long:
+        print(f"  too long (left out): {', '.join(too_long[:10])}" + (" ..." if len(too_long) > 10 else ""))
+    return passages
 
 
 def other_models(cfg: RunConfig) -> list[str]:
@@ -57,16 +103,25 @@ def _sources(cfg: RunConfig) -> list[str]:
 
 
 def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passages=None, data_sha=None) -> Path:
+    counts: dict = {}
     if passages is None:
-        all_passages, counts = K.load_passages(cfg.data.path)
-        passages = K.select(all_passages, cfg.data.limit, cfg.seed, cfg.data.offset)
+        passages, counts = K.load_selection(cfg.data, cfg.seed)
         data_sha = K.file_sha256(cfg.data.path)
+    else:
+        counts = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages)}
+    check_models(cfg)
     external = load_external(cfg.data.completions, passages) if cfg.data.completions else {}
     run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages))
     print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
     t_start = time.time()
     model, tok = load_model(cfg.model)
     chat = uses_chat(tok, cfg.model)
+    passages = prepare_passages(cfg, model, tok, chat, passages, counts, cfg.data.path or "passages")
+    coverage = None
+    if external:
+        coverage = external_coverage(cfg.data.completions, external, passages, cfg.eval.selfedits)
+        print(describe_external(coverage))
+    run.log("data", **{k: v for k, v in counts.items() if isinstance(v, int)})
     gen = HFGenerator(model, tok)
     n_se = cfg.eval.selfedits
 
@@ -120,6 +175,9 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
     bar.close()
 
     summary = summarize(cfg, passages, base, results, ["no-adaptation"] + conditions, skipped)
+    summary["data"] = counts
+    if coverage:
+        summary["external"] = coverage
     summary["wall_seconds_this_session"] = time.time() - t_start
     atomic_write_json(run.path / "summary.json", summary)
     _write_passages(run.path / "passages.jsonl", passages, base, results)
@@ -252,10 +310,13 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
             b = base_mean[r["passage_id"]]
             for m in K.METRICS:
                 d[m].append(r["metrics"][m] - b[m])
-        out["reward_tracking"] = {
-            "n_updates": len(d["logprob"]),
-            **{f"spearman_logprob_gain_vs_{m}_gain": spearman(d["logprob"], d[m]) for m in ("containment", "f1", "em")},
-        }
+        track = {"n_updates": len(d["logprob"])}
+        for m in ("containment", "f1", "em"):
+            key = f"spearman_logprob_gain_vs_{m}_gain"
+            track[key] = spearman(d["logprob"], d[m])
+            if track[key] is None:
+                track.setdefault("undefined", {})[key] = spearman_undefined(d["logprob"], d[m])
+        out["reward_tracking"] = track
     secs = [r["seconds"] for r in results.values()]
     if secs:
         out["seconds_per_update"] = {"mean": sum(secs) / len(secs), "n": len(secs),
@@ -287,7 +348,7 @@ def print_table(summary: dict) -> None:
         cells = ""
         for m in metrics:
             v = c["metrics"].get(m)
-            cells += f"{v['mean']:>8.3f} [{v['lo']:.3f},{v['hi']:.3f}]".rjust(24) if v else " " * 24
+            cells += _cell(v, "")
         note = "" if c["n_passages"] == n_max else f"  (only {c['n_passages']} of {n_max} passages)"
         print(f"{cond:<28}{cells}{c['n_passages']:>10}{note}")
     for title, key in (("gain over no adaptation", "gain_vs_no_adaptation"),
@@ -295,9 +356,16 @@ def print_table(summary: dict) -> None:
         if summary.get(key):
             print(f"\n{title}")
             for cond, gains in summary[key].items():
-                cells = "".join(f"{g['mean']:>+8.3f} [{g['lo']:+.3f},{g['hi']:+.3f}]".rjust(24) if (g := gains.get(m))
-                                else " " * 24 for m in metrics)
+                cells = "".join(_cell(gains.get(m), "+") for m in metrics)
                 print(f"{cond:<28}{cells}")
+
+
+def _cell(v: dict | None, sign: str) -> str:
+    if not v:
+        return " " * 24
+    if v.get("mean") is None:
+        return "n/a".rjust(24)
+    return f"{v['mean']:>{sign}8.3f} [{v['lo']:{sign}.3f},{v['hi']:{sign}.3f}]".rjust(24)
 
 
 def plain_summary(summary: dict) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import LoRAConfig
+from .config import ConfigError, LoRAConfig
 
 
 @dataclass
@@ -98,6 +98,16 @@ def _targets(model, cfg: LoRAConfig):
             yield name, module
 
 
+def check_targets(model, cfg: LoRAConfig, setting: str = "lora.targets") -> None:
+    """ConfigError naming `setting` when a target name matches no linear layer of `model` (a typo
+    would otherwise train fewer layers than asked, or fail only when the update starts)."""
+    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    missing = [t for t in cfg.targets if t not in names]
+    if missing:
+        raise ConfigError(f"{setting}: the model has no linear layer named {', '.join(missing)} "
+                          f"(its linear layers: {', '.join(sorted(names))})")
+
+
 def attach(model, cfg: LoRAConfig, n: int) -> LoRAState:
     """Wrap the target linear layers of `model` with `n` zero adapters (B = 0, A set by `reset`)."""
     if getattr(model, "_seal_lora", None) is not None:
@@ -105,7 +115,7 @@ def attach(model, cfg: LoRAConfig, n: int) -> LoRAState:
     state = LoRAState(n=n, cfg=cfg)
     found = list(_targets(model, cfg))
     if not found:
-        raise ValueError(f"no linear layer of the model is named any of {list(cfg.targets)} (lora.targets)")
+        check_targets(model, cfg)
     for name, module in found:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

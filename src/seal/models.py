@@ -13,6 +13,7 @@ repository code runs unless `trust_remote_code` is set.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 from pathlib import Path
@@ -89,6 +90,72 @@ def _load_gguf(path: Path, cache: Path, trust_remote_code: bool):
     return _load_folder(str(cache), trust_remote_code)
 
 
+def _hub_reachable(timeout: float = 3.0) -> str | None:
+    """None when the Hugging Face hub answers a TCP connect within `timeout`, else why not."""
+    import socket
+    from urllib.parse import urlparse
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError as e:
+        return f"{url.hostname} cannot be reached: {e.strerror or e}"
+    return None
+
+
+def check_hub_id(name: str) -> None:
+    """Fail in seconds, with one line, for a hub id that is neither in the local Hugging Face
+    cache nor fetchable (offline machine, HF_HUB_OFFLINE): transformers would otherwise retry
+    for about a minute before giving up."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # a malformed id: let transformers name the problem
+        return
+    if isinstance(cached, str):
+        return
+    why = _hub_reachable()
+    if why:
+        raise ModelError(f"{name}: not a local folder or file, not in the Hugging Face cache, and it cannot be "
+                         f"downloaded ({why}); pass a local model folder or connect to the hub")
+
+
+def check_model_name(name: str) -> None:
+    """The checks `load_model` makes before reading any weights, for use before a run starts:
+    a missing folder or .gguf file, or an unreachable hub id, fails here in seconds."""
+    if name == "default":
+        default_gguf()
+        return
+    local = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not local.exists():
+            raise ModelError(f"{name}: no such .gguf file")
+        return
+    if name.startswith((".", "/", "~")) or local.exists():
+        if not local.exists():
+            raise ModelError(f"{name}: no such model folder")
+        if not (local / "config.json").exists():
+            hint = ""
+            if (local / "final.json").exists():  # a `seal train` run folder, not its model
+                final = json.loads((local / "final.json").read_text()).get("model")
+                hint = f"; it is a seal train run, whose final model is {final}" if final else \
+                    "; it is a seal train run that changed no model"
+            raise ModelError(f"{name}: not a model folder (no config.json){hint}")
+        return
+    check_hub_id(name)
+
+
+def context_window(model) -> int:
+    """Positions the model was trained for (0 when its config does not say)."""
+    cfg = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 0
+
+
 def _load_folder(name: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -104,6 +171,9 @@ def _load_folder(name: str, trust_remote_code: bool):
         if "trust_remote_code" in msg:
             msg = "this model needs its own code; rerun with --model.trust_remote_code true if you trust it"
         raise ModelError(f"{name}: {msg}") from None
+    except Exception as e:  # a damaged weight file, an unknown architecture...: one line naming the model
+        first = (str(e).splitlines() or [""])[0]
+        raise ModelError(f"{name}: cannot load model ({type(e).__name__}: {first})") from None
     _clear_quantization_flag(model)
     return model, tok
 
@@ -114,17 +184,13 @@ def load_model(cfg: ModelConfig):
     if name == "default":
         model, tok = _load_gguf(default_gguf(), cache_root(cfg) / DEFAULT_NAME, cfg.trust_remote_code)
     elif name.endswith(".gguf"):
+        check_model_name(name)
         path = Path(name).expanduser().resolve()
-        if not path.exists():
-            raise ModelError(f"{name}: no such .gguf file")
         model, tok = _load_gguf(path, cache_root(cfg) / ("gguf-" + path.stem), cfg.trust_remote_code)
     else:
+        check_model_name(name)
         local = Path(name).expanduser()
         looks_local = name.startswith((".", "/", "~")) or local.exists()
-        if looks_local and not local.exists():
-            raise ModelError(f"{name}: no such model folder")
-        if looks_local and not (local / "config.json").exists():
-            raise ModelError(f"{name}: not a model folder (no config.json)")
         model, tok = _load_folder(str(local) if looks_local else name, cfg.trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

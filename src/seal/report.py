@@ -348,8 +348,13 @@ def _summary_table(run: Run) -> str:
     metrics = _metric_names(run)
     head = "".join(f"<th>{_e(x)}</th>" for x in ["condition", "questions", "passages", *metrics])
     body = []
+    counts = [n for c in _conditions(run) if isinstance(n := _info(run, c).get("n_passages"), int)]
+    n_max = max(counts, default=0)
     for c in _conditions(run):
         cells = [_e(_info(run, c).get(k, "—")) for k in ("n_questions", "n_passages")]
+        n = _info(run, c).get("n_passages")
+        if isinstance(n, int) and n < n_max:  # a row on fewer passages says so
+            cells[1] += f" (only {n} of {n_max})"
         for m in metrics:
             mean, lo, hi = _stat(run, c, m)
             cells.append(_e(_fmt(mean) + ("" if lo is None and hi is None
@@ -414,7 +419,12 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> Path:
     _label_runs(runs)
     _mpl()  # fail early, with the install hint, before writing anything
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"{out}: exists and is a file; --out names the report's folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(f"{out}: cannot create the report folder ({e.strerror or e})") from None
     for name in PLOT_NAMES:  # stale plots from an earlier report into the same folder
         (out / name).unlink(missing_ok=True)
     images: list[tuple[str, Path]] = []

@@ -33,17 +33,17 @@ from pathlib import Path
 
 from . import lora
 from .config import ConfigError, InnerLoopConfig, ModelConfig, RunConfig
-from .evaluate import job_seed
+from .evaluate import job_seed, prepare_passages
 from .generation import HFGenerator
 from .inner_loop import TrainExample, train_adapters
-from .models import load_model, save_model, uses_chat
+from .models import check_model_name, load_model, save_model, uses_chat
 from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
 from .stats import sd
 from .tasks import knowledge as K
 
 
 def round_passages(pool: list[K.Passage], cfg: RunConfig, rnd: int) -> list[K.Passage]:
-    n = cfg.restem.passages_per_round
+    n = min(cfg.restem.passages_per_round, len(pool))  # never the same passage twice in a round
     start = ((rnd - 1) * n) % max(1, len(pool))
     chosen = pool[start : start + n]
     if len(chosen) < n:  # wrap around when the pool is smaller than R * N
@@ -156,14 +156,15 @@ def finished_round(rdir: Path, rnd: int, model_cfg: ModelConfig):
     return info, model
 
 
-def finish(run, rounds: int, unchanged: str) -> Path | None:
-    """Record the last round's model as the run's final model (final.json) and close the run."""
+def finish(run, rounds: int, unchanged: str, **extra) -> Path | None:
+    """Record the last round's model as the run's final model (final.json, with `extra`, e.g. the
+    data counts) and close the run."""
     final = None
     for rnd in range(rounds, 0, -1):
         if (run.path / "rounds" / f"round_{rnd}" / "model").exists():
             final = run.path / "rounds" / f"round_{rnd}" / "model"
             break
-    atomic_write_json(run.path / "final.json", {"model": str(final) if final else None})
+    atomic_write_json(run.path / "final.json", {"model": str(final) if final else None, **extra})
     run.close()
     print(f"final model: {final or unchanged}")
     return final
@@ -174,13 +175,21 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
     if cfg.selfedit.template == "none":
         raise ConfigError("seal train needs a self-edit template other than 'none'")
     if passages is None:
-        all_passages, _ = K.load_passages(cfg.data.path)
-        passages = K.select(all_passages, cfg.data.limit, cfg.seed, cfg.data.offset)
+        passages, counts = K.load_selection(cfg.data, cfg.seed)
         data_sha = K.file_sha256(cfg.data.path)
+    else:
+        counts = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages)}
+    check_model_name(cfg.model.name)
     run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages))
     print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
     base, tok = load_model(cfg.model)
     chat = uses_chat(tok, cfg.model)
+    lora.check_targets(base, cfg.restem.sft_lora, "restem.sft_lora.targets")  # before a round's E-step, not after it
+    passages = prepare_passages(cfg, base, tok, chat, passages, counts, cfg.data.path or "passages")
+    if cfg.restem.passages_per_round > len(passages):
+        print(f"restem.passages_per_round {cfg.restem.passages_per_round} > {len(passages)} passages: "
+              f"each round uses all {len(passages)}")
+    run.log("data", **{k: v for k, v in counts.items() if isinstance(v, int)})
     base_gen = HFGenerator(base, tok)
     generator = None  # the policy; a copy of the base model until a round changes it
 
@@ -273,5 +282,5 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
               f"{len(kept)}/{len(vals)}, kept log-prob {_fmt(movement.get('kept_logprob_before'))} -> "
               f"{_fmt(movement.get('kept_logprob_after'))}, distinct-2 {_fmt(info['selfedits']['distinct_2'])}, "
               f"{info['seconds']:.0f} s")
-    finish(run, cfg.restem.rounds, "unchanged (no self-edit earned a positive reward)")
+    finish(run, cfg.restem.rounds, "unchanged (no self-edit earned a positive reward)", data=counts)
     return run.path

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -31,11 +34,31 @@ class RunError(RuntimeError):
     pass
 
 
+def strict_json(obj, where: str = "", undefined: dict | None = None):
+    """`obj` with every NaN or infinity replaced by None (JSON has no NaN: Python writes a bare
+    `NaN` that strict parsers reject). Where one is replaced, `undefined` gets its path."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if undefined is not None:
+            undefined[where or "."] = "not a finite number"
+        return None
+    if isinstance(obj, dict):
+        return {k: strict_json(v, f"{where}.{k}" if where else str(k), undefined) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v, f"{where}[{i}]", undefined) for i, v in enumerate(obj)]
+    return obj
+
+
 def atomic_write_json(path: Path, obj) -> None:
+    """Write `obj` as strict JSON (no NaN; see `strict_json`), atomically: a reader sees the old
+    file or the new one, never half of one."""
     path = Path(path)
+    undefined: dict = {}
+    obj = strict_json(obj, "", undefined)
+    if undefined and isinstance(obj, dict):
+        obj.setdefault("undefined", {}).update({k: v for k, v in undefined.items() if k not in obj["undefined"]})
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(obj, f, indent=2, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -49,7 +72,7 @@ def append_jsonl(path: Path, record: dict) -> None:
             with open(path, "r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -140,6 +163,7 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
         while path.exists():
             n += 1
             path = Path("runs") / f"{command}-{stamp}-{n}"
+    _check_out(path)
     resumed = (path / "manifest.json").exists()
     if resumed:
         manifest = json.loads((path / "manifest.json").read_text())
@@ -159,14 +183,21 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
         run = Run(path, saved, resumed=True)
         run.log("resume", argv=argv)
     else:
-        path.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, path / "config.yaml")
-        atomic_write_json(path / "manifest.json", {
-            "command": command, "argv": argv,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "seed": cfg.seed, "data": {"path": data_path, "sha256": data_sha256, "n_items": n_items},
-            "versions": versions(), "git_rev": git_rev(), "python_executable": sys.executable,
-        })
+        created = not path.exists()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if created:
+                _UNSTARTED.append(path)
+            save_yaml(cfg, path / "config.yaml")
+            atomic_write_json(path / "manifest.json", {
+                "command": command, "argv": argv,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "seed": cfg.seed, "data": {"path": data_path, "sha256": data_sha256, "n_items": n_items},
+                "versions": versions(), "git_rev": git_rev(), "python_executable": sys.executable,
+            })
+        except OSError as e:
+            discard_unstarted_runs()
+            raise RunError(f"{path}: cannot write the run folder ({e.strerror or e})") from None
         run = Run(path, cfg, resumed=False)
     if getattr(cfg, "tensorboard", False):
         try:
@@ -181,6 +212,48 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
             raise RunError("--wandb needs the wandb package: pip install wandb") from None
         run._wandb = wandb.init(project=cfg.wandb, name=path.name, config=to_dict(cfg), resume="allow", id=path.name)
     return run
+
+
+def _check_out(path: Path) -> None:
+    """Refuse, before any work, a run folder path that cannot become one: a file, a folder that
+    holds something other than a seal run, or a place this process cannot write."""
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path}: exists and is a file, not a run folder (--out names a folder)")
+    if path.is_dir() and not (path / "manifest.json").exists() and any(path.iterdir()):
+        raise RunError(f"{path}: exists and is not a seal run folder (no manifest.json); "
+                       "name a new or empty folder with --out")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunError(f"{path}: cannot create the run folder ({ancestor} is a file)")
+    try:  # the only sure test of writability (root ignores permission bits; /proc refuses anyway)
+        probe = Path(tempfile.mkdtemp(prefix=".seal-probe-", dir=ancestor))
+        probe.rmdir()
+    except OSError as e:
+        raise RunError(f"{path}: cannot create the run folder (writing in {ancestor} failed: {e.strerror or e})") from None
+
+
+# Run folders this process created and has not yet written a result to (see discard_unstarted_runs).
+_UNSTARTED: list[Path] = []
+_BOOKKEEPING = {"manifest.json", "config.yaml", "metrics.jsonl"}
+
+
+def discard_unstarted_runs() -> list[Path]:
+    """Remove the run folders this process created that hold no result yet (only the manifest,
+    the config and the event log), after a start that failed: left behind, such a folder would
+    refuse the corrected rerun as 'resuming with a different config'. Returns what it removed."""
+    removed = []
+    while _UNSTARTED:
+        path = _UNSTARTED.pop()
+        if not path.is_dir():
+            continue
+        files = [p for p in path.rglob("*") if p.is_file()]
+        if all(p.parent == path and (p.name in _BOOKKEEPING or p.name.endswith(".tmp")) or "tensorboard" in p.parts
+               for p in files):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def progress(total: int, desc: str, unit: str = "it"):

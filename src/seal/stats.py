@@ -13,7 +13,7 @@ def cluster_bootstrap(groups: list[list[float]], n_boot: int = 2000, seed: int =
     """
     groups = [g for g in groups if len(g)]
     if not groups:
-        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan")}
+        return {"mean": None, "lo": None, "hi": None, "undefined": "no values"}
     sums = np.array([sum(g) for g in groups], dtype=float)
     counts = np.array([len(g) for g in groups], dtype=float)
     mean = float(sums.sum() / counts.sum())
@@ -39,8 +39,8 @@ def sd(values: list[float]) -> float | None:
 def paired_bootstrap(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
     """Mean of a - b over paired units with a 95% percentile interval."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    if len(d) == 0:
-        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    if len(d) == 0:  # undefined: JSON null with the reason, never NaN
+        return {"mean": None, "lo": None, "hi": None, "n": 0, "undefined": "no paired values"}
     rng = np.random.default_rng(seed)
     boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
     lo, hi = np.percentile(boots, [2.5, 97.5])
@@ -57,11 +57,18 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return sums[inv] / counts[inv]
 
 
-def spearman(a: list[float], b: list[float]) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 3:
-        return float("nan")
-    ra, rb = _ranks(a), _ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's rank correlation; None where it is undefined (see `spearman_undefined`)."""
+    if spearman_undefined(a, b):
+        return None
+    ra, rb = _ranks(np.asarray(a, dtype=float)), _ranks(np.asarray(b, dtype=float))
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def spearman_undefined(a: list[float], b: list[float]) -> str | None:
+    """Why Spearman's correlation of a and b is undefined, or None when it is defined."""
+    if len(a) < 3:
+        return f"fewer than 3 pairs ({len(a)})"
+    if len(set(a)) == 1 or len(set(b)) == 1:
+        return "one series is constant (nothing to rank)"
+    return None

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from seal.config import SelfEditConfig
+from seal.config import SELFEDIT_TEMPLATES, ConfigError, SelfEditConfig
 from seal.tasks import knowledge as K
 
 
@@ -139,8 +139,9 @@ def test_prompt_templates(squad_tiny):
     for t in ("implications", "implications-long", "rewrite", "self-qa"):
         assert p.context in K.selfedit_prompt(p, SelfEditConfig(template=t))
     assert K.selfedit_prompt(p, SelfEditConfig(template="custom", custom_template="Notes on {title}: {passage}")).startswith("Notes on")
-    with pytest.raises(K.DataError):
-        K.selfedit_prompt(p, SelfEditConfig(template="nope"))
+    with pytest.raises(ConfigError, match="template must be one of"):
+        SelfEditConfig(template="nope")
+    assert set(SELFEDIT_TEMPLATES) == set(K.TEMPLATES) | {"custom"}
 
 
 def test_grading():

@@ -75,10 +75,14 @@ def _passage_id(title: str, context: str) -> str:
 def parse_squad(data, where: str = "<data>") -> tuple[list[Passage], dict]:
     """Read SEAL's simplified layout or the official SQuAD v1.1 layout.
 
-    Returns (passages, counts). Passages with no usable question are skipped and counted;
-    anything structurally wrong raises DataError naming `where` and the record.
+    Returns (passages, counts). Nothing is dropped without a count: passages with no usable
+    question (`skipped_no_questions`), questions with an empty question or answer
+    (`skipped_questions`), and repeats of a passage (same title and context:
+    `merged_duplicates`, their new questions added to the first, `duplicate_questions` dropped).
+    Anything structurally wrong raises DataError naming `where` and the record.
     """
-    counts = {"passages": 0, "questions": 0, "skipped_no_questions": 0, "skipped_questions": 0}
+    counts = {"passages": 0, "questions": 0, "skipped_no_questions": 0, "skipped_questions": 0,
+              "merged_duplicates": 0, "duplicate_questions": 0}
     records = []
     if isinstance(data, dict) and "data" in data:  # official layout
         if not isinstance(data["data"], list):
@@ -105,7 +109,8 @@ def parse_squad(data, where: str = "<data>") -> tuple[list[Passage], dict]:
     else:
         raise DataError(f"{where}: expected a list of passages or an object with 'data' (SQuAD v1.1)")
 
-    passages = []
+    passages: list[Passage] = []
+    by_id: dict[str, Passage] = {}
     for rec_where, rec in records:
         if not isinstance(rec, dict):
             raise DataError(f"{rec_where}: expected an object, got {type(rec).__name__}")
@@ -138,36 +143,109 @@ def parse_squad(data, where: str = "<data>") -> tuple[list[Passage], dict]:
         title = title.replace("_", " ")
         for qa in qs:
             qa.title = title
-        passages.append(Passage(_passage_id(title, context), title, context.strip(), qs, list(comps)))
+        pid = _passage_id(title, context)
+        if pid in by_id:  # the same passage again: one passage, the union of its questions
+            first = by_id[pid]
+            seen = {(q.question, q.answer) for q in first.questions}
+            new = [q for q in qs if (q.question, q.answer) not in seen]
+            first.questions.extend(new)
+            first.completions.extend(c for c in comps if c not in first.completions)
+            counts["merged_duplicates"] += 1
+            counts["duplicate_questions"] += len(qs) - len(new)
+            counts["questions"] += len(new)
+            continue
+        by_id[pid] = Passage(pid, title, context.strip(), qs, list(comps))
+        passages.append(by_id[pid])
         counts["passages"] += 1
         counts["questions"] += len(qs)
     return passages, counts
+
+
+def describe_counts(counts: dict) -> str:
+    """'4 passages, 9 questions (skipped: 1 passage without questions, ...)': what a data file
+    gave, and everything left out of it, for the start of a run."""
+    text = f"{counts['passages']} passages, {counts['questions']} questions"
+    notes = [f"{n} {what}" for key, what in (
+        ("skipped_no_questions", "passage(s) without a usable question, left out"),
+        ("skipped_questions", "question(s) with an empty question or answer, left out"),
+        ("merged_duplicates", "repeated passage(s) merged into their first copy"),
+        ("duplicate_questions", "repeated question(s) dropped"),
+        ("too_long", "passage(s) too long for the model's context window, left out"),
+        ("beyond_offset", "passage(s) before --data.offset or past --data.limit, not used"),
+    ) if (n := counts.get(key, 0))]
+    return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def load_passages(path: str | Path) -> tuple[list[Passage], dict]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such data file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give a SQuAD-style JSON file")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file") from None
+    except ValueError as e:  # NaN / Infinity, which JSON does not have
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     passages, counts = parse_squad(data, str(path))
     if not passages:
         raise DataError(f"{path}: no passage with at least one question")
     return passages, counts
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def select(passages: list[Passage], limit: int, seed: int, offset: int = 0) -> list[Passage]:
     """A deterministic random subset: shuffle with `seed`, skip `offset`, take `limit` (0 = all)."""
+    if limit < 0 or offset < 0:
+        raise DataError(f"data.limit and data.offset must be >= 0, got {limit} and {offset}")
+    if offset >= len(passages):
+        raise DataError(f"data.offset {offset} skips all {len(passages)} passages")
     order = list(range(len(passages)))
     random.Random(seed).shuffle(order)
     order = order[offset:]
     if limit:
         order = order[:limit]
     return [passages[i] for i in order]
+
+
+def load_selection(data_cfg, seed: int) -> tuple[list[Passage], dict]:
+    """The passages a run uses (`data.path`, shuffled with `seed`, `data.offset` skipped,
+    `data.limit` kept) and the counts of everything left out, named by the file."""
+    passages, counts = load_passages(data_cfg.path)
+    try:
+        chosen = select(passages, data_cfg.limit, seed, data_cfg.offset)
+    except DataError as e:
+        raise DataError(f"{data_cfg.path}: {e}") from None
+    counts["beyond_offset"] = len(passages) - len(chosen)
+    counts["used"] = len(chosen)
+    return chosen, counts
+
+
+def fit_to_context(passages: list[Passage], tok, max_len: int, cfg: SelfEditConfig, chat: bool,
+                   where: str) -> tuple[list[Passage], list[str]]:
+    """Leave out passages whose self-edit prompt plus `cfg.max_new_tokens` does not fit the
+    model's context window (`max_len` tokens): past it a model's positions are untrained, and a
+    huge passage would run for minutes before producing anything. Returns (kept, titles left out);
+    raises DataError when none fits. (`seal adapt` chunks long documents instead.)"""
+    if not max_len:
+        return passages, []
+    kept, left = [], []
+    for p in passages:
+        text = selfedit_input(tok, p, cfg, chat) if cfg.template != "none" else p.context
+        n = len(tok(text, add_special_tokens=False)["input_ids"]) + (cfg.max_new_tokens if cfg.template != "none" else 0)
+        (kept if n <= max_len else left).append(p)
+    if not kept:
+        raise DataError(f"{where}: every passage is too long for the model's context window ({max_len} tokens, "
+                        f"with {cfg.max_new_tokens} new tokens of self-edit); nothing to run")
+    return kept, [p.title or p.id for p in left]
 
 
 # ----------------------------------------------------------------------------- self-edits
@@ -228,14 +306,8 @@ def selfedit_input(tok, passage: Passage, cfg: SelfEditConfig, chat: bool) -> st
 
 def selfedit_prompt(passage: Passage, cfg: SelfEditConfig) -> str:
     """The user message asking for a self-edit (before any chat template)."""
-    if cfg.template == "custom":
-        tpl = cfg.custom_template
-        if "{passage}" not in tpl:
-            raise DataError("selfedit.custom_template must contain {passage}")
-    elif cfg.template in TEMPLATES:
-        tpl = TEMPLATES[cfg.template]
-    else:
-        raise DataError(f"unknown self-edit template {cfg.template!r} (known: {', '.join(TEMPLATES)}, custom)")
+    # the template name and a custom template's placeholders were checked when the config was built
+    tpl = cfg.custom_template if cfg.template == "custom" else TEMPLATES[cfg.template]
     return tpl.format(title=passage.title, passage=passage.context) if tpl else ""
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from ...config import flat_fields, resolve
+from ...cli import setting_help
+from ...config import leaf_settings, resolve
 from .config import ArcConfig
 
 SHORT = {"model": "model.name"}
@@ -22,11 +23,10 @@ SHORT = {"model": "model.name"}
 def _add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of settings (flags override it)")
     g = p.add_argument_group("settings (see seal/tasks/arc/config.py for each one's meaning)")
-    for name, typ, default in flat_fields(ArcConfig):
-        shown = ",".join(default) if isinstance(default, tuple) else default
+    for name, typ, default, rule in leaf_settings(ArcConfig):
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         g.add_argument(*flags, dest=f"cfg:{name}", default=None, metavar=getattr(typ, "__name__", "LIST").upper(),
-                       help=f"(default: {shown})")
+                       help=setting_help(default, rule))
     for short, full in SHORT.items():
         p.add_argument(f"--{short}", dest=f"cfg:{full}", default=None, help=f"same as --{full}")
     p.add_argument("--trust-remote-code", dest="cfg:model.trust_remote_code", action="store_const", const="true",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...config import ConfigError, LoRAConfig, ModelConfig
+from ...config import ConfigError, LoRAConfig, ModelConfig, check_ranges, setting
 from .augment import FAMILIES
 from .selfedit import EPOCHS_MAX, EPOCHS_MIN, LR_MAX, LR_MIN, STRATEGIES, config_space
 
@@ -50,17 +50,17 @@ class OracleConfig:
         for fs in self.families:
             for f in self.family_set(fs):
                 if f not in FAMILIES:
-                    raise ConfigError(f"oracle.families: unknown family {f!r} in {fs!r} "
+                    raise ConfigError(f"families: unknown family {f!r} in {fs!r} "
                                       f"(known: none, {', '.join(FAMILIES)})")
         for s in self.strategies:
             if s not in STRATEGIES:
-                raise ConfigError(f"oracle.strategies: {s!r} is not one of {', '.join(STRATEGIES)}")
-        for lr in _floats(self.learning_rates, "oracle.learning_rates"):
+                raise ConfigError(f"strategies: {s!r} is not one of {', '.join(STRATEGIES)}")
+        for lr in _floats(self.learning_rates, "learning_rates"):
             if not LR_MIN <= lr <= LR_MAX:
-                raise ConfigError(f"oracle.learning_rates: {lr:g} is outside [{LR_MIN:g}, {LR_MAX:g}]")
-        for e in _floats(self.epochs, "oracle.epochs"):
+                raise ConfigError(f"learning_rates: {lr:g} is outside [{LR_MIN:g}, {LR_MAX:g}]")
+        for e in _floats(self.epochs, "epochs"):
             if e != int(e) or not EPOCHS_MIN <= e <= EPOCHS_MAX:
-                raise ConfigError(f"oracle.epochs: {e:g} is not an integer in [{EPOCHS_MIN}, {EPOCHS_MAX}]")
+                raise ConfigError(f"epochs: {e:g} is not an integer in [{EPOCHS_MIN}, {EPOCHS_MAX}]")
 
     @staticmethod
     def family_set(name: str) -> tuple[str, ...]:
@@ -77,13 +77,13 @@ class OracleConfig:
 class ArcReSTEMConfig:
     """`seal arc train`: ReSTEM rounds over ARC tasks (paper sections 3.1 and 4.2)."""
 
-    rounds: int = 1
+    rounds: int = setting(1, ge=1)
     """Each round samples `selfedits` self-edits per task from the current model, scores each
     by TTT, and fine-tunes the model on the ones that solved their task."""
-    sft_lr: float = 3e-4
-    sft_epochs: int = 2
-    sft_batch_size: int = 4
-    sft_max_seq_len: int = 1024
+    sft_lr: float = setting(3e-4, gt=0)
+    sft_epochs: int = setting(2, ge=1)
+    sft_batch_size: int = setting(4, ge=1)
+    sft_max_seq_len: int = setting(1024, ge=8)
     """Self-edit prompt + JSON longer than this are left out of the SFT data (counted)."""
     sft_lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(rank=16, alpha=32))
     """The SFT LoRA, merged into the model's weights at the end of each round."""
@@ -91,11 +91,7 @@ class ArcReSTEMConfig:
     def __post_init__(self):
         if isinstance(self.sft_lora, dict):
             self.sft_lora = LoRAConfig(**self.sft_lora)
-        for name in ("rounds", "sft_epochs", "sft_batch_size", "sft_max_seq_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"restem.{name} must be >= 1, got {getattr(self, name)}")
-        if self.sft_lr <= 0:
-            raise ConfigError(f"restem.sft_lr must be > 0, got {self.sft_lr}")
+        check_ranges(self)
 
 
 @dataclass
@@ -113,58 +109,58 @@ class ArcConfig:
     `seal:train|eval|eval_reported` (see tasks/arc/data.py)."""
     exclude: str = ""
     """Another task spec whose task ids are left out (e.g. `seal:train` with `arc1:train`)."""
-    max_task_tokens: int = 512
+    max_task_tokens: int = setting(512, ge=0)
     """Token budget: tasks whose longest prompt + answer (chat wrapper included) is longer are
     left out and counted (0: no limit). TTT cost grows with it; the paper's 1B runs used 8192."""
-    limit: int = 0
+    limit: int = setting(0, ge=0)
     """Use at most this many of the tasks that fit, in the spec's order (0: all)."""
-    selfedits: int = 5
+    selfedits: int = setting(5, ge=1)
     """Self-edits sampled per task (evaluation: per condition; training: per round)."""
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_new_tokens: int = 160
+    temperature: float = setting(1.0, ge=0, le=10)
+    top_p: float = setting(0.95, gt=0, le=1)
+    max_new_tokens: int = setting(160, ge=1)
     """Self-edit length cap (the JSON config is about 100 tokens with SmolLM2's tokenizer)."""
-    selfedit_demo_chars: int = 600
+    selfedit_demo_chars: int = setting(600, ge=1)
     """Demonstrations are shown in the self-edit prompt while they fit in this many characters
     (later ones by size only); about one token per character for digit grids."""
-    sample_batch_size: int = 8
+    sample_batch_size: int = setting(8, ge=1)
     """Self-edit completions sampled together."""
-    max_examples: int = 16
+    max_examples: int = setting(16, ge=1)
     """TTT sequences per run at most (plain leave-one-out first, then augmented ones)."""
-    max_steps: int = 32
+    max_steps: int = setting(32, ge=0)
     """Optimizer steps per TTT run at most (0: no cap). Over it, the self-edit's epochs are
     lowered (to at least one), then examples cut. The paper drops self-edits over 375 steps."""
-    batch_size: int = 2
+    batch_size: int = setting(2, ge=1)
     """TTT sequences per optimizer step."""
-    max_seq_len: int = 1024
+    max_seq_len: int = setting(1024, ge=8)
     """TTT sequences longer than this (e.g. from size/repeat augmentations) are not used."""
-    permutations: int = 1
+    permutations: int = setting(1, ge=0)
     """Colour-permuted, demonstration-shuffled variants per augmented TTT task."""
     leave_two_out: bool = False
     """Also build leave-two-out TTT tasks."""
-    parallel_adapters: int = 4
+    parallel_adapters: int = setting(4, ge=1)
     """TTT runs trained together over the shared base model (same lr/epochs/strategy only)."""
-    dtype: str = "auto"
+    dtype: str = setting("auto", choices=("auto", "fp32", "bf16"))
     """TTT precision: `fp32`, `bf16` or `auto` (see seal/config.py InnerLoopConfig.dtype)."""
-    max_grad_norm: float = 1.0
-    views: int = 4
+    max_grad_norm: float = setting(1.0, ge=0)
+    views: int = setting(4, ge=1)
     """Inference views per test input (identity, then the other symmetries of the square, then
     colour-permuted ones); their mapped-back answers are voted down to 2 attempts (pass@2)."""
-    max_answer_tokens: int = 400
+    max_answer_tokens: int = setting(400, ge=1)
     """Answer length cap; per task also at most twice the longest demonstration output or test
     input (in tokens) plus 8, since an untrained model may never stop."""
-    infer_batch_size: int = 8
+    infer_batch_size: int = setting(8, ge=1)
     rl_model: str = ""
     """`seal arc evaluate`: a model folder (e.g. a `seal arc train` round's model) whose
     self-edits make the extra condition `self-edits:rl`. TTT is always applied to `model`."""
     oracle: OracleConfig = field(default_factory=OracleConfig)
     restem: ArcReSTEMConfig = field(default_factory=ArcReSTEMConfig)
-    bootstrap: int = 2000
+    bootstrap: int = setting(2000, ge=1)
     """Bootstrap resamples (over tasks) for the 95% intervals."""
-    seed: int = 0
+    seed: int = setting(0, ge=0, lt=2**32)
     out: str = ""
     """Run folder. Empty: runs/<command>-<timestamp>. An existing run folder is resumed."""
-    threads: int = 0
+    threads: int = setting(0, ge=0)
     """torch intra-op threads (0: torch's default)."""
 
     def __post_init__(self):
@@ -174,16 +170,4 @@ class ArcConfig:
                 cls = {"oracle": OracleConfig, "restem": ArcReSTEMConfig, "model": ModelConfig,
                        "lora": LoRAConfig}[name]
                 setattr(self, name, cls(**value))
-        for name in ("selfedits", "max_new_tokens", "sample_batch_size", "max_examples", "batch_size",
-                     "max_seq_len", "parallel_adapters", "views", "max_answer_tokens", "infer_batch_size",
-                     "bootstrap", "selfedit_demo_chars"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_task_tokens", "limit", "max_steps", "permutations", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.temperature <= 10 or not 0 < self.top_p <= 1:
-            raise ConfigError(f"temperature must be in [0, 10] and top_p in (0, 1], "
-                              f"got {self.temperature}, {self.top_p}")
-        if self.dtype not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")
+        check_ranges(self)

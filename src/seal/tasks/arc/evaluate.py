@@ -185,7 +185,7 @@ def print_table(summary: dict) -> None:
     for cond in summary["order"]:
         c = summary["conditions"][cond]
         s = c["metrics"]["success"]
-        cell = f"{s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]"
+        cell = "n/a" if s["mean"] is None else f"{s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]"
         print(f"{cond:<16}{cell:>26}{c['n_questions']:>7}{c['n_passages']:>7}{c['tasks_solved']:>8}"
               f"{c.get('n_invalid', ''):>9}")
     if t := summary.get("seconds_per_ttt_run"):

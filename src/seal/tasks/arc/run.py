@@ -325,11 +325,16 @@ def open_task_run(cfg, argv: list[str], command: str):
     """Load and filter the tasks, load the model, open (or resume) the run folder.
 
     A bad task spec fails before the model loads. Returns (run, model, tok, chat, tasks, info)."""
-    from ...models import load_model, uses_chat
+    from ...lora import check_targets
+    from ...models import check_model_name, load_model, uses_chat
     from ...runs import atomic_write_json, open_run
 
     loaded = load_candidates(cfg)
+    for name in [cfg.model.name] + ([cfg.rl_model] if getattr(cfg, "rl_model", "") else []):
+        check_model_name(name)
     model, tok = load_model(cfg.model)
+    check_targets(model, cfg.lora, "lora.targets")
+    check_targets(model, cfg.restem.sft_lora, "restem.sft_lora.targets")
     chat = uses_chat(tok, cfg.model)
     tasks, info = select_tasks(cfg, tok, chat, loaded)
     run = open_run(command, cfg, argv, cfg.tasks, info["sha256"], len(tasks))
