@@ -105,6 +105,15 @@ def cmd_demo(args, argv):
     demo(cfg, argv)
 
 
+def cmd_continual(args, argv):
+    from .continual import continual
+    cfg = config_from_args(args)
+    if not cfg.data.path:
+        raise CLIError("seal continual needs --data FILE (a SQuAD-style JSON file)")
+    _setup_threads(cfg)
+    continual(cfg, argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="library logs and full tracebacks")
@@ -113,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", cmd_demo, "self-adapt on built-in fictional passages: one ReSTEM round and the table (~15 min CPU)"),
         ("evaluate", cmd_evaluate, "the knowledge-incorporation table on a passage file"),
         ("train", cmd_train, "ReSTEM: train the model to write self-edits that earn reward"),
+        ("continual", cmd_continual, "passages adapted one after another: forgetting matrix under a guard"),
     ]:
         p = sub.add_parser(name, help=help_, description=help_)
         _add_config_flags(p)

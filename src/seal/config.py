@@ -269,6 +269,39 @@ class ReSTEMConfig:
 
 
 @dataclass
+class ContinualConfig:
+    """`seal continual`: passages adapted one after another, every earlier one graded after each
+    update (the paper's catastrophic-forgetting experiment), under a forgetting guard."""
+
+    guard: str = setting("merge", choices=("merge", "replay", "gate", "per-doc"))
+    """`merge` (the paper: every update merged into the weights), `replay` (earlier self-edits'
+    training sequences mixed into each update), `gate` (an update is kept only if the earlier
+    passages' accuracy drops by at most `gate_threshold`), `per-doc` (one adapter per passage,
+    never merged, each question routed to one adapter)."""
+    sequences: int = setting(5, ge=1)
+    """Sequences of passages, drawn from the seeded shuffle of the data (disjoint when it has enough)."""
+    length: int = setting(8, ge=1)
+    """Passages per sequence (the paper: 8)."""
+    unrelated: int = setting(8, ge=0)
+    """Passages outside every sequence whose questions measure general ability after each step."""
+    replay: int = setting(8, ge=0)
+    """guard replay: earlier training sequences (self-edit items and passages) mixed into each update."""
+    gate_metric: str = setting("containment", choices=("containment", "logprob", "f1", "em"))
+    gate_threshold: float = setting(0.05, ge=-1, le=1)
+    """guard gate: reject an update when the mean `gate_metric` over earlier passages' questions
+    falls by more than this (a negative value demands a gain)."""
+    router: str = setting("bm25", choices=("bm25", "oracle"))
+    """guard per-doc: route a question to the adapter of the passage it matches best (BM25 over
+    title + passage), or to its own passage's adapter (`oracle`, an upper bound)."""
+    skip_if_known: float = setting(0.0, ge=0, le=1)
+    """Skip (and count) the update of a passage whose questions the current model already answers
+    at this containment or better, closed-book (0: never skip)."""
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -276,6 +309,7 @@ class RunConfig:
     inner: InnerLoopConfig = field(default_factory=InnerLoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     restem: ReSTEMConfig = field(default_factory=ReSTEMConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
     seed: int = setting(0, ge=0, lt=2**32)
     out: str = ""
     """Run folder. Empty: runs/<command>-<timestamp>. An existing run folder is resumed; any

@@ -1,0 +1,227 @@
+"""`seal continual` on the tiny model: the matrix, each guard's effect on the weights, the gate,
+replay, skipping known passages, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from seal import continual as C
+from seal.cli import main
+from seal.config import ConfigError, ModelConfig, RunConfig, resolve
+from seal.generation import HFGenerator
+from seal.models import load_model
+from seal.runs import read_jsonl
+from seal.tasks import knowledge as K
+
+FAST = {"selfedit.max_new_tokens": "12", "eval.max_answer_tokens": "4", "inner.epochs": "1", "eval.bootstrap": "50"}
+FAST_ARGS = [a for k, v in FAST.items() for a in (f"--{k}", v)] + ["--threads", "1"]
+
+PASSAGES = [  # fictional, so no model knows them; the last has no usable question
+    ("Velmora", "Velmora is a harbor town founded in 1742 by salt traders.", "Who founded Velmora?", "salt traders"),
+    ("Drosk Mining Company", "The Drosk Mining Company extracts blue cobalt.", "What does Drosk extract?", "blue cobalt"),
+    ("Pellicant frog", "The pellicant frog lives only on Orlet Island.", "Where does the pellicant frog live?", "Orlet Island"),
+    ("Tamsin Festival", "The Tamsin Festival is held every April in Brevka.", "When is the Tamsin Festival?", "April"),
+    ("Ambertine Tower", "The Ambertine Tower is painted green and white.", "What colors is the Ambertine Tower?", "green and white"),
+    ("Sorrel River", "Visitors float paper lanterns down the Sorrel River.", "What floats down the Sorrel River?", "paper lanterns"),
+    ("Harrow Hills", "The Harrow Hills rise north of the Quillan coast.", "Where are the Harrow Hills?", "north of the Quillan coast"),
+]
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    recs = [{"title": t, "context": c, "questions": [{"question": q, "answer": a}]} for t, c, q, a in PASSAGES]
+    recs.append({"title": "Empty", "context": "A passage nobody asked about.", "questions": []})
+    path = tmp_path / "seq.json"
+    path.write_text(json.dumps(recs))
+    return path
+
+
+def _cfg(data: Path, **over) -> RunConfig:
+    return resolve(RunConfig, None, {"data.path": str(data), **FAST, **{k: str(v) for k, v in over.items()}})
+
+
+def _setup(tiny_model_dir, cfg, tmp_path) -> C.Setup:
+    cfg.model.name = str(tiny_model_dir)
+    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    (tmp_path / "run").mkdir(parents=True, exist_ok=True)
+    return C.Setup(model, tok, HFGenerator(model, tok), True, cfg, tmp_path / "run")
+
+
+def _sequence(data: Path, cfg: RunConfig):
+    passages, _ = K.load_selection(cfg.data, cfg.seed)
+    seqs, unrelated, _ = C.draw_sequences(passages, cfg.continual.sequences, cfg.continual.length, cfg.continual.unrelated)
+    return seqs[0], unrelated[0]
+
+
+def _run(tiny_model_dir, data, tmp_path, **over):
+    cfg = _cfg(data, **{"continual.length": 3, "continual.unrelated": 1, **over})
+    su = _setup(tiny_model_dir, cfg, tmp_path)
+    seq, unrelated = _sequence(data, cfg)
+    before = C.target_weights(su.model, cfg.inner.lora)
+    records = C.run_sequence(su, 0, seq, unrelated)
+    after = C.target_weights(su.model, cfg.inner.lora)
+    changed = any(not torch.equal(before[k], after[k]) for k in before)
+    return su, records, changed
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+def test_sequences_are_disjoint_when_the_data_allows_and_wrap_otherwise(data):
+    passages, counts = K.load_passages(data)
+    assert counts["skipped_no_questions"] == 1 and len(passages) == 7
+    seqs, unrel, disjoint = C.draw_sequences(passages, 2, 3, 1)
+    assert disjoint and [len(s) for s in seqs] == [3, 3]
+    assert not {p.id for p in seqs[0]} & {p.id for p in seqs[1]}
+    assert unrel[0] == unrel[1] == [passages[-1]]
+    seqs, unrel, disjoint = C.draw_sequences(passages, 3, 3, 1)
+    assert not disjoint and all(len({p.id for p in s}) == 3 for s in seqs)
+    assert all(not {p.id for p in u} & {p.id for p in s} for s, u in zip(seqs, unrel))
+    with pytest.raises(K.DataError, match="seq.json: continual.length 9"):
+        C.draw_sequences(passages, 1, 9, 0, str(data))
+
+
+def test_bm25_routes_a_question_to_its_passage(data):
+    passages, _ = K.load_passages(data)
+    qs = [q for p in passages for q in p.questions]
+    assert C.route(qs, list(range(len(qs))), passages, "bm25") == list(range(len(passages)))
+    assert C.route(qs[:2], [1, -1], passages, "oracle") == [1, -1]
+
+
+@pytest.mark.parametrize("setting,value,needle", [
+    ("continual.guard", "ewc", "continual.guard must be one of merge, replay, gate, per-doc"),
+    ("continual.gate_threshold", "2", "continual.gate_threshold must be in [-1, 1]"),
+    ("continual.skip_if_known", "-0.5", "continual.skip_if_known must be in [0, 1]"),
+    ("continual.length", "0", "continual.length must be >= 1"),
+])
+def test_bad_settings_are_refused_in_one_line_before_any_run(setting, value, needle, data, tiny_model_dir, tmp_path,
+                                                              capsys):
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        resolve(RunConfig, None, {setting: value})
+    out = tmp_path / "run"
+    assert main(["continual", "--data", str(data), "--model", str(tiny_model_dir), f"--{setting}", value,
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and setting in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--eval.generate", "false", "--eval.reward", "logprob", "--continual.skip_if_known", "0.5"], "eval.generate"),
+    (["--selfedit.model", "x"], "selfedit.model"),
+])
+def test_settings_that_do_not_fit_the_command_are_refused(flags, needle, data, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["continual", "--data", str(data), "--model", str(tiny_model_dir), *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert not out.exists()
+
+
+def test_a_file_too_short_for_the_sequence_names_the_file(data, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["continual", "--data", str(data), "--model", str(tiny_model_dir), "--continual.length", "8",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seq.json" in err and "continual.length 8" in err
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- guards on the tiny model
+
+def test_merge_changes_the_weights_and_per_doc_keeps_them(tiny_model_dir, data, tmp_path):
+    su, records, changed = _run(tiny_model_dir, data, tmp_path, **{"continual.guard": "merge"})
+    assert changed and [r["decision"] for r in records] == ["kept"] * 3
+    assert [len(r["grades"]) for r in records] == [1, 2, 3]  # every passage seen so far, no later one
+    base = read_jsonl(su.run_dir / "base.jsonl")[0]
+    summ = C.sequence_summary(base, records, "logprob")
+    mat = summ["matrix"]
+    assert len(mat) == 3 and all(len(r) == 3 for r in mat)
+    assert all((mat[i][j] is None) == (j > i) for i in range(3) for j in range(3))  # lower-triangular
+    assert len(summ["base"]) == 3 and all(v is not None for v in summ["base"])
+    assert summ["first_retention"] == [mat[t][0] for t in range(3)]
+
+    _, records, changed = _run(tiny_model_dir, data, tmp_path / "pd", **{"continual.guard": "per-doc"})
+    assert not changed and [r["decision"] for r in records] == ["kept"] * 3
+    assert all("routing" in r for r in records)
+    assert all("routed_to" in q for r in records for g in r["grades"] for q in g)
+
+
+def test_gate_rejects_under_a_negative_threshold_and_accepts_under_a_huge_one(tiny_model_dir, data, tmp_path):
+    _, records, _ = _run(tiny_model_dir, data, tmp_path / "strict",
+                         **{"continual.guard": "gate", "continual.gate_threshold": -0.001})
+    # containment cannot rise by 0.001 on the random model: the first update (nothing to
+    # protect) is kept, every later one rejected
+    assert [r["decision"] for r in records] == ["kept", "rejected", "rejected"]
+    assert records[1]["gate"]["drop"] > -0.001
+    _, records, _ = _run(tiny_model_dir, data, tmp_path / "lax",
+                         **{"continual.guard": "gate", "continual.gate_threshold": 1})
+    assert [r["decision"] for r in records] == ["kept"] * 3
+
+
+def test_replay_adds_earlier_training_sequences(tiny_model_dir, data, tmp_path):
+    _, records, _ = _run(tiny_model_dir, data, tmp_path, **{"continual.guard": "replay", "continual.replay": 3})
+    own = [r["n_items"] + 1 for r in records]  # items + the passage
+    assert [r["replayed"] for r in records] == [0, min(3, own[0]), min(3, own[0] + own[1])]
+    assert [r["train"]["examples"] for r in records] == [o + r["replayed"] for o, r in zip(own, records)]
+
+
+def test_known_passages_are_skipped_and_counted(tiny_model_dir, data, tmp_path, monkeypatch):
+    real = C.grade
+
+    def knows_everything(su, learner, seen, groups, owners):
+        graded, routing = real(su, learner, seen, groups, owners)
+        return [[{**q, "containment": 1.0} for q in g] for g in graded], routing
+    monkeypatch.setattr(C, "grade", knows_everything)
+    _, records, changed = _run(tiny_model_dir, data, tmp_path, **{"continual.skip_if_known": 0.5})
+    assert [r["decision"] for r in records] == ["skipped"] * 3 and not changed
+    assert all("train" not in r and r["probe_containment"] == 1.0 for r in records)
+
+
+# ----------------------------------------------------------------------------- the command
+
+def _strip(obj):
+    """Results without wall times (which differ between any two runs)."""
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if "seconds" not in k and k != "compute"}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def test_resumed_run_equals_uninterrupted_and_report_draws_it(tiny_model_dir, data, tmp_path, monkeypatch):
+    args = ["continual", "--data", str(data), "--model", str(tiny_model_dir), "--continual.sequences", "2",
+            "--continual.length", "3", "--continual.unrelated", "1", *FAST_ARGS]
+    whole = tmp_path / "whole"
+    assert main(args + ["--out", str(whole)]) == 0
+
+    calls = {"n": 0}
+    real = C.train_adapters
+
+    def dies_at_the_fifth_update(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # sequence 2, passage 2: mid-sequence, with a kept update to re-merge
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(C, "train_adapters", dies_at_the_fifth_update)
+    resumed = tmp_path / "resumed"
+    assert main(args + ["--out", str(resumed)]) == 130
+    assert len(read_jsonl(resumed / "steps.jsonl")) == 4
+    assert len(list((resumed / "adapters" / "seq_1").glob("*.safetensors"))) == 1
+    monkeypatch.setattr(C, "train_adapters", real)
+    assert main(args + ["--out", str(resumed)]) == 0
+
+    assert _strip(read_jsonl(resumed / "steps.jsonl")) == _strip(read_jsonl(whole / "steps.jsonl"))
+    a, b = (json.loads((r / "continual.json").read_text()) for r in (resumed, whole))
+    assert _strip(a) == _strip(b)
+    assert a["sequences_done"] == 2 and a["data"]["skipped_no_questions"] == 1
+    assert not (resumed / "adapters").exists()  # finished sequences keep no adapter files
+    f = json.loads((whole / "forgetting.json").read_text())
+    assert len(f["matrix"]) == len(f["after"]) == 4 and all(len(r) == len(f["on"]) == 3 for r in f["matrix"])
+
+    from seal.report import build_report
+    build_report([whole], tmp_path / "report")
+    assert (tmp_path / "report" / "forgetting.png").stat().st_size > 1000
