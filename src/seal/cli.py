@@ -16,6 +16,7 @@ Every setting in seal/config.py is a flag named by its section: `--inner.lr 5e-4
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import re
@@ -80,22 +81,22 @@ def _setup_threads(cfg: RunConfig) -> None:
         torch.set_num_threads(cfg.threads)
 
 
-def cmd_evaluate(args, argv):
-    from .evaluate import evaluate
-    cfg = config_from_args(args)
-    if not cfg.data.path:
-        raise CLIError("seal evaluate needs --data FILE (a SQuAD-style JSON file)")
-    _setup_threads(cfg)
-    evaluate(cfg, argv)
+def _on_data(command: str, target: str, what: str):
+    """A handler for a command that runs on a passage file: config, the --data check, threads,
+    then `target` ("module:function", imported only when the command runs)."""
+    def handler(args, argv):
+        cfg = config_from_args(args)
+        if not cfg.data.path:
+            raise CLIError(f"seal {command} needs --data FILE ({what})")
+        _setup_threads(cfg)
+        module, fn = target.split(":")
+        getattr(importlib.import_module(module, __package__), fn)(cfg, argv)
+    return handler
 
 
-def cmd_train(args, argv):
-    from .restem import train
-    cfg = config_from_args(args)
-    if not cfg.data.path:
-        raise CLIError("seal train needs --data FILE (a SQuAD-style JSON file of training passages)")
-    _setup_threads(cfg)
-    train(cfg, argv)
+cmd_evaluate = _on_data("evaluate", ".evaluate:evaluate", "a SQuAD-style JSON file")
+cmd_train = _on_data("train", ".restem:train", "a SQuAD-style JSON file of training passages")
+cmd_continual = _on_data("continual", ".continual:continual", "a SQuAD-style JSON file")
 
 
 def cmd_demo(args, argv):
@@ -103,15 +104,6 @@ def cmd_demo(args, argv):
     cfg = config_from_args(args, DEMO_DEFAULTS)
     _setup_threads(cfg)
     demo(cfg, argv)
-
-
-def cmd_continual(args, argv):
-    from .continual import continual
-    cfg = config_from_args(args)
-    if not cfg.data.path:
-        raise CLIError("seal continual needs --data FILE (a SQuAD-style JSON file)")
-    _setup_threads(cfg)
-    continual(cfg, argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
