@@ -273,11 +273,12 @@ class ContinualConfig:
     """`seal continual`: passages adapted one after another, every earlier one graded after each
     update (the paper's catastrophic-forgetting experiment), under a forgetting guard."""
 
-    guard: str = setting("merge", choices=("merge", "replay", "gate", "per-doc"))
+    guard: str = setting("merge", choices=("merge", "replay", "gate", "per-doc", "kl"))
     """`merge` (the paper: every update merged into the weights), `replay` (earlier self-edits'
     training sequences mixed into each update), `gate` (an update is kept only if the earlier
     passages' accuracy drops by at most `gate_threshold`), `per-doc` (one adapter per passage,
-    never merged, each question routed to one adapter)."""
+    never merged, each question routed to one adapter), `kl` (as merge, with a penalty
+    `kl_beta` * KL(pre-update model || updated model) on generic text during each update)."""
     sequences: int = setting(5, ge=1)
     """Sequences of passages, drawn from the seeded shuffle of the data (disjoint when it has enough)."""
     length: int = setting(8, ge=1)
@@ -290,15 +291,42 @@ class ContinualConfig:
     gate_threshold: float = setting(0.05, ge=-1, le=1)
     """guard gate: reject an update when the mean `gate_metric` over earlier passages' questions
     falls by more than this (a negative value demands a gain)."""
+    gate_halvings: int = setting(1, ge=0)
+    """guard gate: before rejecting an update, retry it at half its scale up to this many times."""
     router: str = setting("bm25", choices=("bm25", "oracle"))
     """guard per-doc: route a question to the adapter of the passage it matches best (BM25 over
     title + passage), or to its own passage's adapter (`oracle`, an upper bound)."""
+    router_min_coverage: float = setting(0.3, ge=0, le=1)
+    """guard per-doc, router bm25: a question goes to its best-matching passage's adapter only when
+    that passage holds at least this share of the question's content words; below it the base
+    model answers, so questions about other topics leave the adapters alone. 0.3 was chosen on
+    dev passages outside every continual run (`scripts/router_coverage.py`,
+    results/router_coverage.json: own questions routed 100%, other topics 0.4%, 1-8 seen passages)."""
+    kl_beta: float = setting(1.0, ge=0)
+    """guard kl: weight of the mean per-token KL(pre-update || updated) on the generic texts."""
+    kl_texts: int = setting(16, ge=1)
+    """guard kl: generic texts sampled once per run from the never-edited model (neutral prompts)."""
+    kl_tokens: int = setting(96, ge=8)
+    """guard kl: tokens sampled per generic text."""
+    kl_batch: int = setting(2, ge=1)
+    """guard kl: generic texts in the penalty of each optimizer step (cycling through them)."""
+    repeats: int = setting(0, ge=0)
+    """Steps per sequence that re-present a passage adapted earlier in the same sequence (a mixed
+    stream for the when-to-adapt curve; must be < length). Seeded positions and choices."""
+    probe: bool = False
+    """Before each update, record what a skip rule could use: the current model's closed-book
+    grades on the passage's questions and the passage's likelihood (summary: `when_to_adapt`)."""
     skip_if_known: float = setting(0.0, ge=0, le=1)
     """Skip (and count) the update of a passage whose questions the current model already answers
     at this containment or better, closed-book (0: never skip)."""
+    skip_if_gain: float = setting(0.0, ge=0)
+    """Skip (and count) the update of a passage whose mean log-prob per token under the current
+    model exceeds the never-edited model's by at least this many nats (label-free; 0: never skip)."""
 
     def __post_init__(self):
         check_ranges(self)
+        if self.repeats >= self.length:
+            raise ConfigError(f"repeats must be < length ({self.length}), got {self.repeats}")
 
 
 @dataclass

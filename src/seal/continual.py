@@ -24,16 +24,30 @@ Guards (`continual.guard`), compared on the same sequences and seeds:
   gate     before merging, grade the earlier passages' questions with the candidate adapter on
            top of the current model; reject the update (count it) when their mean
            `gate_metric` falls by more than `gate_threshold` against the current model's grades
-           (the previous step's row). The first passage has nothing to protect: always kept.
+           (the previous step's row), after first retrying it at half its scale up to
+           `gate_halvings` times (the update scaled down). The first passage has nothing to
+           protect: always kept.
   per-doc  one adapter per passage, never merged; the base stays frozen (so every self-edit is
            written by the base model). At question time each question goes to one adapter:
-           the passage whose title + text best matches the question's topic + text (BM25), or
-           its own passage (`router oracle`, an upper bound); routing accuracy is recorded.
-           A question routed to a passage without an adapter (skipped) is answered by the base.
+           the passage whose title + text best matches the question's topic + text (BM25) if
+           that passage covers at least `router_min_coverage` of the question's IDF mass, else
+           the base model; or its own passage (`router oracle`, an upper bound). Routing
+           accuracy, and how many unrelated questions reached an adapter, are recorded.
+  kl       as merge, but each update also minimizes kl_beta * KL(p_pre || p_new) per token on
+           generic text: `kl_texts` texts the never-edited model wrote for neutral prompts
+           (kl_texts.jsonl), `kl_batch` of them per optimizer step. p_pre is the model before
+           this update, so the penalty holds each update near the model it starts from
+           (forgetting tracks this forward KL: Shenfeld et al., arXiv:2509.04259).
 
-When to adapt (`continual.skip_if_known` > 0): before spending an update, the current model
-answers the passage's questions closed-book; if its containment reaches the threshold, the update
-is skipped and counted.
+When to adapt. `continual.skip_if_gain` > 0 skips (and counts) the update of a passage whose
+log-prob per token under the current model already exceeds the never-edited model's by that many
+nats: a label-free test of "already learned". `continual.probe` records before every update what a skip rule can use: the
+current model's closed-book grades on the passage's questions (label-using) and the passage's
+mean log-prob per token, also as a gain over the never-edited model (label-free). On a mixed
+stream (`continual.repeats`: steps that re-present an earlier passage of the sequence),
+`when_to_adapt` in continual.json gives, per signal and threshold, the share of updates skipped
+against the share of the immediate accuracy gain kept. `continual.skip_if_known` > 0 skips, and
+counts, updates whose probe containment reaches it.
 
 Reported per guard (`continual.json`, strict JSON): per sequence the matrix, the base row, the
 unrelated-passage accuracy after each step (general ability), decisions, seconds; over
@@ -44,10 +58,8 @@ p_0..p_{L-2}), unrelated accuracy and its change, and compute. `forgetting.json`
 matrix (base row on top) in the layout `seal report` draws as a heatmap.
 
 Departures and limits (each a known gap, not hidden):
-- the gate and the skip probe use the passages' own evaluation questions (label-using: a
-  deployed system would need held-out probes, or the likelihood of the passage, for these);
-- the gate rejects; it does not scale an update down;
-- the KL penalty to the pre-update model on generic text (issue guard 5) is not implemented;
+- the gate and the containment probe use the passages' own evaluation questions (label-using:
+  a deployed system would need held-out probes, or the passage's likelihood, which is probed);
 - accuracy is local containment / F1 / EM / gold-answer log-prob, not GPT-4.1 grading.
 
 Run folder: base.jsonl (one record per sequence), steps.jsonl (one per sequence and step),
@@ -73,29 +85,37 @@ from . import lora
 from .config import ConfigError, RunConfig
 from .evaluate import check_models, job_seed, prepare_passages
 from .generation import HFGenerator
-from .inner_loop import train_adapters
-from .models import load_model, model_device, uses_chat
+from .inner_loop import _hidden, answer_logprobs, train_adapters
+from .models import format_prompt, load_model, model_device, pick_dtype, uses_chat
 from .runs import append_jsonl, atomic_write_json, open_run, read_jsonl
 from .stats import bootstrap_mean
 from .tasks import knowledge as K
 
-MERGED = ("merge", "replay", "gate")
-
-
 # ----------------------------------------------------------------------------- sequences
 
 def draw_sequences(passages: list[K.Passage], n_seq: int, length: int, n_unrelated: int,
-                   where: str = "data") -> tuple[list[list[K.Passage]], list[list[K.Passage]], bool]:
+                   where: str = "data", repeats: int = 0,
+                   seed: int = 0) -> tuple[list[list[K.Passage]], list[list[K.Passage]], bool]:
     """(sequences, unrelated passages per sequence, disjoint?) from passages already shuffled with
-    the run's seed. With enough passages the sequences are consecutive, disjoint slices and the
-    unrelated set is the last `n_unrelated` passages, the same for every sequence; otherwise
-    sequences wrap around (a passage may recur in another sequence) and each sequence's unrelated
-    passages are the last ones not in it."""
-    n = len(passages)
-    if length > n:
-        raise K.DataError(f"{where}: continual.length {length} needs at least {length} passages, the data has {n}")
-    disjoint = n >= n_seq * length + n_unrelated
-    seqs = [[passages[(s * length + i) % n] for i in range(length)] for s in range(n_seq)]
+    the run's seed. Each sequence holds `length - repeats` distinct passages; with enough passages
+    the sequences are consecutive, disjoint slices and the unrelated set is the last `n_unrelated`
+    passages, the same for every sequence; otherwise sequences wrap around (a passage may recur in
+    another sequence) and each sequence's unrelated passages are the last ones not in it.
+    `repeats` seeded steps (never the first) re-present a passage from earlier in the sequence."""
+    n, d = len(passages), length - repeats
+    if d > n:
+        raise K.DataError(f"{where}: continual.length {length} (with {repeats} repeats) needs at least {d} "
+                          f"passages, the data has {n}")
+    disjoint = n >= n_seq * d + n_unrelated
+    seqs = []
+    for s in range(n_seq):
+        fresh = iter([passages[(s * d + i) % n] for i in range(d)])
+        rng = random.Random(seed * 1_000_003 + s)
+        again = set(rng.sample(range(1, length), repeats))
+        seq: list[K.Passage] = []
+        for t in range(length):
+            seq.append(rng.choice(list({p.id: p for p in seq}.values())) if t in again else next(fresh))
+        seqs.append(seq)
     unrelated = []
     for seq in seqs:
         ids = {p.id for p in seq}
@@ -119,8 +139,13 @@ class BM25:
         n = len(self.docs)
         self.idf = {w: math.log(1 + (n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
 
-    def best(self, query: str) -> int:
-        """Index of the best-matching document (the first on ties)."""
+    def best(self, query: str) -> tuple[int, float]:
+        """(index of the best-matching document, the first on ties; its coverage of the query).
+
+        Coverage: the share of the query's content words (not in STOPWORDS) that occur in that
+        document. Unlike a BM25 score it does not depend on how many documents are indexed, so
+        one threshold serves the first passage of a stream and the eighth. A question about a
+        seen passage shares most of its content words with it; one about another topic shares few."""
         q = K.normalize_answer(query).split()
         scores = []
         for d in self.docs:
@@ -129,16 +154,37 @@ class BM25:
                 tf[w] = tf.get(w, 0) + 1
             norm = self.k1 * (1 - self.b + self.b * len(d) / max(self.avg, 1e-9))
             scores.append(sum(self.idf.get(w, 0.0) * tf[w] * (self.k1 + 1) / (tf[w] + norm) for w in q if w in tf))
-        return max(range(len(scores)), key=lambda i: (scores[i], -i))
+        i = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        content = {w for w in q if w not in STOPWORDS}
+        return i, (len(content & set(self.docs[i])) / len(content) if content else 0.0)
 
 
-def route(questions: list[K.QA], owners: list[int], seen: list[K.Passage], router: str) -> list[int]:
-    """For each question, the index in `seen` of the passage whose adapter answers it. `owners[i]`
-    is the question's own passage index (-1 for unrelated questions; used only by `oracle`)."""
+STOPWORDS = frozenset("""
+a an the of in on at to for from by with about as into onto over under after before during since until
+and or but nor not no so than then that this these those there here it its is are was were be been being
+am do does did done have has had having can could will would shall should may might must
+what which who whom whose when where why how many much most more some any all each every other such
+i you he she we they me him her us them my your his our their mine yours s
+one also only just very if else between both either neither own same too
+""".split())  # noqa: SIM905 (a word list reads best as text)
+
+
+def route(queries: list[str], owners: list[int], seen: list[K.Passage], router: str,
+          min_coverage: float = 0.0) -> list[int]:
+    """For each query (a question with its topic, or a passage), the index in `seen` of the
+    passage whose adapter answers it, or -1 (the base model) when no seen passage covers at least
+    `min_coverage` of it. `owners[i]` is the query's own passage index (-1 for unrelated
+    questions; used only by `oracle`)."""
     if router == "oracle":
         return [o if o >= 0 else -1 for o in owners]
+    if not seen:
+        return [-1] * len(queries)
     index = BM25([f"{p.title}\n{p.context}" for p in seen])
-    return [index.best(f"{q.title} {q.question}") for q in questions]
+    return [i if cov >= min_coverage else -1 for i, cov in map(index.best, queries)]
+
+
+def question_query(qa: K.QA) -> str:
+    return f"{qa.title} {qa.question}"
 
 
 # ----------------------------------------------------------------------------- weights
@@ -198,6 +244,7 @@ class Setup:
     chat: bool
     cfg: RunConfig
     run_dir: Path
+    generic: list = None  # guard kl: (prompt, text) pairs, see generic_texts
 
 
 @dataclass
@@ -226,7 +273,8 @@ def grade(su: Setup, learner: Learner, seen: list[K.Passage], groups: list[list[
         return K.score_rows(su.model, su.tok, su.gen, su.chat, groups, [-1] * len(groups), cfg.eval), None
     flat = [(g, qa) for g, qs in enumerate(groups) for qa in qs]
     owner_of = [owners[g] for g, _ in flat]
-    routed = route([qa for _, qa in flat], owner_of, seen, cfg.continual.router) if seen else [-1] * len(flat)
+    routed = route([question_query(qa) for _, qa in flat], owner_of, seen, cfg.continual.router,
+                   cfg.continual.router_min_coverage)
     steps = sorted(learner.adapters)
     slot = {t: i for i, t in enumerate(steps)}
     rows = [slot.get(r, -1) for r in routed]
@@ -242,7 +290,100 @@ def grade(su: Setup, learner: Learner, seen: list[K.Passage], groups: list[list[
     for (g, _), res, r in zip(flat, singles, routed):
         out[g].append({**res[0], "routed_to": r})
     owned = [(o, r) for o, r in zip(owner_of, routed) if o >= 0]
-    return out, {"questions": len(owned), "correct": sum(o == r for o, r in owned)}
+    others = [r for o, r in zip(owner_of, routed) if o < 0]
+    return out, {"questions": len(owned), "correct": sum(o == r for o, r in owned),
+                 "unrelated": len(others), "unrelated_to_adapter": sum(r >= 0 for r in others)}
+
+
+GENERIC_PROMPTS = (
+    "Write a short paragraph about a topic of your choice.",
+    "Explain how something in everyday life works.",
+    "Tell a short story.",
+    "Describe a place you find interesting.",
+    "Give some advice for learning a new skill.",
+    "Explain a simple idea from science.",
+    "Describe an animal and how it lives.",
+    "Write a few sentences about a famous invention.",
+)
+
+
+def generic_texts(su: Setup) -> list[tuple[str, str]]:
+    """guard kl: (prompt, text) pairs the never-edited model writes for neutral prompts, sampled
+    once per run (temperature 1, seeded) and kept in kl_texts.jsonl so a resumed run reuses them.
+    No dataset is needed: the anchor is the model's own generic behaviour."""
+    cc, path = su.cfg.continual, su.run_dir / "kl_texts.jsonl"
+    have = read_jsonl(path)
+    if len(have) < cc.kl_texts:
+        prompts = [format_prompt(su.tok, GENERIC_PROMPTS[i % len(GENERIC_PROMPTS)], su.chat) for i in range(cc.kl_texts)]
+        outs = su.gen.generate(prompts, n=1, max_new_tokens=cc.kl_tokens, temperature=1.0, top_p=1.0,
+                               seed=job_seed(su.cfg.seed, "kl-texts"))
+        path.unlink(missing_ok=True)
+        for pr, o in zip(prompts, outs):
+            append_jsonl(path, {"prompt": pr, "text": o[0]})
+        have = read_jsonl(path)
+    return [(r["prompt"], r["text"]) for r in have[: cc.kl_texts]]
+
+
+class KLAnchor:
+    """guard kl: the penalty beta * KL(p_pre || p_new), the mean over the generic texts' tokens of
+
+        sum_v p_pre(v | x_<i) (log p_pre(v | x_<i) - log p_new(v | x_<i)),
+
+    p_pre the model before this update (built before the adapter is attached; the full
+    next-token distributions are kept) and p_new the model with the adapter being trained
+    (row 0). Called by `train_adapters` once per optimizer step on `batch` texts, cycling."""
+
+    def __init__(self, model, tok, texts: list[tuple[str, str]], beta: float, batch: int, dtype):
+        from .inner_loop import Tokenized, collate
+
+        self.model, self.beta, self.batch, self.dtype = model, beta, batch, dtype
+        self.pad = tok.pad_token_id or 0
+        self.items = []
+        for prompt, text in texts:
+            p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+            t_ids = tok(text, add_special_tokens=False)["input_ids"]
+            if t_ids:
+                self.items.append(Tokenized(p_ids + t_ids, len(p_ids)))
+        self.collate = collate
+        with torch.no_grad():
+            self.ref = [self._logp([t]) for t in self.items]
+
+    def _logp(self, group) -> torch.Tensor:
+        """log p(. | prefix) at every text position of the group's rows, [positions, vocab]."""
+        ids, attn, labels, _ = self.collate([(0, t) for t in group], self.pad, model_device(self.model))
+        with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
+            h = _hidden(self.model, ids, attn)[:, :-1]
+        mask = labels[:, 1:] != -100
+        return torch.log_softmax(self.model.get_output_embeddings()(h[mask]).float(), -1)
+
+    def __call__(self, step: int) -> float:
+        if not self.items or self.beta == 0:
+            return 0.0
+        pick = [(step * self.batch + k) % len(self.items) for k in range(min(self.batch, len(self.items)))]
+        with lora.use_rows(self.model, [0] * len(pick)):
+            new = self._logp([self.items[i] for i in pick])
+        ref = torch.cat([self.ref[i] for i in pick])
+        kl = (ref.exp() * (ref - new)).sum(-1).mean()
+        (self.beta * kl).backward()
+        return float(kl.detach())
+
+
+def doc_logprob(su: Setup, learner: Learner, earlier: list[K.Passage], p: K.Passage, owner: int) -> float:
+    """Mean log-probability per token of the passage text (after its title) under the learner: a
+    label-free sign that the model already knows it. per-doc: under the adapter the passage
+    routes to (`owner`: an earlier copy of it, for the oracle router), or the base model."""
+    cfg = su.cfg
+    if cfg.continual.guard != "per-doc":
+        return answer_logprobs(su.model, su.tok, [f"{p.title}\n"], [p.context], [-1])[0]
+    r = route([f"{p.title}\n{p.context}"], [owner], earlier, cfg.continual.router, cfg.continual.router_min_coverage)[0]
+    if r < 0 or r not in learner.adapters:
+        return answer_logprobs(su.model, su.tok, [f"{p.title}\n"], [p.context], [-1])[0]
+    state = lora.attach(su.model, cfg.inner.lora, 1)
+    try:
+        load_adapter(state, 0, learner.adapters[r])
+        return answer_logprobs(su.model, su.tok, [f"{p.title}\n"], [p.context], [0])[0]
+    finally:
+        lora.detach(su.model)
 
 
 def replay_examples(learner: Learner, n: int, seed: int) -> list:
@@ -281,9 +422,12 @@ def run_sequence(su: Setup, s: int, seq: list[K.Passage], unrelated: list[K.Pass
     # the never-edited model's row (written before any step, so a resumed sequence has it)
     if not any(r["sequence"] == s for r in read_jsonl(su.run_dir / "base.jsonl")):
         graded, _ = grade(su, learner, [], [p.questions for p in seq + unrelated], [-1] * (len(seq) + len(unrelated)))
-        append_jsonl(su.run_dir / "base.jsonl", {"sequence": s, "passage_ids": [p.id for p in seq],
-                                                  "unrelated_ids": [p.id for p in unrelated],
-                                                  "grades": graded[: len(seq)], "unrelated": graded[len(seq):]})
+        row = {"sequence": s, "passage_ids": [p.id for p in seq], "unrelated_ids": [p.id for p in unrelated],
+               "grades": graded[: len(seq)], "unrelated": graded[len(seq):]}
+        if cc.probe or cc.skip_if_gain > 0:  # the never-edited model's likelihood of each passage
+            row["doc_logprob"] = answer_logprobs(su.model, su.tok, [f"{p.title}\n" for p in seq],
+                                                 [p.context for p in seq], [-1] * len(seq))
+        append_jsonl(su.run_dir / "base.jsonl", row)
     base = next(r for r in read_jsonl(su.run_dir / "base.jsonl") if r["sequence"] == s)
     device = model_device(su.model)
 
@@ -298,7 +442,7 @@ def run_sequence(su: Setup, s: int, seq: list[K.Passage], unrelated: list[K.Pass
             records.append(rec)
             prev_grades = rec["grades"]
             continue
-        rec = step(su, learner, s, t, seq, unrelated, prev_grades)
+        rec = step(su, learner, s, t, seq, unrelated, prev_grades, base.get("doc_logprob"))
         append_jsonl(steps_file, rec)
         records.append(rec)
         prev_grades = rec["grades"]
@@ -310,18 +454,25 @@ def run_sequence(su: Setup, s: int, seq: list[K.Passage], unrelated: list[K.Pass
 
 
 def step(su: Setup, learner: Learner, s: int, t: int, seq: list[K.Passage], unrelated: list[K.Passage],
-         prev_grades: list[list[dict]]) -> dict:
+         prev_grades: list[list[dict]], base_doc: list[float] | None = None) -> dict:
     """One passage of a sequence: (maybe skip,) self-edit, update, guard, grade."""
     cfg, cc = su.cfg, su.cfg.continual
     p, seen = seq[t], seq[: t + 1]
     rec: dict = {"sequence": s, "step": t, "passage_id": p.id, "title": p.title, "guard": cc.guard}
     t0 = time.time()
 
-    # when to adapt: does the current model already answer this passage's questions?
-    if cc.skip_if_known > 0:
-        probe, _ = grade(su, learner, seen, [p.questions], [t])
-        rec["probe_containment"] = K.mean_metrics(probe[0]).get("containment")
-        if rec["probe_containment"] is not None and rec["probe_containment"] >= cc.skip_if_known:
+    # when to adapt: does the current model already answer this passage's questions / know its text?
+    earlier = next((j for j in range(t) if seq[j].id == p.id), -1)
+    if cc.skip_if_known > 0 or cc.probe:
+        probe, _ = grade(su, learner, seen, [p.questions], [earlier if earlier >= 0 else t])
+        rec["probe"] = K.mean_metrics(probe[0])
+        rec["probe_containment"] = rec["probe"].get("containment")
+        if cc.skip_if_known > 0 and rec["probe_containment"] is not None and rec["probe_containment"] >= cc.skip_if_known:
+            rec["decision"] = "skipped"
+    if cc.skip_if_gain > 0 or cc.probe:
+        rec.setdefault("probe", {})["doc_logprob"] = doc_logprob(su, learner, seq[:t], p, earlier)
+        rec["probe"]["doc_logprob_gain"] = rec["probe"]["doc_logprob"] - base_doc[t]
+        if cc.skip_if_gain > 0 and rec["probe"]["doc_logprob_gain"] >= cc.skip_if_gain:
             rec["decision"] = "skipped"
 
     if "decision" not in rec:
@@ -335,24 +486,43 @@ def step(su: Setup, learner: Learner, s: int, t: int, seq: list[K.Passage], unre
         extra = replay_examples(learner, cc.replay, job_seed(cfg.seed, "replay", s, t)) if cc.guard == "replay" else []
         rec["replayed"] = len(extra)
         t1 = time.time()
+        anchor = None
+        if cc.guard == "kl":  # the pre-update model's distributions, before the adapter exists
+            anchor = KLAnchor(su.model, su.tok, su.generic, cc.kl_beta, cc.kl_batch,
+                              pick_dtype(cfg.inner.dtype, model_device(su.model)))
         state = lora.attach(su.model, cfg.inner.lora, 1)
         try:
-            stats = train_adapters(su.model, su.tok, [own + extra], cfg.inner, [job_seed(cfg.seed, "inner", s, t)])
+            stats = train_adapters(su.model, su.tok, [own + extra], cfg.inner, [job_seed(cfg.seed, "inner", s, t)],
+                                   regularizer=anchor)
             weights = lora.adapter_state(state, 0)
             rec["train"] = {"examples": stats["examples"][0], "tokens": stats["tokens"][0],
                             "steps": stats["steps"], "final_loss": stats["final_loss"][0],
                             "truncated": stats["n_truncated"][0]}
+            if anchor is not None:
+                rec["train"]["final_kl"] = stats["final_penalty"]
             rec["train_seconds"] = time.time() - t1
             rec["decision"] = "kept"
             if cc.guard == "gate" and t > 0:  # the candidate on top of the current model, on earlier passages
-                cand = K.score_rows(su.model, su.tok, su.gen, su.chat, [q.questions for q in seq[:t]], [0] * t, cfg.eval)
                 before = _mean(_passage_means(prev_grades[:t], cc.gate_metric))
-                after = _mean(_passage_means(cand, cc.gate_metric))
-                drop = None if before is None or after is None else before - after
-                rec["gate"] = {"metric": cc.gate_metric, "before": before, "after": after, "drop": drop,
-                               "threshold": cc.gate_threshold}
+                rec["gate"] = {"metric": cc.gate_metric, "before": before, "threshold": cc.gate_threshold, "tries": []}
+                scale = 1.0
+                for k in range(cc.gate_halvings + 1):
+                    if k:  # scale the update down: B <- B / 2 halves scale * B A
+                        scale /= 2
+                        with torch.no_grad():
+                            for layer in state.layers.values():
+                                layer.B[0].mul_(0.5)
+                    cand = K.score_rows(su.model, su.tok, su.gen, su.chat, [q.questions for q in seq[:t]], [0] * t,
+                                        cfg.eval)
+                    after = _mean(_passage_means(cand, cc.gate_metric))
+                    drop = None if before is None or after is None else before - after
+                    rec["gate"]["tries"].append({"scale": scale, "after": after, "drop": drop})
+                    if drop is None or drop <= cc.gate_threshold:
+                        break
+                rec["gate"].update(after=after, drop=drop, scale=scale)
                 if drop is not None and drop > cc.gate_threshold:
                     rec["decision"] = "rejected"
+                weights = lora.adapter_state(state, 0)  # as kept: scaled down if it had to be
         finally:
             lora.detach(su.model)
         if rec["decision"] == "kept":
@@ -470,9 +640,78 @@ def summarize(cfg: RunConfig, seqs: list[list[K.Passage]], bases: dict[int, dict
         "updates_skipped": sum(x["skipped"] for x in seqs_out),
         "empty_selfedits": sum(x["empty_selfedits"] for x in seqs_out),
     }
+    if (w := when_to_adapt(steps, complete, metrics)) is not None:
+        out["when_to_adapt"] = w
     if cfg.continual.guard == "per-doc":
+        out["compute"]["unrelated_to_adapter"] = sum(x["routing"].get("unrelated_to_adapter", 0)
+                                                     for s in complete for x in steps[s] if "routing" in x)
         out["compute"]["routing_accuracy"] = bootstrap_mean([x["routing_accuracy"] for x in seqs_out
                                                              if x["routing_accuracy"] is not None], n_boot, seed)
+    return out
+
+
+SKIP_SIGNALS = ("containment", "logprob", "doc_logprob", "doc_logprob_gain")
+"""What a skip rule can threshold (higher: more likely already known): the current model's
+closed-book containment / gold-answer log-prob on the passage's questions (label-using), the
+passage's mean log-prob per token, and its gain over the never-edited model (label-free)."""
+
+
+def _auroc(pos: list[float], neg: list[float]) -> float | None:
+    """P(a repeated passage's signal > a new passage's), ties counted half."""
+    if not pos or not neg:
+        return None
+    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
+
+
+def when_to_adapt(steps: dict[int, list[dict]], complete: list[int], metrics: list[str]) -> dict | None:
+    """The skip-rule curve of a probed run (`continual.probe`, updating every passage).
+
+    Each step i has its signals before the update and its immediate gain g_i = (grade on the
+    passage just after its update) - (grade before it, the probe). A rule "skip when signal >=
+    tau" keeps the gain sum(g_i, i not skipped) / sum(g_i) while sparing the skipped updates.
+    Counterfactual by construction: exact for per-doc (adapters never interact), first-order for
+    merged guards (a skipped update would also have left the later weights different)."""
+    items = []
+    for s in complete:
+        recs = sorted(steps[s], key=lambda r: r["step"])
+        if any("doc_logprob" not in r.get("probe", {}) or r["decision"] == "skipped" for r in recs):
+            return None
+        for r in recs:
+            t = r["step"]
+            pr = r["probe"]
+            after = K.mean_metrics(r["grades"][t])
+            items.append({
+                "sequence": s, "step": t, "repeat": any(x["passage_id"] == r["passage_id"] for x in recs[:t]),
+                "signals": {"containment": pr.get("containment"), "logprob": pr.get("logprob"),
+                            "doc_logprob": pr["doc_logprob"],
+                            "doc_logprob_gain": pr["doc_logprob_gain"]},
+                "gain": {m: (after[m] - pr[m]) if after.get(m) is not None and pr.get(m) is not None else None
+                         for m in metrics}})
+    if not items:
+        return None
+    out: dict = {"items": len(items), "repeats": sum(i["repeat"] for i in items), "signals": {},
+                 "rule": "skip when signal >= threshold; gain kept = sum of the immediate gains of the updates made "
+                         "/ sum over all updates"}
+    for sig in SKIP_SIGNALS:
+        have = [i for i in items if i["signals"][sig] is not None]
+        if not have:
+            continue
+        total = {m: sum(i["gain"][m] for i in have if i["gain"][m] is not None) for m in metrics}
+        points = []
+        for tau in sorted({i["signals"][sig] for i in have}) + [math.inf]:
+            skip = [i for i in have if i["signals"][sig] >= tau]
+            kept = {m: (total[m] - sum(i["gain"][m] for i in skip if i["gain"][m] is not None)) / total[m]
+                    if total[m] > 0 else None for m in metrics}
+            points.append({"threshold": None if tau == math.inf else tau, "skipped": len(skip) / len(have),
+                           "repeats_skipped": sum(i["repeat"] for i in skip), "new_skipped": sum(not i["repeat"] for i in skip),
+                           "gain_kept": kept})
+        out["signals"][sig] = {
+            "auroc_repeat_vs_new": _auroc([i["signals"][sig] for i in have if i["repeat"]],
+                                          [i["signals"][sig] for i in have if not i["repeat"]]),
+            "mean_repeat": _mean([i["signals"][sig] for i in have if i["repeat"]]),
+            "mean_new": _mean([i["signals"][sig] for i in have if not i["repeat"]]),
+            "total_gain": total, "curve": points}
+    out["per_step"] = items
     return out
 
 
@@ -531,19 +770,22 @@ def continual(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None 
     else:
         counts = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages)}
     where = cfg.data.path or "passages"
-    draw_sequences(passages, cc.sequences, cc.length, cc.unrelated, where)  # refuse a short file before any work
+    draw_sequences(passages, cc.sequences, cc.length, cc.unrelated, where, cc.repeats)  # refuse a short file first
     check_models(cfg)
     run = open_run("continual", cfg, argv, cfg.data.path, data_sha, len(passages))
     print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
     model, tok = load_model(cfg.model)
     chat = uses_chat(tok, cfg.model)
     passages = prepare_passages(cfg, model, tok, chat, passages, counts, where)
-    seqs, unrelated, disjoint = draw_sequences(passages, cc.sequences, cc.length, cc.unrelated, where)
+    seqs, unrelated, disjoint = draw_sequences(passages, cc.sequences, cc.length, cc.unrelated, where, cc.repeats,
+                                               cfg.seed)
     if not disjoint:
         print(f"continual: {len(passages)} passages are too few for {cc.sequences} disjoint sequences of {cc.length} "
               f"plus {cc.unrelated} unrelated passages; sequences share passages")
     run.log("data", **{k: v for k, v in counts.items() if isinstance(v, int)})
     su = Setup(model, tok, HFGenerator(model, tok), chat, cfg, run.path)
+    if cc.guard == "kl":
+        su.generic = generic_texts(su)  # from the never-edited model
     never_edited = target_weights(model, cfg.inner.lora)
 
     steps: dict[int, list[dict]] = {}

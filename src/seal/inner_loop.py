@@ -349,13 +349,17 @@ def share_rows(rows: list[tuple[int, Tokenized]], weight: torch.Tensor, n: int):
 
 def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoopConfig,
                    seeds: list[int], max_tokens: int | None = None, progress=None,
-                   speed: Speedups | None = None) -> dict:
+                   speed: Speedups | None = None, regularizer=None) -> dict:
     """Train one fresh adapter per dataset on the model's attached LoRA state.
 
     The model must have `lora.attach(model, cfg.lora, n)` with n == len(datasets). Returns
     statistics: steps, trained tokens (real, not padding) per adapter, the final losses, and per
     adapter `n_truncated` (sequences cut to cfg.max_seq_len) and `n_dropped` (examples with no
     target token left within it); a one-line warning is printed when either is nonzero.
+
+    `regularizer(step)`, if given, runs after each step's loss backward and before the optimizer
+    step: it backpropagates its own penalty into the adapters' gradients (clipped together with
+    the loss's) and returns the penalty's value (`final_penalty` in the statistics).
     """
     state: lora.LoRAState = model._seal_lora
     n = len(datasets)
@@ -383,6 +387,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
                         foreach=speed.foreach_adamw)
     tokens = [0] * n
     last_loss = [float("nan")] * n
+    last_penalty = None
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     executed: list[int] = []  # lengths of the sequences actually run (after sharing)
     for s in range(steps):
@@ -411,6 +416,8 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
             per_row = tl.sum(1)
             (per_row * weight[r].to(per_row.device)).sum().backward()
             loss_sum += members[r].t() @ per_row.detach().cpu()
+        if regularizer is not None:
+            last_penalty = float(regularizer(s))
         opt.step(active.tolist())
         for a in range(n):
             if active[a]:
@@ -421,7 +428,8 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     for p in params:
         p.requires_grad_(False)
     return {"steps": steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd],
-            "executed_lens": executed, "n_truncated": n_truncated, "n_dropped": n_dropped}
+            "executed_lens": executed, "n_truncated": n_truncated, "n_dropped": n_dropped,
+            "final_penalty": last_penalty}
 
 
 # ----------------------------------------------------------------------------- scoring

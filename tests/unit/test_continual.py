@@ -84,18 +84,61 @@ def test_sequences_are_disjoint_when_the_data_allows_and_wrap_otherwise(data):
         C.draw_sequences(passages, 1, 9, 0, str(data))
 
 
-def test_bm25_routes_a_question_to_its_passage(data):
+def test_bm25_routes_a_question_to_its_passage_and_an_unrelated_one_to_the_base(data):
     passages, _ = K.load_passages(data)
-    qs = [q for p in passages for q in p.questions]
-    assert C.route(qs, list(range(len(qs))), passages, "bm25") == list(range(len(passages)))
+    qs = [C.question_query(q) for p in passages for q in p.questions]
+    assert C.route(qs, list(range(len(qs))), passages, "bm25", 0.25) == list(range(len(passages)))
     assert C.route(qs[:2], [1, -1], passages, "oracle") == [1, -1]
+    # a question about none of the seen passages: some best passage exists, but it covers little
+    off_topic = "Zarnik Observatory What telescope does the Zarnik Observatory use?"
+    assert C.route([off_topic], [-1], passages, "bm25", 0.0) != [-1]
+    assert C.route([off_topic], [-1], passages, "bm25", 0.25) == [-1]
+    i, cov = C.BM25([p.context for p in passages]).best(passages[2].context)
+    assert i == 2 and cov == pytest.approx(1.0)
+
+
+def test_repeats_re_present_earlier_passages_of_the_same_sequence(data):
+    passages, _ = K.load_passages(data)
+    seqs, _, disjoint = C.draw_sequences(passages, 2, 5, 1, repeats=2, seed=3)
+    assert disjoint  # 2 x 3 distinct + 1 unrelated <= 7
+    for s, seq in enumerate(seqs):
+        ids = [p.id for p in seq]
+        first = list(dict.fromkeys(ids))  # distinct passages, in order of first appearance
+        assert first == [p.id for p in passages[3 * s: 3 * s + 3]]
+        assert sum(ids[t] in ids[:t] for t in range(5)) == 2  # two steps re-present an earlier passage
+    assert C.draw_sequences(passages, 2, 5, 1, repeats=2, seed=3)[0] == seqs  # seeded
+    with pytest.raises(ConfigError, match="repeats must be < length"):
+        _cfg(data, **{"continual.length": 3, "continual.repeats": 3})
+
+
+def test_when_to_adapt_curve_counts_gains_of_the_updates_made():
+    def step(t, pid, probe_c, after_c, doc):
+        return {"step": t, "passage_id": pid, "decision": "kept",
+                "probe": {"containment": probe_c, "logprob": -1.0, "doc_logprob": doc, "doc_logprob_gain": doc + 3.0},
+                "grades": [[{"containment": after_c, "logprob": -1.0}]] * (t + 1)}
+    # steps: new A (gain 1), new B (gain 0.5), repeat A (already known: gain 0)
+    steps = {0: [step(0, "A", 0.0, 1.0, -3.0), step(1, "B", 0.0, 0.5, -3.0), step(2, "A", 1.0, 1.0, -1.0)]}
+    w = C.when_to_adapt(steps, [0], ["containment", "logprob"])
+    assert w["items"] == 3 and w["repeats"] == 1
+    gain = w["signals"]["doc_logprob_gain"]
+    assert gain["auroc_repeat_vs_new"] == 1.0 and gain["mean_repeat"] == 2.0
+    pts = {p["threshold"]: p for p in gain["curve"]}
+    assert pts[2.0]["skipped"] == pytest.approx(1 / 3) and pts[2.0]["repeats_skipped"] == 1
+    assert pts[2.0]["gain_kept"]["containment"] == pytest.approx(1.0)  # skipping the repeat loses nothing
+    assert pts[0.0]["skipped"] == 1.0 and pts[0.0]["gain_kept"]["containment"] == 0.0
+    assert pts[None]["skipped"] == 0.0 and pts[None]["gain_kept"]["containment"] == 1.0
+    assert pts[None]["gain_kept"]["logprob"] is None  # no gain at all: undefined, not 0/0
+    steps[0][1]["decision"] = "skipped"  # a run that skipped has no counterfactual gain
+    assert C.when_to_adapt(steps, [0], ["containment"]) is None
 
 
 @pytest.mark.parametrize("setting,value,needle", [
-    ("continual.guard", "ewc", "continual.guard must be one of merge, replay, gate, per-doc"),
+    ("continual.guard", "ewc", "continual.guard must be one of merge, replay, gate, per-doc, kl"),
     ("continual.gate_threshold", "2", "continual.gate_threshold must be in [-1, 1]"),
     ("continual.skip_if_known", "-0.5", "continual.skip_if_known must be in [0, 1]"),
     ("continual.length", "0", "continual.length must be >= 1"),
+    ("continual.repeats", "8", "continual.repeats must be < length"),
+    ("continual.kl_beta", "-1", "continual.kl_beta must be >= 0"),
 ])
 def test_bad_settings_are_refused_in_one_line_before_any_run(setting, value, needle, data, tiny_model_dir, tmp_path,
                                                               capsys):
@@ -157,6 +200,15 @@ def test_gate_rejects_under_a_negative_threshold_and_accepts_under_a_huge_one(ti
     # protect) is kept, every later one rejected
     assert [r["decision"] for r in records] == ["kept", "rejected", "rejected"]
     assert records[1]["gate"]["drop"] > -0.001
+    assert [x["scale"] for x in records[1]["gate"]["tries"]] == [1.0, 0.5]  # scaled down once before rejecting
+    # rejected updates leave the weights bit-identical: as after the first update alone
+    su, _, _ = _run(tiny_model_dir, data, tmp_path / "strict2",
+                    **{"continual.guard": "gate", "continual.gate_threshold": -0.001, "continual.gate_halvings": 0})
+    gated = C.target_weights(su.model, su.cfg.inner.lora)
+    one = _cfg(data, **{"continual.length": 1, "continual.unrelated": 1})
+    su1 = _setup(tiny_model_dir, one, tmp_path / "one")
+    C.run_sequence(su1, 0, *_sequence(data, one))
+    assert all(torch.equal(w, C.target_weights(su1.model, one.inner.lora)[k]) for k, w in gated.items())
     _, records, _ = _run(tiny_model_dir, data, tmp_path / "lax",
                          **{"continual.guard": "gate", "continual.gate_threshold": 1})
     assert [r["decision"] for r in records] == ["kept"] * 3
@@ -169,6 +221,38 @@ def test_replay_adds_earlier_training_sequences(tiny_model_dir, data, tmp_path):
     assert [r["train"]["examples"] for r in records] == [o + r["replayed"] for o, r in zip(own, records)]
 
 
+def test_kl_guard_holds_the_update_closer_to_the_pre_update_model(tiny_model_dir, data, tmp_path):
+    def change(folder, **over):
+        cfg = _cfg(data, **{"continual.length": 2, "continual.unrelated": 0, "continual.kl_texts": 2,
+                            "continual.kl_tokens": 16, "inner.epochs": 2, "inner.lr": 0.01, **over})
+        su = _setup(tiny_model_dir, cfg, tmp_path / folder)
+        if cfg.continual.guard == "kl":
+            su.generic = C.generic_texts(su)
+            assert len(su.generic) == 2 and len(C.read_jsonl(su.run_dir / "kl_texts.jsonl")) == 2
+        seq, unrelated = _sequence(data, cfg)
+        before = C.target_weights(su.model, cfg.inner.lora)
+        records = C.run_sequence(su, 0, seq, unrelated)
+        after = C.target_weights(su.model, cfg.inner.lora)
+        return records, sum(float((after[k] - before[k]).norm()) for k in before), after
+
+    _, d_merge, w_merge = change("merge")
+    _, _, w_free = change("kl0", **{"continual.guard": "kl", "continual.kl_beta": 0})
+    assert all(torch.equal(w_merge[k], w_free[k]) for k in w_merge)  # beta 0 is the baseline, bit for bit
+    held, d_held, _ = change("kl", **{"continual.guard": "kl", "continual.kl_beta": 100})
+    assert all(r["train"]["final_kl"] is not None and r["train"]["final_kl"] >= 0 for r in held)
+    assert 0 < d_held < d_merge
+
+
+def test_probes_record_what_a_skip_rule_needs(tiny_model_dir, data, tmp_path):
+    su, records, _ = _run(tiny_model_dir, data, tmp_path, **{"continual.probe": "true", "continual.guard": "per-doc"})
+    base = C.read_jsonl(su.run_dir / "base.jsonl")[0]
+    assert len(base["doc_logprob"]) == 3
+    for r in records:
+        assert r["decision"] == "kept" and {"containment", "logprob", "doc_logprob"} <= set(r["probe"])
+    # per-doc: a passage is probed under the base model until it has an adapter of its own
+    assert records[0]["probe"]["doc_logprob"] == pytest.approx(base["doc_logprob"][0], abs=1e-4)
+
+
 def test_known_passages_are_skipped_and_counted(tiny_model_dir, data, tmp_path, monkeypatch):
     real = C.grade
 
@@ -179,6 +263,16 @@ def test_known_passages_are_skipped_and_counted(tiny_model_dir, data, tmp_path, 
     _, records, changed = _run(tiny_model_dir, data, tmp_path, **{"continual.skip_if_known": 0.5})
     assert [r["decision"] for r in records] == ["skipped"] * 3 and not changed
     assert all("train" not in r and r["probe_containment"] == 1.0 for r in records)
+
+
+def test_passages_the_model_already_finds_likely_are_skipped(tiny_model_dir, data, tmp_path, monkeypatch):
+    real = C.doc_logprob
+    monkeypatch.setattr(C, "doc_logprob", lambda su, learner, earlier, p, owner: real(su, learner, earlier, p, owner)
+                        + (0.4 if earlier else 0.0))  # "already learned" once an earlier passage was adapted
+    _, records, _ = _run(tiny_model_dir, data, tmp_path, **{"continual.skip_if_gain": 0.3})
+    assert [r["decision"] for r in records] == ["kept", "skipped", "skipped"]
+    assert records[0]["probe"]["doc_logprob_gain"] == pytest.approx(0.0, abs=1e-4)
+    assert records[1]["probe"]["doc_logprob_gain"] == pytest.approx(0.4, abs=1e-3)
 
 
 # ----------------------------------------------------------------------------- the command
