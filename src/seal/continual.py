@@ -187,6 +187,32 @@ def question_query(qa: K.QA) -> str:
     return f"{qa.title} {qa.question}"
 
 
+# ----------------------------------------------------------------------------- the gate
+
+def halving_gate(before: float | None, threshold: float, halvings: int, score_after, halve) -> dict:
+    """Keep an update only if it costs at most `threshold` of a protected metric, first trying it
+    at half its scale, then a quarter..., up to `halvings` times (shared by `seal continual`'s
+    gate and `seal adapt`'s).
+
+    `before` is the metric without the update; `score_after()` measures it with the update at
+    its present scale; `halve()` halves the update's scale (B <- B / 2 halves scale * B A).
+    Returns {before, threshold, tries: [{scale, after, drop}], after, drop, scale, passed};
+    `drop` = before - after, and an undefined drop (nothing to measure) passes."""
+    out: dict = {"before": before, "threshold": threshold, "tries": []}
+    scale = 1.0
+    for k in range(halvings + 1):
+        if k:
+            scale /= 2
+            halve()
+        after = score_after()
+        drop = None if before is None or after is None else before - after
+        out["tries"].append({"scale": scale, "after": after, "drop": drop})
+        if drop is None or drop <= threshold:
+            break
+    out.update(after=after, drop=drop, scale=scale, passed=drop is None or drop <= threshold)
+    return out
+
+
 # ----------------------------------------------------------------------------- weights
 
 def target_weights(model, lora_cfg) -> dict[str, torch.Tensor]:
@@ -503,24 +529,20 @@ def step(su: Setup, learner: Learner, s: int, t: int, seq: list[K.Passage], unre
             rec["train_seconds"] = time.time() - t1
             rec["decision"] = "kept"
             if cc.guard == "gate" and t > 0:  # the candidate on top of the current model, on earlier passages
-                before = _mean(_passage_means(prev_grades[:t], cc.gate_metric))
-                rec["gate"] = {"metric": cc.gate_metric, "before": before, "threshold": cc.gate_threshold, "tries": []}
-                scale = 1.0
-                for k in range(cc.gate_halvings + 1):
-                    if k:  # scale the update down: B <- B / 2 halves scale * B A
-                        scale /= 2
-                        with torch.no_grad():
-                            for layer in state.layers.values():
-                                layer.B[0].mul_(0.5)
+                def after() -> float | None:
                     cand = K.score_rows(su.model, su.tok, su.gen, su.chat, [q.questions for q in seq[:t]], [0] * t,
                                         cfg.eval)
-                    after = _mean(_passage_means(cand, cc.gate_metric))
-                    drop = None if before is None or after is None else before - after
-                    rec["gate"]["tries"].append({"scale": scale, "after": after, "drop": drop})
-                    if drop is None or drop <= cc.gate_threshold:
-                        break
-                rec["gate"].update(after=after, drop=drop, scale=scale)
-                if drop is not None and drop > cc.gate_threshold:
+                    return _mean(_passage_means(cand, cc.gate_metric))
+
+                def halve() -> None:
+                    with torch.no_grad():
+                        for layer in state.layers.values():
+                            layer.B[0].mul_(0.5)
+
+                before = _mean(_passage_means(prev_grades[:t], cc.gate_metric))
+                rec["gate"] = {"metric": cc.gate_metric,
+                               **halving_gate(before, cc.gate_threshold, cc.gate_halvings, after, halve)}
+                if not rec["gate"]["passed"]:
                     rec["decision"] = "rejected"
                 weights = lora.adapter_state(state, 0)  # as kept: scaled down if it had to be
         finally:

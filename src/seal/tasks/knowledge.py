@@ -72,11 +72,12 @@ def _passage_id(title: str, context: str) -> str:
     return hashlib.sha1((title + "\n" + context).encode()).hexdigest()[:12]
 
 
-def parse_squad(data, where: str = "<data>") -> tuple[list[Passage], dict]:
+def parse_squad(data, where: str = "<data>", require_questions: bool = True) -> tuple[list[Passage], dict]:
     """Read SEAL's simplified layout or the official SQuAD v1.1 layout.
 
     Returns (passages, counts). Nothing is dropped without a count: passages with no usable
-    question (`skipped_no_questions`), questions with an empty question or answer
+    question (`skipped_no_questions`; kept, question-less, when `require_questions` is false, as
+    `seal adapt` reads documents), questions with an empty question or answer
     (`skipped_questions`), and repeats of a passage (same title and context:
     `merged_duplicates`, their new questions added to the first, `duplicate_questions` dropped).
     Anything structurally wrong raises DataError naming `where` and the record.
@@ -137,7 +138,7 @@ def parse_squad(data, where: str = "<data>") -> tuple[list[Passage], dict]:
         comps = rec.get("completions") or []
         if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
             raise DataError(f"{rec_where}: 'completions' must be a list of strings")
-        if not qs:
+        if not qs and require_questions:
             counts["skipped_no_questions"] += 1
             continue
         title = title.replace("_", " ")
