@@ -3,6 +3,9 @@
     seal demo                               the main job on built-in fictional passages
     seal evaluate --data FILE [--limit N]   the knowledge-incorporation table
     seal train --data FILE                  ReSTEM rounds (outer loop)
+    seal adapt FILE... [--registry DIR]     your own documents into a versioned adapter registry
+    seal ask QUESTION [--version N]         answer with the registry's current (or given) version
+    seal history / seal rollback VERSION    the registry's versions; make an earlier one current
     seal report RUN [RUN ...]               plots and an HTML page for runs
     seal bench inner-loop                   inner-loop speed benchmark
     seal arc evaluate --tasks PATH          few-shot ARC table
@@ -32,14 +35,14 @@ class CLIError(Exception):
     pass
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
+def _add_config_flags(p: argparse.ArgumentParser, short: dict[str, str] | None = None) -> None:
     p.add_argument("--config", help="YAML file of settings (flags override it)")
     g = p.add_argument_group("settings (see seal/config.py for each one's meaning)")
     for name, typ, default, rule in leaf_settings(RunConfig):
         g.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar=getattr(typ, "__name__", "LIST").upper(),
                        help=setting_help(default, rule))
-    for short, full in SHORT.items():
-        p.add_argument(f"--{short}", dest=f"cfg:{full}", default=None, help=f"same as --{full}")
+    for name, full in {**SHORT, **(short or {})}.items():
+        p.add_argument(f"--{name}", dest=f"cfg:{full}", default=None, help=f"same as --{full}")
     p.add_argument("--cpt", dest="cfg:eval.mode", action="store_const", const="cpt", default=None,
                    help="continued-pretraining mode (same as --eval.mode cpt)")
     p.add_argument("--trust-remote-code", dest="cfg:model.trust_remote_code", action="store_const", const="true",
@@ -106,6 +109,77 @@ def cmd_demo(args, argv):
     demo(cfg, argv)
 
 
+def _registry_config(args) -> RunConfig:
+    """The config of a registry command: the registry's own model unless one is named (a
+    different one is refused: adapters fit only the model they were trained on)."""
+    from .adapt import bind_model, stored_model
+    from .config import load_yaml
+    cfg = config_from_args(args)
+    named = getattr(args, "cfg:model.name") is not None or bool(
+        args.config and (load_yaml(args.config).get("model") or {}).get("name"))
+    bind_model(cfg, stored_model(cfg.adapt.registry), named, cfg.adapt.registry)
+    _setup_threads(cfg)
+    return cfg
+
+
+def cmd_adapt(args, argv):
+    from .adapt import adapt
+    return adapt(_registry_config(args), args.files, argv)
+
+
+def cmd_ask(args, argv):
+    from .adapt import ask, parse_version
+    version = None if args.version is None else parse_version(args.version)
+    ask(_registry_config(args), " ".join(args.question), version)
+    return 0
+
+
+def cmd_history(args, argv):
+    from .adapt import history
+    history(args.registry, args.json)
+    return 0
+
+
+def cmd_rollback(args, argv):
+    from .adapt import parse_version, rollback
+    return rollback(args.registry, parse_version(args.version), args.lock_wait)
+
+
+def _add_registry_commands(sub) -> None:
+    from .config import AdaptConfig
+    default = AdaptConfig().registry
+    registry = {"registry": "adapt.registry"}
+    p = sub.add_parser("adapt", help="your own documents: self-edit, LoRA update, forgetting gate, new registry version",
+                       description="Adapt the model to your documents (plain text, Markdown or a SQuAD JSON file): "
+                                   "one adapter per document, gated against forgetting, committed as a new version.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="documents to adapt to")
+    p.add_argument("--review", dest="cfg:adapt.review", action="store_const", const="true", default=None,
+                   help="show the self-edits and the gate's figures; commit only on 'y' from stdin")
+    _add_config_flags(p, registry)
+    p.set_defaults(func=cmd_adapt, interrupted="nothing was committed; the current version is unchanged")
+    p = sub.add_parser("ask", help="answer a question with the registry's current (or a given) version",
+                       description="Answer a question with a registry version, saying which version and which "
+                                   "document's adapter answered.")
+    p.add_argument("question", nargs="+", metavar="QUESTION", help="the question (quote it, or give its words)")
+    p.add_argument("--version", default=None, help="the version to ask (default: the current one)")
+    _add_config_flags(p, registry)
+    p.set_defaults(func=cmd_ask)
+    p = sub.add_parser("history", help="the registry's versions: documents, self-edits, probe and gate figures",
+                       description="List a registry's versions with their parent, source sha256, self-edit, "
+                                   "probe metrics and the forgetting gate's figures.")
+    p.add_argument("--registry", default=default, help=f"the registry folder (default: {default})")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.set_defaults(func=cmd_history)
+    p = sub.add_parser("rollback", help="make an earlier registry version current (nothing is deleted)",
+                       description="Make an earlier version current; every version stays, so a rollback can be "
+                                   "undone with another rollback.")
+    p.add_argument("version", metavar="VERSION", help="the version to make current (e.g. 2 or v2)")
+    p.add_argument("--registry", default=default, help=f"the registry folder (default: {default})")
+    p.add_argument("--lock-wait", dest="lock_wait", type=float, default=0.0,
+                   help="seconds to wait for a running seal adapt to end (default: 0, refuse at once)")
+    p.set_defaults(func=cmd_rollback, interrupted="the current version is unchanged unless the rollback was printed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="library logs and full tracebacks")
@@ -119,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         _add_config_flags(p)
         p.set_defaults(func=fn)
+    _add_registry_commands(sub)
     for module in ("report", "bench", "tasks.arc.cli"):
         try:
             mod = __import__(f"seal.{module}", fromlist=["add_cli"])
@@ -146,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args, argv)
     except KeyboardInterrupt:
         discard_unstarted_runs()
-        print("\ninterrupted: finished results are saved; rerun with the same --out to resume", file=sys.stderr)
+        note = getattr(args, "interrupted", None) or "finished results are saved; rerun with the same --out to resume"
+        print(f"\ninterrupted: {note}", file=sys.stderr)
         return 130
     except Exception as e:  # user-facing errors: one line, no traceback (unless -v)
         # a run folder this start created but never wrote a result to would only refuse the
@@ -179,9 +255,10 @@ def _one_line(e: Exception) -> str:
 def _known_errors() -> tuple:
     """Errors whose message is written for the user (they name the file, record or setting)."""
     from .models import ModelError
+    from .registry import RegistryError
     from .runs import RunError
     from .tasks.knowledge import DataError
-    out = [ConfigError, CLIError, ModelError, RunError, DataError]
+    out = [ConfigError, CLIError, ModelError, RunError, DataError, RegistryError]
     for mod, name in (("seal.report", "ReportError"), ("seal.tasks.arc.data", "ArcDataError")):
         try:
             out.append(getattr(__import__(mod, fromlist=[name]), name))

@@ -330,6 +330,64 @@ class ContinualConfig:
 
 
 @dataclass
+class AdaptConfig:
+    """`seal adapt` / `ask` / `history` / `rollback`: your own documents, adapted into a versioned
+    registry of per-document LoRA adapters (see seal/adapt.py). The self-edit and the update use
+    the `selfedit` and `inner` settings; answers use `eval.max_answer_tokens`."""
+
+    registry: str = "seal-registry"
+    """The registry folder (`--registry DIR`): registry.sqlite (versions, documents, self-edits,
+    probes, gate figures), adapters/<id>/ (one PEFT LoRA folder per document) and a lock file.
+    `seal adapt` creates it; every other command reads it."""
+    probes: int = setting(4, ge=0)
+    """Label-free probe questions per document: the model writes them with the document in
+    context and answers them with it (the reference answers); the closed-book agreement with
+    those answers is the probe metric (0: no probes, so no gate)."""
+    probe_fill: str = setting("cloze", choices=("cloze", "none"))
+    """When the model writes fewer than `probes` usable questions: `cloze` fills up with
+    fill-in-the-blank probes cut from the document's own sentences (the blank's words are the
+    reference answer), `none` keeps fewer."""
+    probe_max_new_tokens: int = setting(96, ge=8)
+    """Tokens the model may write when asked for its probe questions."""
+    selfedits: int = setting(1, ge=1)
+    """Self-edits sampled per document; each is trained, and the one whose update scores best on
+    the document's probes is kept (SEAL's reward, label-free). 1: the first, no choice."""
+    faithfulness: bool = True
+    """Drop self-edit lines the document does not support before training: a line is kept when
+    the document in context raises its mean log-prob per token by at least
+    `faithfulness_min_gain` nats over the title alone."""
+    faithfulness_min_gain: float = setting(0.5, ge=-10, le=10)
+    """Threshold of the faithfulness filter, in nats per token (see `faithfulness`)."""
+    gate_metric: str = setting("f1", choices=("f1", "containment", "em", "logprob"))
+    """Agreement between closed-book and in-context answers that the forgetting gate compares."""
+    gate_threshold: float = setting(0.05, ge=-1, le=1)
+    """Refuse a document's update when the mean `gate_metric` over the probes of the documents
+    already in the version falls by more than this (a negative value demands a gain)."""
+    gate_halvings: int = setting(1, ge=0)
+    """Before refusing an update, retry it at half its scale up to this many times."""
+    router_min_coverage: float = setting(0.3, ge=0, le=1)
+    """A question goes to the adapter of the document that best matches it (BM25) only when that
+    document holds at least this share of the question's content words; below it the base model
+    answers (the value chosen for `continual.router_min_coverage` on dev passages)."""
+    chunk_tokens: int = setting(0, ge=0)
+    """At most this many tokens of document text per adapter (0: as many as fit the context
+    window and `inner.max_seq_len`). A longer document is split into chunks at paragraph and
+    sentence boundaries, one adapter each, and `seal adapt` says so."""
+    max_chunks: int = setting(64, ge=1)
+    """Refuse a document that would need more chunks (adapters) than this."""
+    review: bool = False
+    """Show each self-edit and the gate's figures and commit only on a `y` from stdin (`--review`)."""
+    lock_wait: float = setting(0.0, ge=0, le=86400)
+    """Seconds to wait for another `seal adapt` or `seal rollback` on the same registry to end
+    (0: refuse at once, with a one-line message)."""
+
+    def __post_init__(self):
+        check_ranges(self)
+        if not self.registry.strip():
+            raise ConfigError("registry must name a folder")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -338,6 +396,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     restem: ReSTEMConfig = field(default_factory=ReSTEMConfig)
     continual: ContinualConfig = field(default_factory=ContinualConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     seed: int = setting(0, ge=0, lt=2**32)
     out: str = ""
     """Run folder. Empty: runs/<command>-<timestamp>. An existing run folder is resumed; any

@@ -1,0 +1,176 @@
+"""Your own documents for `seal adapt`: reading them, and cutting long ones into chunks.
+
+A document is a plain-text or Markdown file (its title: the first Markdown heading, else the
+file name), or one passage of a SQuAD-style JSON file (either layout of
+`tasks.knowledge.parse_squad`; questions, if any, are kept beside it but never needed). Every
+file is checked before any model loads, and a file that cannot be a document is refused with
+one line naming it: missing, a folder, empty, binary (a NUL byte), or not UTF-8 text.
+
+A document longer than one update can hold (the model's context window, `inner.max_seq_len`,
+`adapt.chunk_tokens`: see `adapt.chunk_budget`) is split into chunks of at most that many
+tokens, at paragraph boundaries where it can, else at sentence boundaries, else between words,
+and each chunk gets its own adapter under the document's title.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .tasks import knowledge as K
+
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text", ".rst", "")
+
+
+@dataclass
+class Document:
+    source: str
+    """The file, and for a SQuAD file the record (`notes.json#3`)."""
+    title: str
+    text: str
+    sha256: str
+    """sha256 of the source file's bytes."""
+    questions: list[K.QA] = field(default_factory=list)
+    """Labelled questions a SQuAD file carries (optional; `seal adapt` records how the update does on them)."""
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_documents(paths: list[str]) -> list[Document]:
+    """Every document in `paths`, in order; K.DataError naming the first file that is not usable."""
+    if not paths:
+        raise K.DataError("seal adapt needs at least one FILE (plain text, Markdown, or a SQuAD JSON file)")
+    docs: list[Document] = []
+    for name in paths:
+        docs.extend(read_document(Path(name)))
+    return docs
+
+
+def read_document(path: Path) -> list[Document]:
+    raw = _read_bytes(path)
+    sha = hashlib.sha256(raw).hexdigest()
+    text = _decode(path, raw)
+    if path.suffix.lower() == ".json":
+        return _squad_documents(path, text, sha)
+    title, body = split_title(text, path)
+    if not body.strip():
+        raise K.DataError(f"{path}: empty document (a title and no text)")
+    return [Document(str(path), title, body.strip(), sha)]
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise K.DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise K.DataError(f"{path}: is a folder; give text, Markdown or SQuAD JSON files")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise K.DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not raw.strip():
+        raise K.DataError(f"{path}: empty document")
+    return raw
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    if b"\x00" in raw[:65536]:
+        raise K.DataError(f"{path}: a binary file, not text (it holds NUL bytes)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise K.DataError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                          "convert it, e.g. iconv -f latin1 -t utf-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def split_title(text: str, path: Path) -> tuple[str, str]:
+    """(title, body): the first Markdown heading (`# Title`, removed from the body) when the text
+    starts with one, else the file name without suffix (`harbor_notes.md` -> `harbor notes`)."""
+    lines = text.strip().split("\n")
+    m = re.match(r"^#{1,6}\s+(.+?)\s*#*\s*$", lines[0])
+    if m:
+        return m.group(1).strip(), "\n".join(lines[1:]).strip()
+    return re.sub(r"[_\-]+", " ", path.stem).strip() or path.name, text.strip()
+
+
+def _squad_documents(path: Path, text: str, sha: str) -> list[Document]:
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise K.DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except ValueError as e:
+        raise K.DataError(f"{path}: not valid JSON ({e})") from None
+    passages, _ = K.parse_squad(data, str(path), require_questions=False)
+    if not passages:
+        raise K.DataError(f"{path}: no passage in this SQuAD-style file")
+    return [Document(f"{path}#{i}", p.title or f"{path.stem} {i}", p.context, sha, p.questions)
+            for i, p in enumerate(passages)]
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+# ----------------------------------------------------------------------------- chunks
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def chunk_text(text: str, n_tokens: Callable[[str], int], budget: int) -> list[str]:
+    """`text` cut into chunks of at most `budget` tokens (as `n_tokens` counts them), in order,
+    losing no word: whole paragraphs packed together while they fit; a paragraph longer than
+    the budget by sentences; a sentence longer than it by words (a single word longer than the
+    budget stays whole)."""
+    if budget < 1:
+        raise ValueError(f"chunk budget must be >= 1 token, got {budget}")
+    text = text.strip()
+    if n_tokens(text) <= budget:
+        return [text]
+    pieces: list[tuple[str, str]] = []  # (joiner before it, piece) at the finest level needed
+    for para in re.split(r"\n\s*\n", text):
+        para = para.strip()
+        if not para:
+            continue
+        if n_tokens(para) <= budget:
+            pieces.append(("\n\n", para))
+            continue
+        for k, sent in enumerate(s for s in _SENTENCE_END.split(para) if s.strip()):
+            joiner = "\n\n" if k == 0 else " "
+            if n_tokens(sent) <= budget:
+                pieces.append((joiner, sent))
+                continue
+            for j, word in enumerate(_word_runs(sent, n_tokens, budget)):
+                pieces.append((joiner if j == 0 else " ", word))
+    chunks: list[str] = []
+    cur = ""
+    for joiner, piece in pieces:
+        candidate = f"{cur}{joiner}{piece}" if cur else piece
+        if cur and n_tokens(candidate) > budget:
+            chunks.append(cur)
+            cur = piece
+        else:
+            cur = candidate
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def _word_runs(sentence: str, n_tokens: Callable[[str], int], budget: int) -> list[str]:
+    """A sentence longer than the budget as runs of whole words that each fit it."""
+    runs, cur = [], ""
+    for word in sentence.split():
+        candidate = f"{cur} {word}" if cur else word
+        if cur and n_tokens(candidate) > budget:
+            runs.append(cur)
+            cur = word
+        else:
+            cur = candidate
+    if cur:
+        runs.append(cur)
+    return runs
