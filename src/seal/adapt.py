@@ -493,6 +493,17 @@ def _selfedit_text(record: dict, indent: str) -> str:
 
 # ----------------------------------------------------------------------------- ask, history, rollback
 
+def answer_question(su: Server, entries: list[Entry], question: str) -> tuple[int, float, str]:
+    """(the entry the question is routed to or -1, its coverage, the greedy closed-book answer
+    under that entry's adapter, asked under its title; the base model with no title for -1)."""
+    (r, cov), = route(entries, [question], su.cfg.adapt.router_min_coverage)
+    prompt = K.qa_input(su.tok, K.QA(question.strip(), "", entries[r].title if r >= 0 else ""), su.chat)
+    with _attached(su, entries[r] if r >= 0 else None):
+        raw = su.gen.generate([prompt], n=1, max_new_tokens=su.cfg.eval.max_answer_tokens, temperature=0.0,
+                              rows=[0] if r >= 0 else None)[0][0]
+    return r, cov, K.clean_answer(raw)
+
+
 def ask(cfg: RunConfig, question: str, version: int | None) -> dict:
     """Answer `question` with version `version` (None: the current one); prints which version
     answered and which document's adapter it was routed to."""
@@ -505,15 +516,9 @@ def ask(cfg: RunConfig, question: str, version: int | None) -> dict:
         entries = entries_of(reg, vid)  # names a version that does not exist
         model, tok = load_model(cfg.model)
         chat = uses_chat(tok, cfg.model)
-        su = Server(model, tok, HFGenerator(model, tok), chat, cfg, reg)
-        (r, cov), = route(entries, [question], cfg.adapt.router_min_coverage)
-        title = entries[r].title if r >= 0 else ""
-        prompt = K.qa_input(tok, K.QA(question.strip(), "", title), chat)
-        with _attached(su, entries[r] if r >= 0 else None):
-            raw = su.gen.generate([prompt], n=1, max_new_tokens=cfg.eval.max_answer_tokens, temperature=0.0)[0][0]
+        r, cov, answer = answer_question(Server(model, tok, HFGenerator(model, tok), chat, cfg, reg), entries, question)
     finally:
         reg.close()
-    answer = K.clean_answer(raw)
     which = f"version {vid}" + (" (current)" if vid == current else "")
     if r >= 0:
         e = entries[r]

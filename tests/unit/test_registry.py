@@ -149,6 +149,37 @@ def test_adapt_ask_history_rollback_round_trip(tiny_model_dir, docs, tmp_path, c
     r.close()
 
 
+def test_ask_answers_under_the_routed_adapter(tiny_model_dir):
+    """The answer is generated with the routed document's adapter applied (and its title asked
+    as the topic), not by the base model."""
+    from seal.config import RunConfig
+    from seal.generation import HFGenerator
+    from seal.tasks import knowledge as K
+    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    cfg = RunConfig()
+    cfg.eval.max_answer_tokens = 6
+    conf = LoRAConfig(rank=4, alpha=8.0, targets=("q_proj", "v_proj", "down_proj"))
+    state = lora.attach(model, conf, 1)
+    lora.reset(state, [5])
+    with torch.no_grad():
+        for layer in state.layers.values():
+            layer.B[0].normal_(0, 2.0)
+    weights = lora.adapter_state(state, 0)
+    lora.detach(model)
+    entry = A.Entry("k" * 64, "Velmora", "Velmora is a harbor town founded by salt traders.", [], weights=weights,
+                    lora=conf)
+    su = A.Server(model, tok, HFGenerator(model, tok), True, cfg)
+    question = "Who founded the harbor town Velmora?"
+    r, cov, answer = A.answer_question(su, [entry], question)
+    assert (r, cov) == (0, 1.0)
+    prompt = K.qa_input(tok, K.QA(question, "", "Velmora"), True)
+    with A._attached(su, entry):  # (checked against plain peft in the tests below)
+        adapted = su.gen.generate([prompt], max_new_tokens=6, rows=[0])[0][0]
+    base = su.gen.generate([prompt], max_new_tokens=6)[0][0]
+    assert answer == K.clean_answer(adapted) != K.clean_answer(base)
+    assert A.answer_question(su, [], question)[:2] == (-1, 0.0)  # no documents: the base model
+
+
 def test_a_document_already_in_the_version_is_skipped(tiny_model_dir, docs, tmp_path, capsys):
     reg = tmp_path / "reg"
     assert _adapt(tiny_model_dir, reg, docs["frog.txt"]) == 0
