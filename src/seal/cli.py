@@ -163,7 +163,7 @@ def _add_registry_commands(sub) -> None:
     p.add_argument("question", nargs="+", metavar="QUESTION", help="the question (quote it, or give its words)")
     p.add_argument("--version", default=None, help="the version to ask (default: the current one)")
     _add_config_flags(p, registry)
-    p.set_defaults(func=cmd_ask)
+    p.set_defaults(func=cmd_ask, interrupted="nothing was changed")
     p = sub.add_parser("history", help="the registry's versions: documents, self-edits, probe and gate figures",
                        description="List a registry's versions with their parent, source sha256, self-edit, "
                                    "probe metrics and the forgetting gate's figures.")

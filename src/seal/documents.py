@@ -145,30 +145,21 @@ def chunk_text(text: str, n_tokens: Callable[[str], int], budget: int) -> list[s
             if n_tokens(sent) <= budget:
                 pieces.append((joiner, sent))
                 continue
-            for j, word in enumerate(_word_runs(sent, n_tokens, budget)):
-                pieces.append((joiner if j == 0 else " ", word))
-    chunks: list[str] = []
+            runs = _pack([(" ", w) for w in sent.split()], n_tokens, budget)  # a sentence too long: by words
+            pieces += [(joiner if j == 0 else " ", run) for j, run in enumerate(runs)]
+    return _pack(pieces, n_tokens, budget)
+
+
+def _pack(pieces: list[tuple[str, str]], n_tokens: Callable[[str], int], budget: int) -> list[str]:
+    """Consecutive (joiner, piece) pairs joined greedily into runs of at most `budget` tokens
+    (a piece longer than the budget on its own stays a run of its own)."""
+    runs: list[str] = []
     cur = ""
     for joiner, piece in pieces:
         candidate = f"{cur}{joiner}{piece}" if cur else piece
         if cur and n_tokens(candidate) > budget:
-            chunks.append(cur)
-            cur = piece
-        else:
-            cur = candidate
-    if cur:
-        chunks.append(cur)
-    return chunks
-
-
-def _word_runs(sentence: str, n_tokens: Callable[[str], int], budget: int) -> list[str]:
-    """A sentence longer than the budget as runs of whole words that each fit it."""
-    runs, cur = [], ""
-    for word in sentence.split():
-        candidate = f"{cur} {word}" if cur else word
-        if cur and n_tokens(candidate) > budget:
             runs.append(cur)
-            cur = word
+            cur = piece
         else:
             cur = candidate
     if cur:

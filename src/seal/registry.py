@@ -77,32 +77,35 @@ def _now() -> str:
 
 
 @dataclass
-class DocumentRow:
-    id: int
-    version: int
+class DocumentFields:
+    """What the registry keeps of a document (or of one chunk of a long one)."""
+
     source: str
     title: str
     text: str
     sha256: str
+    """sha256 of the source file's bytes."""
     text_sha256: str
     chunk: int
     chunks: int
+
+
+@dataclass
+class DocumentRow(DocumentFields):
+    """A committed document: its row id, the version that added it, its adapter folder's name,
+    and its record (self-edits, probes, metrics, the gate's figures)."""
+
+    id: int
+    version: int
     adapter: str
     record: dict
 
 
 @dataclass
-class NewDocument:
-    """A document `commit` adds: its fields, and the adapter it brings (weights in seal's
+class NewDocument(DocumentFields):
+    """A document `commit` adds, and the adapter it brings (weights in seal's
     `lora.adapter_state` naming, and the LoRA shape they were trained with)."""
 
-    source: str
-    title: str
-    text: str
-    sha256: str
-    text_sha256: str
-    chunk: int
-    chunks: int
     weights: dict[str, torch.Tensor]
     rank: int
     alpha: float
@@ -326,7 +329,7 @@ class Registry:
         """The documents version `vid` holds, in the order they were added."""
         self.version(vid)  # names a missing version
         rows = self.db.execute(
-            "SELECT d.id, d.version, d.source, d.title, d.text, d.sha256, d.text_sha256, d.chunk, d.chunks, d.adapter, "
+            "SELECT d.source, d.title, d.text, d.sha256, d.text_sha256, d.chunk, d.chunks, d.id, d.version, d.adapter, "
             "d.record FROM documents d JOIN members m ON m.document = d.id WHERE m.version = ? ORDER BY d.id", (vid,))
         return [DocumentRow(*r[:10], json.loads(r[10])) for r in rows]
 
