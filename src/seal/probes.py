@@ -22,8 +22,12 @@ update teaches the model what the document says, and falls when an update makes 
 forget it. `seal adapt` uses it to choose among self-edits and in its forgetting gate; any
 knowledge command can use it as its reward instead of human questions, through
 `probe_passages` (passages whose questions are their probes), e.g.
-`restem.train(cfg, argv, passages=probe_passages(passages, probes))` for a label-free ReSTEM
-round, or `evaluate.evaluate(...)` for the self-edit table graded on probes.
+
+    probes = probes_for(HFGenerator(model, tok), tok, chat, passages, 4, seed)
+    restem.train(cfg, argv, passages=probe_passages(passages, probes))     # label-free ReSTEM round
+    evaluate.evaluate(cfg, argv, passages=probe_passages(passages, probes))  # the table on probes
+
+(the dev-set agreement study: the same self-edits' rewards on probes and on the gold questions).
 
 Departure, stated: the reference answers are the model's own reading of the document, so the
 metric measures "closed-book agrees with open-book", not correctness; cloze probes (whose
@@ -148,6 +152,14 @@ def probe_scores(model, tok, gen, chat: bool, groups: list[list[Probe]], rows: l
     `probes` (each probe's grades and closed-book answer)."""
     graded = K.score_rows(model, tok, gen, chat, groups, rows, eval_cfg)
     return [{"metrics": K.mean_metrics(g), "probes": g} for g in graded]
+
+
+def probes_for(gen, tok, chat: bool, passages: list[K.Passage], n: int, seed: int, **kw) -> dict[str, list[Probe]]:
+    """`write_probes` for every passage (keyword settings passed on), by passage id, each seeded
+    from `seed` and its id (so a passage gets the same probes in any subset)."""
+    from .evaluate import job_seed
+
+    return {p.id: write_probes(gen, tok, chat, p, n, job_seed(seed, "probes", p.id), **kw) for p in passages}
 
 
 def probe_passages(passages: list[K.Passage], probes: dict[str, list[Probe]]) -> list[K.Passage]:

@@ -103,6 +103,25 @@ def test_faithfulness_gain_is_the_log_prob_the_document_adds(tiny_model_dir):
     assert kept == [] and [s["kept"] for s in scored] == [False, False]
 
 
+def test_probe_passages_make_evaluate_grade_self_edits_on_probes(tiny_model_dir, squad_tiny, tmp_path):
+    """The label-free reward: the knowledge table (and so ReSTEM) runs on probes, no gold question."""
+    import json
+
+    from seal.config import RunConfig, resolve
+    from seal.evaluate import evaluate
+    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    passages = [K.Passage(p.id, p.title, p.context, []) for p in K.load_passages(squad_tiny)[0][:2]]
+    probes = P.probes_for(HFGenerator(model, tok), tok, True, passages, 2, seed=0, max_new_tokens=8, max_answer_tokens=4)
+    assert probes == P.probes_for(HFGenerator(model, tok), tok, True, passages[::-1], 2, seed=0, max_new_tokens=8,
+                                  max_answer_tokens=4)  # seeded per passage
+    cfg = resolve(RunConfig, None, {"model.name": str(tiny_model_dir), "out": str(tmp_path / "run"), "threads": "1",
+                                    "selfedit.max_new_tokens": "8", "eval.max_answer_tokens": "4", "inner.epochs": "1",
+                                    "eval.bootstrap": "20"})
+    run = evaluate(cfg, [], passages=P.probe_passages(passages, probes))
+    s = json.loads((run / "summary.json").read_text())
+    assert s["conditions"]["self-edits"]["n_questions"] == sum(len(v) for v in probes.values()) == 4
+
+
 # ----------------------------------------------------------------------------- documents
 
 def test_chunks_fit_the_budget_and_lose_no_word():
