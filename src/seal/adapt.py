@@ -66,6 +66,8 @@ from .evaluate import job_seed
 from .generation import HFGenerator
 from .inner_loop import train_adapters
 from .models import (
+    DEFAULT_NAME,
+    cache_root,
     check_model_name,
     context_window,
     format_prompt,
@@ -267,6 +269,18 @@ def model_name_key(name: str) -> str:
     return name
 
 
+def peft_base_path(model_cfg) -> str:
+    """Where plain `transformers` finds the registry's base model (written into each adapter's
+    adapter_config.json, so `AutoPeftModelForCausalLM.from_pretrained(adapter folder)` works):
+    the safetensors copy `seal` caches for the default model or a .gguf file, else the name."""
+    name = model_cfg.name
+    if name == "default":
+        return str(cache_root(model_cfg) / DEFAULT_NAME)
+    if name.endswith(".gguf"):
+        return str(cache_root(model_cfg) / ("gguf-" + Path(name).stem))
+    return name
+
+
 def bind_model(cfg: RunConfig, stored: str | None, explicit: bool, where: str) -> None:
     """Use the registry's model unless one was named; a different one is refused (its adapters
     fit only the model they were trained on)."""
@@ -324,14 +338,17 @@ def _adapt_chunks(su: Server, reg: Registry, parent: int, chunks: list[Chunk], a
     working = entries_of(reg, parent)
     grades: dict[str, list[dict]] = dict(reg.version(parent)["summary"].get("probe_grades", {}))
     have = {e.key for e in working}
+    now: dict[str, str] = {}  # documents of this call, by key
     new: list[NewDocument] = []
     refused: list[dict] = []
     for c in chunks:
         name = c.doc.source + (f" (chunk {c.index + 1}/{c.count})" if c.count > 1 else "")
         if c.key in have:
-            print(f"{name}: already in version {parent}; skipped")
+            print(f"{name}: already in version {parent}; skipped" if c.key not in now else
+                  f"{name}: the same text as {now[c.key]} (title and text); skipped")
             continue
         have.add(c.key)
+        now[c.key] = name
         t0 = time.time()
         entry, record = adapt_one(su, working, grades, c)
         figures = _figures(record, ac.gate_metric)
@@ -359,7 +376,7 @@ def _adapt_chunks(su: Server, reg: Registry, parent: int, chunks: list[Chunk], a
             print(f"not committed; version {parent} stays current")
             return 1
     print(f"committing version {max(reg.version_ids()) + 1} (parent {parent}, {len(new)} new document(s))", flush=True)
-    vid = reg.commit(parent, new, summary)
+    vid = reg.commit(parent, new, summary, peft_base_path(cfg.model))
     print(f"version {vid} is current: {len(working)} document(s); ask with: seal ask QUESTION --registry {reg.path}")
     return 0
 

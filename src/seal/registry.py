@@ -353,16 +353,18 @@ class Registry:
         if self._lock_fd is None:
             raise RuntimeError("changing a registry needs its lock (Registry.lock)")
 
-    def commit(self, parent: int, new: list[NewDocument], summary: dict) -> int:
+    def commit(self, parent: int, new: list[NewDocument], summary: dict, base_model_path: str = "") -> int:
         """Add a version: `parent`'s documents plus `new`, made current. Adapter folders first
-        (each atomic), then one transaction; returns the new version's id."""
+        (each atomic), then one transaction; returns the new version's id. `base_model_path` goes
+        into each adapter_config.json (where plain peft finds the base model; default: the
+        registry's model name)."""
         self._require_lock()
         self.version(parent)
         names = []
         for doc in new:
             name = uuid.uuid4().hex[:16]
             write_adapter_folder(self.adapter_path(name), doc.weights,
-                                 peft_config(doc.rank, doc.alpha, doc.targets, self.model))
+                                 peft_config(doc.rank, doc.alpha, doc.targets, base_model_path or self.model))
             names.append(name)
         with self._transaction():
             vid = self.db.execute("SELECT MAX(id) FROM versions").fetchone()[0] + 1

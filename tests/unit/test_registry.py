@@ -182,11 +182,14 @@ def test_ask_answers_under_the_routed_adapter(tiny_model_dir):
 
 def test_a_document_already_in_the_version_is_skipped(tiny_model_dir, docs, tmp_path, capsys):
     reg = tmp_path / "reg"
-    assert _adapt(tiny_model_dir, reg, docs["frog.txt"]) == 0
-    capsys.readouterr()
+    assert _adapt(tiny_model_dir, reg, docs["frog.txt"], docs["frog.txt"]) == 0
+    assert f"{docs['frog.txt']}: the same text as {docs['frog.txt']} (title and text); skipped" in capsys.readouterr().out
     assert _adapt(tiny_model_dir, reg, docs["frog.txt"]) == 0
     out = capsys.readouterr().out
     assert "already in version 1; skipped" in out and "nothing new to adapt; version 1 stays current" in out
+    r = Registry.open(reg)
+    assert r.version_ids() == [0, 1] and len(r.documents(1)) == 1
+    r.close()
 
 
 # ----------------------------------------------------------------------------- PEFT
@@ -217,6 +220,7 @@ def test_plain_peft_loads_an_adapter_with_the_same_logits(tiny_model_dir, tmp_pa
 
 
 def test_every_committed_adapter_loads_in_peft_as_seal_serves_it(tiny_model_dir, docs, tmp_path):
+    from peft import AutoPeftModelForCausalLM
     reg = tmp_path / "reg"
     assert _adapt(tiny_model_dir, reg, docs["velmora.md"], docs["drosk.txt"]) == 0
     r = Registry.open(reg)
@@ -226,9 +230,19 @@ def test_every_committed_adapter_loads_in_peft_as_seal_serves_it(tiny_model_dir,
     for e in A.entries_of(r, r.current):
         with torch.no_grad(), A._attached(su, e), lora.use_rows(model, [0]):
             ours = model(input_ids=ids).logits
-        torch.testing.assert_close(_peft_logits(tiny_model_dir, r.adapter_path(e.adapter), ids), ours,
-                                   rtol=1e-5, atol=1e-5)
+        folder = r.adapter_path(e.adapter)
+        torch.testing.assert_close(_peft_logits(tiny_model_dir, folder, ids), ours, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():  # the adapter names its base model: one call loads both
+            auto = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)(input_ids=ids).logits
+        torch.testing.assert_close(auto, ours, rtol=1e-5, atol=1e-5)
     r.close()
+
+
+def test_peft_base_path_names_the_model_seal_loads(tmp_path):
+    from seal.config import ModelConfig as M
+    assert A.peft_base_path(M(name="default", cache_dir=str(tmp_path))) == str(tmp_path / "smollm2-135m-instruct")
+    assert A.peft_base_path(M(name="/m/x.gguf", cache_dir=str(tmp_path))) == str(tmp_path / "gguf-x")
+    assert A.peft_base_path(M(name="org/model")) == "org/model"
 
 
 # ----------------------------------------------------------------------------- crashes and two writers
