@@ -594,6 +594,8 @@ def print_history(h: dict) -> None:
             print(f"  + document {d['document']}: \"{d['title']}\" from {d['source']}{chunk}, sha256 {d['sha256'][:16]}")
             print(f"    adapter {d['adapter']}")
             print(_selfedit_text(r, "    "))
+            for q in r["probes"]:
+                print(f"    probe ({q['kind']}): {q['question']} -> {q['answer']}")
             print(f"    {_figures(r, r['gate'].get('metric', 'f1'))}")
             if "questions" in r and "after" in r["questions"]:
                 q = r["questions"]

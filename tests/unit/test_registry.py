@@ -144,6 +144,7 @@ def test_adapt_ask_history_rollback_round_trip(tiny_model_dir, docs, tmp_path, c
     assert main(["history", "--registry", str(reg)]) == 0
     text = capsys.readouterr().out
     assert "version 3, parent 1" in text and "<- current" in text and "rollbacks:" in text and "self-edit" in text
+    assert "probe (cloze): Complete the sentence: The pellicant frog lives only on ... -> Orlet Island" in text
     r = Registry.open(reg)
     assert r.verify() == [] and len(list((reg / "adapters").iterdir())) == 3
     r.close()
