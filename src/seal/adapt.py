@@ -51,16 +51,15 @@ version. A document longer than one update can hold is chunked, and `adapt` says
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from . import lora
 from .config import ConfigError, LoRAConfig, RunConfig
-from .continual import BM25, halving_gate
+from .continual import BM25, halving_gate, load_adapter
 from .documents import Document, chunk_text, read_documents, text_sha256
 from .evaluate import job_seed
 from .generation import HFGenerator
@@ -105,9 +104,6 @@ class Entry:
     weights: dict | None = None
     lora: LoRAConfig | None = None
     doc_id: int | None = None
-
-    def passage(self) -> K.Passage:
-        return K.Passage(self.key[:12], self.title, self.text, [])
 
 
 def doc_key(title: str, text: str) -> str:
@@ -167,25 +163,18 @@ def grade_routed(su: Server, entries: list[Entry], qas: list[K.QA], routes: list
     return out
 
 
-class _attached:
-    """`with _attached(su, entry)`: the entry's adapter in slot 0 (nothing for None)."""
-
-    def __init__(self, su: Server, entry: Entry | None):
-        self.su, self.entry = su, entry
-
-    def __enter__(self):
-        if self.entry is not None:
-            weights, conf = self.su.adapter(self.entry)
-            state = lora.attach(self.su.model, conf, 1)
-            with torch.no_grad():
-                for name, layer in state.layers.items():
-                    layer.A[0].copy_(weights[f"{name}.lora_A"])
-                    layer.B[0].copy_(weights[f"{name}.lora_B"])
-
-    def __exit__(self, *exc):
-        if self.entry is not None:
-            lora.detach(self.su.model)
-        return False
+@contextlib.contextmanager
+def _attached(su: Server, entry: Entry | None):
+    """Within the block, the entry's adapter sits in slot 0 (rows 0 use it); nothing for None."""
+    if entry is None:
+        yield
+        return
+    weights, conf = su.adapter(entry)
+    load_adapter(lora.attach(su.model, conf, 1), 0, weights)
+    try:
+        yield
+    finally:
+        lora.detach(su.model)
 
 
 def doc_means(entries: list[Entry], grades: dict[str, list[dict]], metric: str) -> float | None:
