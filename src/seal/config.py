@@ -319,9 +319,12 @@ class ContinualConfig:
     skip_if_known: float = setting(0.0, ge=0, le=1)
     """Skip (and count) the update of a passage whose questions the current model already answers
     at this containment or better, closed-book (0: never skip)."""
-    skip_if_gain: float = setting(0.0, ge=0)
+    skip_if_gain: float = setting(1.0, ge=0)
     """Skip (and count) the update of a passage whose mean log-prob per token under the current
-    model exceeds the never-edited model's by at least this many nats (label-free; 0: never skip)."""
+    model exceeds the never-edited model's by at least this many nats (label-free; 0: never skip).
+    1.0 from the when-to-adapt curve (configs/continual_mixed.yaml, results/continual/README.md):
+    passages already adapted gained >= 2.1 nats, new ones <= 0.1, so 1.0 skips every repeat and
+    no new passage with a wide margin on both sides."""
 
     def __post_init__(self):
         check_ranges(self)

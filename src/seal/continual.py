@@ -39,9 +39,9 @@ Guards (`continual.guard`), compared on the same sequences and seeds:
            this update, so the penalty holds each update near the model it starts from
            (forgetting tracks this forward KL: Shenfeld et al., arXiv:2509.04259).
 
-When to adapt. `continual.skip_if_gain` > 0 skips (and counts) the update of a passage whose
-log-prob per token under the current model already exceeds the never-edited model's by that many
-nats: a label-free test of "already learned". `continual.probe` records before every update what a skip rule can use: the
+When to adapt. `continual.skip_if_gain` (default 1.0; 0 turns it off) skips, and counts, the
+update of a passage whose log-prob per token under the current model already exceeds the
+never-edited model's by that many nats: a label-free test of "already learned". `continual.probe` records before every update what a skip rule can use: the
 current model's closed-book grades on the passage's questions (label-using) and the passage's
 mean log-prob per token, also as a gain over the never-edited model (label-free). On a mixed
 stream (`continual.repeats`: steps that re-present an earlier passage of the sequence),
@@ -317,7 +317,8 @@ def grade(su: Setup, learner: Learner, seen: list[K.Passage], groups: list[list[
         out[g].append({**res[0], "routed_to": r})
     owned = [(o, r) for o, r in zip(owner_of, routed) if o >= 0]
     others = [r for o, r in zip(owner_of, routed) if o < 0]
-    return out, {"questions": len(owned), "correct": sum(o == r for o, r in owned),
+    # right when routed to its own passage (or an earlier copy of it, in a stream with repeats)
+    return out, {"questions": len(owned), "correct": sum(r >= 0 and seen[r].id == seen[o].id for o, r in owned),
                  "unrelated": len(others), "unrelated_to_adapter": sum(r >= 0 for r in others)}
 
 
