@@ -400,15 +400,20 @@ def doc_logprob(su: Setup, learner: Learner, earlier: list[K.Passage], p: K.Pass
     label-free sign that the model already knows it. per-doc: under the adapter the passage
     routes to (`owner`: an earlier copy of it, for the oracle router), or the base model."""
     cfg = su.cfg
-    if cfg.continual.guard != "per-doc":
-        return answer_logprobs(su.model, su.tok, [f"{p.title}\n"], [p.context], [-1])[0]
-    r = route([f"{p.title}\n{p.context}"], [owner], earlier, cfg.continual.router, cfg.continual.router_min_coverage)[0]
-    if r < 0 or r not in learner.adapters:
-        return answer_logprobs(su.model, su.tok, [f"{p.title}\n"], [p.context], [-1])[0]
+    r = -1
+    if cfg.continual.guard == "per-doc":
+        r = route([f"{p.title}\n{p.context}"], [owner], earlier, cfg.continual.router,
+                  cfg.continual.router_min_coverage)[0]
+
+    def score(row: int) -> float:
+        return answer_logprobs(su.model, su.tok, [f"{p.title}\n"], [p.context], [row])[0]
+
+    if r not in learner.adapters:  # merged guards, the base model, or a passage without an adapter
+        return score(-1)
     state = lora.attach(su.model, cfg.inner.lora, 1)
     try:
         load_adapter(state, 0, learner.adapters[r])
-        return answer_logprobs(su.model, su.tok, [f"{p.title}\n"], [p.context], [0])[0]
+        return score(0)
     finally:
         lora.detach(su.model)
 
