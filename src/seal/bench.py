@@ -478,19 +478,27 @@ def run_ref(spec: dict) -> dict:
 WORKERS = {"fast": run_fast, "ref": run_ref}
 
 
+def worker_for(kind: str):
+    """The function that runs a path of this kind (`round-*` paths live in bench_round.py)."""
+    if kind.startswith("round-"):
+        from .bench_round import WORKERS as ROUND
+        return ROUND[kind]
+    return WORKERS[kind]
+
+
 def _worker_main(spec_path: str, out_path: str) -> None:
     import warnings
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     spec = json.loads(Path(spec_path).read_text())
-    res = WORKERS[spec["kind"]](spec)
+    res = worker_for(spec["kind"])(spec)
     Path(out_path).write_text(json.dumps(res))
 
 
 def run_path(spec: dict, in_process: bool) -> dict:
     """Run one path in a fresh subprocess (its own peak RSS), or here (tests)."""
     if in_process:
-        return WORKERS[spec["kind"]](spec)
+        return worker_for(spec["kind"])(spec)
     with tempfile.TemporaryDirectory() as tmp:
         sp, op = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         sp.write_text(json.dumps(spec))
@@ -764,18 +772,22 @@ def _inner_defaults() -> dict:
     return to_dict(InnerLoopConfig())
 
 
-def cmd_inner_loop(args, argv=None) -> int:
-    result = bench_inner_loop(args)
-    text = render(result)
+def write_report(name: str, result: dict, text: str, out: Path, md: Path, argv) -> None:
+    """Print a benchmark's report and save it: the result as strict JSON (an undefined figure is
+    null) and the printed text as Markdown with the command that made it."""
     print()
     print(text)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result)  # strict JSON: an undefined figure is null, listed under "undefined"
-    md = Path(args.md) if args.md else out.with_suffix(".md")
-    md.write_text("# seal bench inner-loop\n\n```\n" + text + "\n```\n\nCommand: `seal bench " +
+    atomic_write_json(out, result)
+    md.write_text(f"# seal bench {name}\n\n```\n" + text + "\n```\n\nCommand: `seal bench " +
                   " ".join(argv[1:] if argv and argv[:1] == ["bench"] else (argv or [])) + "`\n")
     print(f"\nwrote {out} and {md}")
+
+
+def cmd_inner_loop(args, argv=None) -> int:
+    result = bench_inner_loop(args)
+    out = Path(args.out)
+    write_report("inner-loop", result, render(result), out, Path(args.md) if args.md else out.with_suffix(".md"), argv)
     return 0
 
 
@@ -829,6 +841,8 @@ def add_cli(subparsers) -> None:
     q.add_argument("--bf16-peak-size", type=_at_least(1), default=512, help="bf16 matmul size for the peak (emulated bf16 is slow)")
     q.add_argument("--in-process", action="store_true", help="run every path in this process (tests; peaks then mix)")
     q.set_defaults(func=cmd_inner_loop)
+    from .bench_round import add_cli as add_round
+    add_round(sub)
 
 
 if __name__ == "__main__":

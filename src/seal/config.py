@@ -261,6 +261,28 @@ class ReSTEMConfig:
     sft_max_seq_len: int = setting(2048, ge=8)
     """Tokens per SFT sequence (prompt + self-edit + end token). Longer ones are cut, and an
     example whose prompt alone fills it is dropped; both are counted and warned about."""
+    selection: str = setting("exhaustive", choices=("exhaustive", "racing"))
+    """How the E-step scores a passage's k self-edits: `exhaustive` (the paper: every one trained
+    for inner.epochs and graded in full) or `racing` (successive halving, seal/racing.py: all
+    trained to the first rung epoch, scored, the worse ones stopped, the rest continued; the
+    stopped ones get no reward and are never kept)."""
+    race_first: int = setting(1, ge=1)
+    """selection racing: the epoch of the first rung (rungs at race_first * race_eta^i < inner.epochs)."""
+    race_eta: float = setting(2.0, gt=1)
+    """selection racing: at each rung the best ceil(alive / race_eta) race on (ties with the last
+    kept one too)."""
+    race_score: str = setting("reward", choices=("reward", "logprob"))
+    """selection racing: what ranks self-edits at a rung: the reward's metric (ties broken by the
+    gold answer's log-prob) or the log-prob alone (no answer generation at rungs)."""
+    reward_questions: str = setting("gold", choices=("gold", "probes"))
+    """What the reward grades: `gold`, the data's questions (the paper), or `probes`, label-free
+    questions that the base model writes and answers with the passage in view (seal/probes.py;
+    a data file without questions is then accepted). With `probes`, a passage's own questions,
+    when it has them, are graded beside the probes and saved as `gold_reward`, never used for
+    selection, and each round's done.json reports how well the two rewards agree."""
+    probes: int = setting(4, ge=1)
+    """reward_questions probes: probe questions per passage (cloze probes fill up when the model
+    writes fewer usable ones). Written once per run and reused in every round."""
 
     def __post_init__(self):
         if isinstance(self.sft_lora, dict):

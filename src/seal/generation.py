@@ -8,6 +8,7 @@ backend (e.g. vLLM on a GPU) plugs in by implementing the same protocol.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +24,60 @@ class Generator(Protocol):
                  batch_size: int = 16, progress=None) -> list[list[str]]: ...
 
 
+@torch.no_grad()
+def decode_pruned(model, enc: dict, *, max_new_tokens: int, temperature: float, top_p: float, stop: list[int],
+                  seed: int, rows: list[int] | None = None) -> list[list[int]]:
+    """Batched decoding (KV cache) that drops each row from the batch as soon as it ends, so a
+    step costs what the rows still writing need, not what the longest one needs (sampled
+    self-edits range from a few to `max_new_tokens` tokens). Greedy when temperature == 0, else
+    nucleus sampling with one random stream per row (seeded from `seed` and the row's index),
+    so a row's text does not depend on which rows beside it are still running.
+    Returns each row's new token ids (without its stop token)."""
+    from transformers import DynamicCache
+
+    ids, attn = enc["input_ids"], enc["attention_mask"]
+    n = ids.shape[0]
+    alive = torch.arange(n)
+    out: list[list[int]] = [[] for _ in range(n)]
+    gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(n)] if temperature > 0 else None
+    stop_t = torch.tensor(stop or [-1])
+    cache = DynamicCache()
+    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    pos = (attn.long().cumsum(-1) - 1).clamp(min=0)
+    step_ids = ids
+    for t in range(max_new_tokens):
+        r = None if rows is None else [rows[i] for i in alive.tolist()]
+        with lora.use_rows(model, r):
+            logits = model(input_ids=step_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1,
+                           **{cache_kw: cache}).logits[:, -1].float().cpu()
+        if gens is None:
+            nxt = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, -1)
+            sp, si = probs.sort(-1, descending=True)
+            drop = sp.cumsum(-1) - sp > top_p  # keep the smallest prefix whose mass reaches top_p
+            sp = sp.masked_fill(drop, 0.0)
+            nxt = torch.stack([si[j, torch.multinomial(sp[j], 1, generator=gens[int(i)])[0]]
+                               for j, i in enumerate(alive)])
+        done = torch.isin(nxt, stop_t)
+        for j, i in enumerate(alive.tolist()):
+            if not done[j]:
+                out[i].append(int(nxt[j]))
+        if t == max_new_tokens - 1:
+            break
+        keep = (~done).nonzero().flatten()
+        if len(keep) == 0:
+            break
+        dev = attn.device
+        if len(keep) < len(alive):
+            cache.batch_select_indices(keep.to(dev))
+            alive, attn, nxt = alive[keep], attn[keep.to(dev)], nxt[keep]
+        attn = torch.cat([attn, attn.new_ones(len(alive), 1)], dim=1)
+        pos = attn.long().sum(-1, keepdim=True) - 1
+        step_ids = nxt[:, None].to(dev)
+    return out
+
+
 @dataclass
 class HFGenerator:
     model: object
@@ -31,6 +86,9 @@ class HFGenerator:
     """Whether prompts are chat turns: sampling then stops at the chat template's end-of-turn token
     as well as at EOS (`models.end_of_turn_ids`). None: whenever the tokenizer has a chat template
     (stopping there is harmless for plain prompts)."""
+    decoder: str = "hf"
+    """`hf`: transformers' `generate` (every row runs until the batch's longest is done); `pruned`:
+    `decode_pruned` (a finished row leaves the batch; its own seeded random stream per row)."""
 
     @torch.no_grad()
     def generate(self, prompts, *, n=1, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=0, rows=None,
@@ -61,9 +119,14 @@ class HFGenerator:
                     torch.manual_seed(seed * 100003 + start)
                 else:
                     kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-                with lora.use_rows(model, r):
-                    gen = model.generate(**enc, **kwargs)
-                new = gen[:, enc["input_ids"].shape[1]:]
+                if self.decoder == "pruned":
+                    stops = [stop_ids] if isinstance(stop_ids, int) else list(stop_ids or [])
+                    new = decode_pruned(model, enc, max_new_tokens=max_new_tokens, temperature=temperature,
+                                        top_p=top_p, stop=stops, seed=seed * 100003 + start, rows=r)
+                else:
+                    with lora.use_rows(model, r):
+                        gen = model.generate(**enc, **kwargs)
+                    new = gen[:, enc["input_ids"].shape[1]:]
                 for (i, _), ids in zip(chunk, new):
                     out[i].append(tok.decode(ids, skip_special_tokens=True))
                 if progress is not None:

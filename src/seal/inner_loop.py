@@ -120,6 +120,22 @@ def schedule(n_examples: int, cfg: InnerLoopConfig, seed: int) -> list[list[int]
     return batches
 
 
+def epoch_aligned(plans: list[list[list[int]]], n_examples: list[int], batch_size: int,
+                  epochs: int) -> tuple[list[list[list[int] | None]], dict[int, int]]:
+    """The adapters' plans re-cut into steps where every adapter ends epoch e at the same step
+    (an adapter with fewer batches per epoch waits), so all can be judged after an epoch.
+    Returns per step each adapter's batch (None: no batch this step), and {step: epoch it ends}.
+    Each adapter's own batches and their order are unchanged."""
+    spe = [math.ceil(m / batch_size) for m in n_examples]
+    steps, ends = [], {}
+    for e in range(epochs):
+        for j in range(max(spe, default=0)):
+            steps.append([plans[a][e * spe[a] + j] if j < spe[a] else None for a in range(len(plans))])
+        if steps:
+            ends[len(steps) - 1] = e + 1
+    return steps, ends
+
+
 def micro_batches(rows: list[tuple[int, Tokenized]], max_tokens: int,
                   max_pad: float = 0.25) -> list[list[tuple[int, Tokenized]]]:
     """Sort rows by length and cut them into groups whose padded size stays under max_tokens
@@ -349,7 +365,7 @@ def share_rows(rows: list[tuple[int, Tokenized]], weight: torch.Tensor, n: int):
 
 def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoopConfig,
                    seeds: list[int], max_tokens: int | None = None, progress=None,
-                   speed: Speedups | None = None, regularizer=None) -> dict:
+                   speed: Speedups | None = None, regularizer=None, judge=None, rungs: tuple[int, ...] = ()) -> dict:
     """Train one fresh adapter per dataset on the model's attached LoRA state.
 
     The model must have `lora.attach(model, cfg.lora, n)` with n == len(datasets). Returns
@@ -360,6 +376,12 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     `regularizer(step)`, if given, runs after each step's loss backward and before the optimizer
     step: it backpropagates its own penalty into the adapters' gradients (clipped together with
     the loss's) and returns the penalty's value (`final_penalty` in the statistics).
+
+    `judge(epoch, alive) -> survivors`, if given, is called when every adapter still training has
+    finished epoch e, for each e in `rungs` (racing selection, see seal/racing.py): `alive` are
+    the adapter indices still training, and only the returned ones train on. The steps are then
+    cut by epoch (`epoch_aligned`; each adapter's updates are the same, only which adapters share
+    a step changes), and the statistics add `epochs_trained` per adapter.
     """
     state: lora.LoRAState = model._seal_lora
     n = len(datasets)
@@ -377,7 +399,14 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
               f"max_seq_len={cfg.max_seq_len} tokens, {sum(n_dropped)} dropped (no target token left within it)",
               file=sys.stderr)
     plans = [schedule(len(t), cfg, s) for t, s in zip(tokd, seeds)]
-    steps = max((len(p) for p in plans), default=0)
+    if judge is None:
+        step_plan = [[p[s] if s < len(p) else None for p in plans] for s in range(max((len(p) for p in plans), default=0))]
+        epoch_end: dict[int, int] = {}
+    else:
+        step_plan, epoch_end = epoch_aligned(plans, [len(t) for t in tokd], cfg.batch_size, cfg.epochs)
+    steps = len(step_plan)
+    alive = list(range(n))
+    epochs_trained = [0] * n
     params = state.parameters()
     for p in params:
         p.requires_grad_(True)
@@ -392,9 +421,9 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     executed: list[int] = []  # lengths of the sequences actually run (after sharing)
     for s in range(steps):
         rows = []
-        for a in range(n):
-            if s < len(plans[a]):
-                rows += [(a, tokd[a][i]) for i in plans[a][s]]
+        for a in alive:
+            if step_plan[s][a] is not None:
+                rows += [(a, tokd[a][i]) for i in step_plan[s][a]]
         active = torch.zeros(n, dtype=torch.bool)
         denom = torch.zeros(n)
         for a, t in rows:
@@ -425,11 +454,22 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
                 last_loss[a] = float(loss_sum[a] / denom[a].clamp(min=1))
         if progress is not None:
             progress(s + 1, steps)
+        if s in epoch_end:
+            for a in alive:
+                epochs_trained[a] = epoch_end[s]
+            if epoch_end[s] in rungs and epoch_end[s] < cfg.epochs and len(alive) > 1:
+                survivors = sorted(judge(epoch_end[s], list(alive)))
+                if not survivors or not set(survivors) <= set(alive):
+                    raise ValueError(f"judge returned {survivors}, not a non-empty subset of {alive}")
+                alive = survivors
     for p in params:
         p.requires_grad_(False)
-    return {"steps": steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd],
-            "executed_lens": executed, "n_truncated": n_truncated, "n_dropped": n_dropped,
-            "final_penalty": last_penalty}
+    out = {"steps": steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd],
+           "executed_lens": executed, "n_truncated": n_truncated, "n_dropped": n_dropped,
+           "final_penalty": last_penalty}
+    if judge is not None:
+        out["epochs_trained"] = epochs_trained
+    return out
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -16,10 +16,14 @@ Departures from the paper, each a setting in ReSTEMConfig / InnerLoopConfig:
   inner-loop server does), so a round's reward reflects only the data the generator wrote;
 - the reward metric is local (default: gold-answer log-probability gain, see tasks/knowledge.py)
   instead of GPT-4.1 grading;
+- `restem.reward_questions probes` computes the reward without labels: on probe questions that
+  the base model writes and answers with the passage in view (seal/probes.py), written once per
+  run. The data's own questions, when there are any, are graded beside them for comparison only
+  (`gold_reward`), and `reward_agreement` reports how often both rewards keep the same self-edit;
 - each round draws fresh, disjoint passages from the seeded shuffle of the training file;
 - the M-step trains a LoRA on the generator and merges it into its weights each round.
 
-Run folder: rounds/round_<t>/{samples.jsonl, base.jsonl, rewards.jsonl, sft.jsonl, model/,
+Run folder: probes.jsonl (reward_questions probes), rounds/round_<t>/{samples.jsonl, base.jsonl, rewards.jsonl, sft.jsonl, model/,
 done.json}. Every inner-loop result is appended as it finishes; a killed run restarted with the
 same --out skips every finished group of evaluations and every finished round.
 """
@@ -27,6 +31,7 @@ same --out skips every finished group of evaluations and every finished round.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,8 +42,10 @@ from .evaluate import job_seed, prepare_passages
 from .generation import HFGenerator
 from .inner_loop import TrainExample, train_adapters
 from .models import check_model_name, load_model, save_model, uses_chat
+from .probes import Probe, write_probes
+from .racing import Race
 from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
-from .stats import sd
+from .stats import bootstrap_mean, sd, spearman
 from .tasks import knowledge as K
 
 
@@ -65,6 +72,63 @@ def select_kept(rewards: dict[tuple[str, int], float], cfg: RunConfig) -> list[t
     items.sort(key=lambda x: -x[2])
     n = max(1, int(round(cfg.restem.keep_fraction * len(items)))) if items else 0
     return sorted(items[:n])
+
+
+def reward_agreement(probe: dict[tuple[str, int], float], gold: dict[tuple[str, int], float], cfg: RunConfig) -> dict:
+    """How well a label-free reward (`probe`) stands in for the gold one over the same self-edits,
+    keyed (passage id, sample): Spearman's rank correlation within each passage (the ranking
+    ReSTEM uses; mean over passages where both rewards vary) and pooled; per passage whether the
+    filter (`restem.keep`) keeps the same self-edits under both; and the gold reward of what each
+    keeps, against choosing at random (mean gold reward of all self-edits)."""
+    keys = sorted(k for k in probe if probe[k] is not None and gold.get(k) is not None)
+    pids = sorted({pid for pid, _ in keys})
+    within = [rho for pid in pids
+              for a, b in [([probe[k] for k in keys if k[0] == pid], [gold[k] for k in keys if k[0] == pid])]
+              if (rho := spearman(a, b)) is not None]
+    kept_p = {(pid, j) for pid, j, _ in select_kept({k: probe[k] for k in keys}, cfg)}
+    kept_g = {(pid, j) for pid, j, _ in select_kept({k: gold[k] for k in keys}, cfg)}
+    same = [float({k for k in kept_p if k[0] == pid} == {k for k in kept_g if k[0] == pid}) for pid in pids]
+
+    def per_passage(chosen):  # mean gold reward per passage of what a rule kept (0 when nothing: no update)
+        return [sum(gold[k] for k in chosen if k[0] == pid) / max(1, sum(k[0] == pid for k in chosen)) for pid in pids]
+
+    rnd = [sum(gold[k] for k in keys if k[0] == pid) / sum(k[0] == pid for k in keys) for pid in pids]
+    probe_kept, gold_kept = per_passage(kept_p), per_passage(kept_g)
+    return {"n_passages": len(pids), "n_selfedits": len(keys),
+            "spearman_within_mean": sum(within) / len(within) if within else None,
+            "spearman_within_n": len(within),
+            "spearman_pooled": spearman([probe[k] for k in keys], [gold[k] for k in keys]),
+            "same_kept": bootstrap_mean(same, seed=cfg.seed) if same else None,
+            "kept_gold_reward": {"probe": bootstrap_mean(probe_kept, seed=cfg.seed) if pids else None,
+                                 "gold": bootstrap_mean(gold_kept, seed=cfg.seed) if pids else None,
+                                 "random": bootstrap_mean(rnd, seed=cfg.seed) if pids else None},
+            "note": "kept_gold_reward: per passage, the mean gold reward of the self-edits each reward's filter "
+                    "keeps (0 where it keeps none); random: the mean over all its self-edits"}
+
+
+def run_probes(path: Path, gen, tok, chat: bool, passages: list[K.Passage], cfg: RunConfig) -> dict[str, list[Probe]]:
+    """The probes of `passages` (reward_questions probes), written by the base model once per run
+    and appended to `path` as each is made (a resumed run reads them back)."""
+    have = {r["passage_id"]: [Probe(**q) for q in r["probes"]] for r in read_jsonl(path)}
+    todo = [p for p in passages if p.id not in have]
+    bar = progress(len(todo), "writing probe questions", "passage")
+    for p in todo:
+        have[p.id] = write_probes(gen, tok, chat, p, cfg.restem.probes, job_seed(cfg.seed, "probes", p.id),
+                                  max_answer_tokens=cfg.eval.max_answer_tokens)
+        append_jsonl(path, {"passage_id": p.id, "probes": [dataclasses.asdict(q) for q in have[p.id]]})
+        bar.update(1)
+    bar.close()
+    return have
+
+
+def graded_passages(chosen: list[K.Passage], probes: dict[str, list[Probe]] | None) -> tuple[list[K.Passage], dict]:
+    """The passages as the E-step grades them, and how many leading questions of each make its
+    reward: the data's questions (gold), or its probes followed by the data's questions (probes;
+    passages without a probe are left out)."""
+    if probes is None:
+        return chosen, {p.id: len(p.questions) for p in chosen}
+    out = [dataclasses.replace(p, questions=list(probes[p.id]) + list(p.questions)) for p in chosen if probes.get(p.id)]
+    return out, {p.id: len(probes[p.id]) for p in out}
 
 
 def reward_jobs(chosen: list[K.Passage], samples: dict[str, list[str]], cfg: RunConfig, rnd: int):
@@ -174,8 +238,9 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
           command: str = "train") -> Path:
     if cfg.selfedit.template == "none":
         raise ConfigError("seal train needs a self-edit template other than 'none'")
+    label_free = cfg.restem.reward_questions == "probes"
     if passages is None:
-        passages, counts = K.load_selection(cfg.data, cfg.seed)
+        passages, counts = K.load_selection(cfg.data, cfg.seed, require_questions=not label_free)
         data_sha = K.file_sha256(cfg.data.path)
     else:
         counts = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages)}
@@ -202,6 +267,11 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
         t0 = time.time()
         policy = generator if generator is not None else base
         chosen = round_passages(passages, cfg, rnd)
+        probes = run_probes(run.path / "probes.jsonl", base_gen, tok, chat, chosen, cfg) if label_free else None
+        chosen, n_reward = graded_passages(chosen, probes)
+        if label_free and len(chosen) < len(round_passages(passages, cfg, rnd)):
+            print(f"round {rnd}: {len(round_passages(passages, cfg, rnd)) - len(chosen)} passage(s) got no probe "
+                  "question and are left out of this round")
 
         # E-step (1): sample self-edits from the current policy
         done = {r["passage_id"]: r["completions"] for r in read_jsonl(rdir / "samples.jsonl")}
@@ -219,7 +289,14 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
             for pid, g in K.base_scores(base, tok, base_gen, chat, todo, K.reward_eval_config(cfg.eval)).items():
                 base_grades[pid] = g
                 append_jsonl(rdir / "base.jsonl", {"passage_id": pid, "questions": g})
-        base_metric = {pid: K.mean_metrics(g)[cfg.eval.reward] for pid, g in base_grades.items()}
+        metric = cfg.eval.reward
+
+        def split(pid, graded):  # (reward metric on the reward questions, on the data's questions beside probes)
+            n = n_reward[pid]
+            return (K.mean_metrics(graded[:n])[metric],
+                    K.mean_metrics(graded[n:])[metric] if label_free and len(graded) > n else None)
+
+        base_metric = {pid: split(pid, g) for pid, g in base_grades.items() if pid in n_reward}
 
         # E-step (3): score every self-edit by its inner-loop update
         jobs, empty = reward_jobs(chosen, samples, cfg, rnd)
@@ -232,22 +309,41 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
 
         def save(job, res, rnd=rnd):
             pid, j, s = job.key.split("/")
+            if res.get("raced_out"):  # stopped at a rung: no reward, never kept
+                rec = {"round": rnd, "passage_id": pid, "sample": int(j), "seed": int(s), "reward": None,
+                       "raced_out": True, "race": res["race"], "train": res["train"], "seconds": res["seconds"]}
+                results[job.key] = rec
+                append_jsonl(rdir / "rewards.jsonl", rec)
+                return
+            value, gold = split(pid, res["questions"])
             rec = {"round": rnd, "passage_id": pid, "sample": int(j), "seed": int(s),
-                   "reward": res["metrics"][cfg.eval.reward] - base_metric[pid], "metrics": res["metrics"],
+                   "reward": value - base_metric[pid][0], "metrics": K.mean_metrics(res["questions"][:n_reward[pid]]),
                    "train": res["train"], "seconds": res["seconds"]}
+            if gold is not None:
+                rec["gold_reward"] = gold - base_metric[pid][1]
+                rec["gold_metrics"] = K.mean_metrics(res["questions"][n_reward[pid]:])
+            if "race" in res:
+                rec["race"] = res["race"]
             results[job.key] = rec
             append_jsonl(rdir / "rewards.jsonl", rec)
 
         K.run_jobs(base, tok, base_gen, chat, jobs, cfg.inner, K.reward_eval_config(cfg.eval), save, progress=bar.update,
-                   done=set(results))
+                   done=set(results), race=Race.from_config(cfg.restem, cfg.inner.epochs))
         bar.close()
 
         # filter and M-step
         by_sample: dict[tuple[str, int], list[float]] = {}
         for r in results.values():
-            by_sample.setdefault((r["passage_id"], r["sample"]), []).append(r["reward"])
+            if r["reward"] is not None:
+                by_sample.setdefault((r["passage_id"], r["sample"]), []).append(r["reward"])
         rewards = {key: sum(v) / len(v) for key, v in by_sample.items()}
         kept = select_kept(rewards, cfg)
+        gold_by_sample: dict[tuple[str, int], list[float]] = {}
+        for r in results.values():
+            if r.get("gold_reward") is not None:
+                gold_by_sample.setdefault((r["passage_id"], r["sample"]), []).append(r["gold_reward"])
+        agreement = reward_agreement(rewards, {k: sum(v) / len(v) for k, v in gold_by_sample.items()},
+                                     cfg) if gold_by_sample else None
         prompts = {p.id: K.selfedit_input(tok, p, cfg.selfedit, chat) for p in chosen}
         examples = [TrainExample(samples[pid][j], prompts[pid]) for pid, j, _ in kept]
         (rdir / "sft.jsonl").write_text("".join(json.dumps({"passage_id": pid, "sample": j, "reward": r}) + "\n"
@@ -261,8 +357,9 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
             movement["kept_logprob_after"] = completion_logprob(generator, tok, examples)
             save_model(generator, tok, rdir / "model")
         vals = list(rewards.values())
-        info = {"round": rnd, "n_passages": len(chosen), "n_selfedits": sum(len(samples[p.id]) for p in chosen),
+        info = {"round": rnd, "reward_questions": cfg.restem.reward_questions, "n_passages": len(chosen), "n_selfedits": sum(len(samples[p.id]) for p in chosen),
                 "n_empty": len(empty), "n_scored": len(vals), "n_kept": len(kept),
+                "n_raced_out": sum(bool(r.get("raced_out")) for r in results.values()),
                 "mean_reward": sum(vals) / len(vals) if vals else None,
                 "frac_positive": sum(v > 0 for v in vals) / len(vals) if vals else None,
                 "mean_kept_reward": sum(r for _, _, r in kept) / len(kept) if kept else None,
@@ -275,12 +372,17 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
                 **movement,
                 "selfedits": selfedit_stats([c for p in chosen for c in samples[p.id]], tok, cfg.selfedit.template),
                 "kept_selfedits": selfedit_stats([samples[pid][j] for pid, j, _ in kept], tok, cfg.selfedit.template),
-                "seconds": time.time() - t0}
+                "agreement_with_gold": agreement, "seconds": time.time() - t0}
         atomic_write_json(rdir / "done.json", info)
         run.log("round", step=rnd, **{k: v for k, v in info.items() if v is not None})
         print(f"round {rnd}: mean reward {_fmt(info['mean_reward'])} (sd {_fmt(info['reward_sd'])}), kept "
               f"{len(kept)}/{len(vals)}, kept log-prob {_fmt(movement.get('kept_logprob_before'))} -> "
               f"{_fmt(movement.get('kept_logprob_after'))}, distinct-2 {_fmt(info['selfedits']['distinct_2'])}, "
               f"{info['seconds']:.0f} s")
+        if agreement:
+            print(f"round {rnd}: probe vs gold reward over {agreement['n_selfedits']} self-edits: Spearman within a "
+                  f"passage {_fmt(agreement['spearman_within_mean'])} (mean of {agreement['spearman_within_n']}), "
+                  f"pooled {_fmt(agreement['spearman_pooled'])}; same self-edits kept on "
+                  f"{_fmt((agreement['same_kept'] or {}).get('mean'))} of passages")
     finish(run, cfg.restem.rounds, "unchanged (no self-edit earned a positive reward)", data=counts)
     return run.path

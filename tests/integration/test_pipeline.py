@@ -136,3 +136,42 @@ def test_metrics_jsonl_and_tensorboard(tiny_model_dir, squad_tiny, tmp_path):
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     assert "round/n_kept" in acc.Tags()["scalars"]
+
+
+def test_label_free_train_grades_probes_and_records_gold_beside(tiny_model_dir, squad_tiny, tmp_path):
+    """restem.reward_questions probes: probes written once (resumable), rewards from probes, the
+    data's questions graded beside them as gold_reward, the agreement in done.json; the same
+    samples as a gold-reward run with the same seed (only the grading differs)."""
+    args = ["train", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--restem.rounds", "1",
+            "--restem.passages_per_round", "3", "--selfedit.k", "3", *FAST, "--eval.reward", "logprob"]
+    free, gold = tmp_path / "free", tmp_path / "gold"
+    assert main(args + ["--restem.reward_questions", "probes", "--restem.probes", "2", "--out", str(free)]) == 0
+    assert main(args + ["--out", str(gold)]) == 0
+    probes = read_jsonl(free / "probes.jsonl")
+    assert len(probes) == 3 and all(1 <= len(r["probes"]) <= 2 for r in probes)
+    assert read_jsonl(free / "rounds/round_1/samples.jsonl") == read_jsonl(gold / "rounds/round_1/samples.jsonl")
+    recs = read_jsonl(free / "rounds/round_1/rewards.jsonl")
+    gold_recs = {(r["passage_id"], r["sample"]): r["reward"] for r in read_jsonl(gold / "rounds/round_1/rewards.jsonl")}
+    assert recs and all("gold_reward" in r for r in recs)
+    # the gold reward recorded beside the probes is the gold run's reward for the same self-edit
+    for r in recs:
+        assert abs(r["gold_reward"] - gold_recs[(r["passage_id"], r["sample"])]) < 1e-4
+    assert any(abs(r["reward"] - r["gold_reward"]) > 1e-6 for r in recs)  # graded on other questions
+    done = json.loads((free / "rounds/round_1/done.json").read_text())
+    assert done["reward_questions"] == "probes"
+    agree = done["agreement_with_gold"]
+    assert agree["n_passages"] == 3 and agree["n_selfedits"] == len(recs)
+    assert 0 <= agree["same_kept"]["mean"] <= 1
+    assert json.loads((gold / "rounds/round_1/done.json").read_text())["agreement_with_gold"] is None
+
+
+def test_label_free_train_runs_on_a_file_without_questions(tiny_model_dir, squad_tiny, tmp_path):
+    data = [{"title": p["title"], "context": p["context"], "questions": []} for p in json.loads(squad_tiny.read_text())]
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(data))
+    args = ["train", "--model", str(tiny_model_dir), "--data", str(bare), "--restem.rounds", "1",
+            "--restem.passages_per_round", "2", "--selfedit.k", "2", *FAST]
+    assert main(args + ["--out", str(tmp_path / "gold")]) == 2  # gold rewards need questions
+    assert main(args + ["--restem.reward_questions", "probes", "--out", str(tmp_path / "free")]) == 0
+    recs = read_jsonl(tmp_path / "free/rounds/round_1/rewards.jsonl")
+    assert recs and not any("gold_reward" in r for r in recs)

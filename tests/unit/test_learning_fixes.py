@@ -143,3 +143,19 @@ def test_several_other_selfedit_writers_get_one_row_each():
     assert [_cond_name(s, cfg) for s in _sources(cfg)] == ["self-edits", "self-edits:round_2", "self-edits:teacher-model"]
     cfg.selfedit.model = "runs/t/rounds/round_1/model"
     assert _sources(cfg) == ["own", "other"] and _cond_name("other", cfg) == "self-edits:round_1"
+
+
+def test_reward_agreement_counts_same_kept_and_rank_correlation():
+    from seal.config import RunConfig
+    from seal.restem import reward_agreement
+
+    cfg = RunConfig()
+    gold = {("a", 0): 0.1, ("a", 1): 0.5, ("a", 2): 0.9, ("b", 0): -0.2, ("b", 1): -0.1, ("b", 2): 0.3}
+    same = reward_agreement(dict(gold), gold, cfg)
+    assert same["spearman_within_mean"] == 1.0 and same["same_kept"]["mean"] == 1.0
+    assert same["kept_gold_reward"]["probe"]["mean"] == same["kept_gold_reward"]["gold"]["mean"] == (0.9 + 0.3) / 2
+    flipped = {k: -v for k, v in gold.items()}  # a: all negative, keeps none; b: keeps b/0, gold's worst
+    other = reward_agreement(flipped, gold, cfg)
+    assert other["spearman_within_mean"] == -1.0 and other["same_kept"]["mean"] == 0.0
+    assert abs(other["kept_gold_reward"]["probe"]["mean"] - (0.0 - 0.2) / 2) < 1e-9
+    assert abs(other["kept_gold_reward"]["random"]["mean"] - (0.5 + 0.0) / 2) < 1e-9

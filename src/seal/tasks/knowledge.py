@@ -177,7 +177,7 @@ def describe_counts(counts: dict) -> str:
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def load_passages(path: str | Path) -> tuple[list[Passage], dict]:
+def load_passages(path: str | Path, require_questions: bool = True) -> tuple[list[Passage], dict]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such data file")
@@ -193,9 +193,9 @@ def load_passages(path: str | Path) -> tuple[list[Passage], dict]:
         raise DataError(f"{path}: not valid JSON ({e})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    passages, counts = parse_squad(data, str(path))
+    passages, counts = parse_squad(data, str(path), require_questions)
     if not passages:
-        raise DataError(f"{path}: no passage with at least one question")
+        raise DataError(f"{path}: no passage" + (" with at least one question" if require_questions else ""))
     return passages, counts
 
 
@@ -217,10 +217,10 @@ def select(passages: list[Passage], limit: int, seed: int, offset: int = 0) -> l
     return [passages[i] for i in order]
 
 
-def load_selection(data_cfg, seed: int) -> tuple[list[Passage], dict]:
+def load_selection(data_cfg, seed: int, require_questions: bool = True) -> tuple[list[Passage], dict]:
     """The passages a run uses (`data.path`, shuffled with `seed`, `data.offset` skipped,
     `data.limit` kept) and the counts of everything left out, named by the file."""
-    passages, counts = load_passages(data_cfg.path)
+    passages, counts = load_passages(data_cfg.path, require_questions)
     try:
         chosen = select(passages, data_cfg.limit, seed, data_cfg.offset)
     except DataError as e:
@@ -558,16 +558,19 @@ def mean_metrics(per_question: list[dict]) -> dict[str, float]:
 
 
 def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, on_result, progress=None,
-             done: set[str] | frozenset = frozenset(), speed=None) -> None:
+             done: set[str] | frozenset = frozenset(), speed=None, race=None) -> None:
     """Train and grade `jobs`, `inner_cfg.parallel_adapters` at a time; call on_result(job, result)
     as each group finishes so that the caller can save it at once.
 
     Batches are cut from the full job list, separately for each `Job.group` (jobs of different
     groups never share a batch), and a batch runs again whole unless every job in it is in `done`:
     a resumed run batches exactly as an uninterrupted one, so it computes the same numbers (batch
-    composition changes float summation order)."""
+    composition changes float summation order).
+
+    `race` (a racing.Race): the jobs of a batch race (successive halving, seal/racing.py); a job
+    stopped at a rung gets a result with `raced_out` true, its rung metrics and no final grades."""
     for group in job_batches(jobs, inner_cfg.parallel_adapters):
-        _run_batch(model, tok, gen, chat, group, inner_cfg, eval_cfg, on_result, progress, done, speed)
+        _run_batch(model, tok, gen, chat, group, inner_cfg, eval_cfg, on_result, progress, done, speed, race)
 
 
 def job_batches(jobs: list[Job], size: int) -> list[list[Job]]:
@@ -578,30 +581,43 @@ def job_batches(jobs: list[Job], size: int) -> list[list[Job]]:
     return [js[i : i + size] for js in by_group.values() for i in range(0, len(js), size)]
 
 
-def _run_batch(model, tok, gen, chat, group, inner_cfg, eval_cfg, on_result, progress, done, speed) -> None:
+def _run_batch(model, tok, gen, chat, group, inner_cfg, eval_cfg, on_result, progress, done, speed, race=None) -> None:
+    import dataclasses
     import time
 
     from .. import lora
     from ..inner_loop import train_adapters
+    from ..racing import make_judge
 
     if all(j.key in done for j in group):
         return
     t0 = time.time()
+    history: list[list[dict]] = [[] for _ in group]
+    judge = None
+    if race is not None and len(group) > 1 and race.rungs:
+        rung_cfg = eval_cfg if race.score == "reward" else dataclasses.replace(eval_cfg, generate=False)
+        judge = make_judge(lambda qs, rows: score_rows(model, tok, gen, chat, qs, rows, rung_cfg, speed=speed),
+                           [j.questions for j in group], race.score, eval_cfg.reward, race.eta, history)
     lora.attach(model, inner_cfg.lora, len(group))
     try:
         stats = train_adapters(model, tok, [j.examples for j in group], inner_cfg, [j.seed for j in group],
-                               speed=speed)
+                               speed=speed, judge=judge, rungs=race.rungs if judge else ())
         t1 = time.time()
-        graded = score_rows(model, tok, gen, chat, [j.questions for j in group], list(range(len(group))), eval_cfg,
-                            speed=speed)
+        finished = [i for i in range(len(group)) if judge is None or stats["epochs_trained"][i] == inner_cfg.epochs]
+        graded = dict(zip(finished, score_rows(model, tok, gen, chat, [group[i].questions for i in finished], finished,
+                                               eval_cfg, speed=speed)))
     finally:
         lora.detach(model)
     t2 = time.time()
-    for i, (job, pq) in enumerate(zip(group, graded)):
+    for i, job in enumerate(group):
         if job.key in done:
             continue
+        pq = graded.get(i)
+        race_info = {"race": {"rungs": history[i], "stopped_at": None if pq is not None else history[i][-1]["epoch"]}} \
+            if judge is not None else {}
         on_result(job, {
-            "key": job.key, "metrics": mean_metrics(pq), "questions": pq,
+            "key": job.key, "metrics": mean_metrics(pq) if pq is not None else history[i][-1]["metrics"],
+            "questions": pq, "raced_out": pq is None, **race_info,
             "train": {"steps": stats["steps"], "tokens": stats["tokens"][i], "examples": stats["examples"][i],
                       "final_loss": stats["final_loss"][i], "truncated": stats["n_truncated"][i],
                       # tokens the group actually ran (shared sequences once; sum of squared

@@ -1,0 +1,372 @@
+"""`seal bench round`: one ReSTEM round's E-step on a fixed workload, the reference-style
+exhaustive evaluation next to seal's fast E-step, in one run.
+
+Workload: P passages of a SQuAD file x k self-edits sampled once and saved (default
+`bench/workload_round.json`: 8 dev passages x 5 self-edits, the first 8 of the seed-0 shuffle;
+the racing rule was chosen on other passages, scripts/race_curves.py). Every path scores the
+same self-edits at the inner-loop and reward defaults (LoRA r32 on all linear layers, lr 1e-3,
+5 epochs; containment reward from greedy answers), and ReSTEM's filter keeps the best self-edit
+per passage if its reward is > 0.
+
+Paths, each in a fresh subprocess:
+  ref          exhaustive, reference style: per self-edit a deep copy, a PEFT LoRA and
+               `transformers.Trainer` (batch 1, gradient accumulation to 8), then greedy
+               answers (bench._ref_train), one self-edit after another: the paper's E-step on a CPU
+  exhaustive   seal's inner loop, every self-edit trained and graded in full (k adapters side by
+               side, one common seed per passage, as `seal train`)
+  racing       the same with `restem.selection racing` at its defaults (seal/racing.py)
+  racing x2    racing on two single-thread processes, the passages split between them, run at
+               once (wall time: the slower one); only with --threads 2
+  noise        exhaustive with other inner-loop seeds: how often reward noise alone changes the
+               kept self-edit (the floor any selection is measured against)
+and self-edit sampling on the workload's prompts: tokens/s against the roofline of a decode step
+(every step reads all weights once: batch x bandwidth / weight bytes; and the matmul peak).
+
+Times exclude model loading and the unadapted model's grades (once per passage, the same for
+every path). Agreement is per passage: does the path keep the same self-edit (or none) as the
+exhaustive path with the same seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import bench as B
+
+ROUND_WORKLOAD = "bench/workload_round.json"
+
+
+# ----------------------------------------------------------------------------- jobs and keeps
+
+def round_jobs(wl: dict, seed_offset: int = 0, passages: list[str] | None = None) -> list:
+    """The E-step's jobs as `seal train` builds them: parsable self-edits only, one common seed per
+    passage, grouped by passage (a passage's k self-edits train side by side)."""
+    from .tasks import knowledge as K
+    jobs = []
+    for p in wl["passages"]:
+        if passages is not None and p["id"] not in passages:
+            continue
+        passage = K.Passage(p["id"], p["title"], p["context"], [K.QA(q["question"], q["answer"], p["title"]) for q in p["questions"]])
+        for j, c in enumerate(p["selfedits"]):
+            items = K.parse_selfedit(c, wl["template"])
+            if items:
+                jobs.append(K.Job(f"{p['id']}/{j}", [p["id"]], K.training_examples(passage, items, wl["include_passage"]),
+                                  passage.questions, B._job_seed(wl["seed"] + seed_offset, p["id"]), group=p["id"]))
+    return jobs
+
+
+def kept(rewards: dict[str, float | None]) -> dict[str, int | None]:
+    """ReSTEM's best-positive filter per passage (first best on ties; None: nothing > 0). Keys
+    'passage/sample'; a None reward (stopped by racing) is never kept."""
+    out: dict[str, int | None] = {}
+    for key in sorted(rewards, key=lambda k: (k.split("/")[0], int(k.split("/")[1]))):
+        pid, j = key.split("/")[0], int(key.split("/")[1])
+        out.setdefault(pid, None)
+        r = rewards[key]
+        if r is not None and r > 0 and (out[pid] is None or r > rewards[f"{pid}/{out[pid]}"]):
+            out[pid] = j
+    return out
+
+
+def agreement(path: dict[str, float | None], reference: dict[str, float | None]) -> dict:
+    """Per passage: the same self-edit kept (or none by both), and the reference reward lost by
+    keeping the path's choice instead of the reference's (0 when none is kept)."""
+    kp, kr = kept(path), kept(reference)
+    pids = sorted(kr)
+    same = [kp.get(p) == kr[p] for p in pids]
+
+    def value(pid, j):
+        return 0.0 if j is None else (reference.get(f"{pid}/{j}") or 0.0)
+
+    loss = [value(p, kr[p]) - value(p, kp.get(p)) for p in pids]
+    return {"passages": len(pids), "same_kept": sum(same) / len(pids) if pids else None,
+            "kept_reward_loss_mean": sum(loss) / len(loss) if loss else None,
+            "kept_reward_loss_max": max(loss) if loss else None,
+            "differ": [p for p, s in zip(pids, same) if not s]}
+
+
+# ----------------------------------------------------------------------------- workers
+
+def _base_grades(model, tok, chat, jobs, ev) -> tuple[dict, float]:
+    from .generation import HFGenerator
+    from .tasks import knowledge as K
+    seen = {}
+    for j in jobs:
+        seen.setdefault(j.passage_ids[0], j.questions)
+    t = time.perf_counter()
+    graded = K.score_rows(model, tok, HFGenerator(model, tok), chat, list(seen.values()), [-1] * len(seen), ev)
+    return {pid: K.mean_metrics(g) for pid, g in zip(seen, graded)}, time.perf_counter() - t
+
+
+def _load(spec: dict):
+    import torch
+
+    from .config import ModelConfig
+    from .models import load_model, uses_chat
+    torch.set_num_threads(spec["threads"])
+    mcfg = ModelConfig(name=spec["model"])
+    model, tok = load_model(mcfg)
+    wl = json.loads(Path(spec["workload"]).read_text())
+    jobs = round_jobs(wl, spec.get("seed_offset", 0), spec.get("passages"))
+    return model, tok, uses_chat(tok, mcfg), jobs
+
+
+def run_round_fast(spec: dict) -> dict:
+    """Seal's E-step on the workload: exhaustive, or racing when spec['race'] is set."""
+    from .config import EvalConfig, InnerLoopConfig
+    from .generation import HFGenerator
+    from .racing import Race, rung_epochs
+    from .tasks import knowledge as K
+    model, tok, chat, jobs = _load(spec)
+    inner, ev = InnerLoopConfig(), K.reward_eval_config(EvalConfig())
+    base, base_s = _base_grades(model, tok, chat, jobs, ev)
+    race = None
+    if spec.get("race"):
+        r = spec["race"]
+        race = Race(rung_epochs(r["first"], r["eta"], inner.epochs), r["eta"], r["score"])
+    res = {}
+    t = time.perf_counter()
+    K.run_jobs(model, tok, HFGenerator(model, tok), chat, jobs, inner, ev, lambda j, x: res.__setitem__(j.key, x),
+               race=race)
+    secs = time.perf_counter() - t
+    rewards = {j.key: None if res[j.key].get("raced_out") else res[j.key]["metrics"][ev.reward] - base[j.passage_ids[0]][ev.reward]
+               for j in jobs}
+    return {"path": spec["name"], "evaluations": len(jobs), "seconds": secs, "base_seconds": base_s,
+            "rewards": rewards, "raced_out": sum(bool(x.get("raced_out")) for x in res.values()),
+            "executed_train_tokens": sum(x["train"]["executed_tokens"] for x in res.values()),
+            "train_seconds": sum(x["train_seconds"] for x in res.values()),
+            "stopped_at": {k: x["race"]["stopped_at"] for k, x in res.items() if "race" in x},
+            "reward_metric": ev.reward, "race": spec.get("race"), "peak_rss_mib": B._rss_peak_mib()}
+
+
+def run_round_ref(spec: dict) -> dict:
+    """The reference-style exhaustive E-step: one self-edit at a time (bench._ref_train)."""
+    from .config import EvalConfig, InnerLoopConfig
+    from .generation import HFGenerator
+    from .tasks import knowledge as K
+    model, tok, chat, jobs = _load(spec)
+    inner, ev = InnerLoopConfig(), EvalConfig()
+    base, base_s = _base_grades(model, tok, chat, jobs, ev)
+    rewards, secs = {}, 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for j in jobs:
+            t = time.perf_counter()
+            pm, *_ = B._ref_train(model, tok, j, inner, j.seed, 0, 0, tmp)
+            graded = K.score_rows(pm, tok, HFGenerator(pm, tok), chat, [j.questions], [-1], ev)[0]
+            secs += time.perf_counter() - t
+            rewards[j.key] = K.mean_metrics(graded)[ev.reward] - base[j.passage_ids[0]][ev.reward]
+            del pm
+    return {"path": spec["name"], "evaluations": len(jobs), "seconds": secs, "base_seconds": base_s,
+            "rewards": rewards, "reward_metric": ev.reward, "peak_rss_mib": B._rss_peak_mib()}
+
+
+def memory_bandwidth(mib: int = 512, reps: int = 5) -> float:
+    """Best GB/s of a large tensor copy (bytes read + bytes written), with this process's threads."""
+    import torch
+    a = torch.ones(mib * 2**20 // 4)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        b.copy_(a)
+        best = min(best, time.perf_counter() - t)
+    return 2 * a.numel() * 4 / best / 1e9
+
+
+def run_round_sample(spec: dict) -> dict:
+    """Self-edit sampling on the workload's prompts (the E-step's first half), against the roofline."""
+    import torch
+
+    from .config import SelfEditConfig
+    from .generation import HFGenerator
+    from .tasks import knowledge as K
+    model, tok, chat, _ = _load(spec)
+    wl = json.loads(Path(spec["workload"]).read_text())
+    passages = [K.Passage(p["id"], p["title"], p["context"], []) for p in wl["passages"]]
+    se = SelfEditConfig(k=wl["k"])
+    gen = HFGenerator(model, tok)
+    sampler = spec.get("sampler", "hf")
+    t = time.perf_counter()
+    comps = K.sample_selfedits(gen, tok, chat, passages, se, se.k, B._job_seed(wl["seed"], "selfedit", "own"), {},
+                               lambda p, c: None)
+    secs = time.perf_counter() - t
+    new_toks = sum(min(se.max_new_tokens, len(tok(c, add_special_tokens=False)["input_ids"]) + 1)
+                   for cs in comps.values() for c in cs)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    dims = B.model_dims(model)
+    bw = memory_bandwidth()
+    peak = B.matmul_peak(1024, 256, 3)
+    flops_peak = peak["fp32"]["gflops"] * 1e9 if model.dtype == torch.float32 else peak["machine"]["gflops"] * 1e9
+    batch = min(se.batch_size, len(passages) * se.k)
+    bw_limit = batch * bw * 1e9 / weight_bytes  # tokens/s if a step only had to read the weights once
+    flop_limit = flops_peak / (2 * dims["matmul_params"])
+    return {"path": spec["name"], "sampler": sampler, "seconds": secs, "completions": sum(len(c) for c in comps.values()),
+            "generated_tokens": new_toks, "tokens_per_second": new_toks / secs, "batch_size": batch,
+            "max_new_tokens": se.max_new_tokens, "weight_bytes": weight_bytes, "dtype": str(model.dtype),
+            "bandwidth_gbs": bw, "bandwidth_limit_tokens_per_second": bw_limit,
+            "compute_limit_tokens_per_second": flop_limit,
+            "fraction_of_bandwidth_limit": new_toks / secs / bw_limit,
+            "fraction_of_roofline": new_toks / secs / min(bw_limit, flop_limit),
+            "single_stream_bandwidth_limit_tokens_per_second": bw * 1e9 / weight_bytes}
+
+
+WORKERS = {"round-fast": run_round_fast, "round-ref": run_round_ref, "round-sample": run_round_sample}
+
+
+def _spawn(spec: dict, tmp: str):
+    sp, op = Path(tmp) / f"{spec['name']}.spec.json", Path(tmp) / f"{spec['name']}.out.json"
+    sp.write_text(json.dumps(spec))
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
+               TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.Popen([sys.executable, "-m", "seal.bench", "--worker", str(sp), str(op)], env=env), op
+
+
+def run_parallel(specs: list[dict], in_process: bool) -> list[dict]:
+    """Run specs at once, each in its own process (in turn when in_process, for tests)."""
+    if in_process:
+        return [B.worker_for(s["kind"])(s) for s in specs]
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [_spawn(s, tmp) for s in specs]
+        out = []
+        for (p, op), s in zip(procs, specs):
+            if p.wait() != 0 or not op.exists():
+                raise RuntimeError(f"benchmark path {s['name']!r} failed (exit {p.returncode})")
+            out.append(json.loads(op.read_text()))
+        return out
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+def race_settings() -> dict:
+    from .config import ReSTEMConfig
+    d = ReSTEMConfig()
+    return {"first": d.race_first, "eta": d.race_eta, "score": d.race_score}
+
+
+def bench_round(args) -> dict:
+    from .tasks import knowledge as K
+    t_start = time.time()
+    wpath = Path(args.workload)
+    if not wpath.exists():
+        if not Path(args.data).exists():
+            raise K.DataError(f"{args.data}: no such data file (--data)")
+        print(f"sampling the workload once: {args.passages} passages x {args.k} self-edits -> {wpath}", flush=True)
+        wl = B.run_path({"kind": "generate", "name": "generate", "model": args.model, "threads": args.threads,
+                         "data": args.data, "passages": args.passages, "k": args.k, "seed": args.seed}, args.in_process)
+        wpath.parent.mkdir(parents=True, exist_ok=True)
+        wpath.write_text(json.dumps(wl, indent=1) + "\n")
+    wl = json.loads(wpath.read_text())
+    if wl.get("version") != B.WORKLOAD_VERSION:
+        raise K.DataError(f"{wpath}: workload version {wl.get('version')} (expected {B.WORKLOAD_VERSION})")
+    base = {"model": args.model, "threads": args.threads, "workload": str(wpath)}
+    race = race_settings()
+    pids = [p["id"] for p in wl["passages"]]
+    specs = [("ref", {"kind": "round-ref"}), ("exhaustive", {"kind": "round-fast"}),
+             ("racing", {"kind": "round-fast", "race": race})]
+    if args.noise:
+        specs.append(("noise", {"kind": "round-fast", "seed_offset": 1}))
+    paths: dict[str, dict] = {}
+    for name, extra in specs:
+        print(f"running path {name!r} ...", flush=True)
+        paths[name] = B.run_path({**base, **extra, "name": name}, args.in_process)
+        print(f"  {paths[name]['seconds']:.0f} s", flush=True)
+    if args.threads == 2 and args.two_workers:
+        print("running path 'racing x2' (two single-thread processes at once) ...", flush=True)
+        halves = [pids[0::2], pids[1::2]]
+        parts = run_parallel([{**base, "kind": "round-fast", "race": race, "threads": 1, "passages": h,
+                               "name": f"racing-x2-{i}"} for i, h in enumerate(halves)], args.in_process)
+        paths["racing x2"] = {"path": "racing x2", "evaluations": sum(p["evaluations"] for p in parts),
+                              "seconds": max(p["seconds"] for p in parts), "parts": parts,
+                              "rewards": {k: v for p in parts for k, v in p["rewards"].items()},
+                              "raced_out": sum(p["raced_out"] for p in parts)}
+        print(f"  {paths['racing x2']['seconds']:.0f} s", flush=True)
+    sampling = None
+    if args.sampling:
+        print("measuring self-edit sampling ...", flush=True)
+        sampling = B.run_path({**base, "kind": "round-sample", "name": "sampling"}, args.in_process)
+    ex = paths["exhaustive"]["rewards"]
+    agree = {name: agreement(p["rewards"], ex) for name, p in paths.items() if name != "exhaustive"}
+    agree["racing vs ref"] = agreement(paths["racing"]["rewards"], paths["ref"]["rewards"])
+    agree["exhaustive vs ref"] = agreement(ex, paths["ref"]["rewards"])
+    ref_s = paths["ref"]["seconds"]
+    return {
+        "command": "seal bench round", "argv": sys.argv[1:], "seed": args.seed,
+        "config": {k: v for k, v in vars(args).items() if k != "func"},
+        "inner_loop_config": B._inner_defaults(), "race": race,
+        "workload": {"file": str(wpath), "hash": B.workload_hash(wl), "data": wl["data"], "data_sha256": wl["data_sha256"],
+                     "passage_ids": pids, "k": wl["k"], "model": wl["model"]},
+        "machine": B.machine_info(args.threads), "gpu": "none lent to this run (CPU only)",
+        "paths": paths, "speedup_vs_ref": {n: ref_s / p["seconds"] for n, p in paths.items()},
+        "agreement_with_exhaustive": agree, "sampling": sampling, "wall_seconds": time.time() - t_start,
+    }
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    lines = [(f"workload: {len(r['workload']['passage_ids'])} passages x {r['workload']['k']} self-edits "
+             f"({r['workload']['file']}, sha256 {r['workload']['hash'][:12]}, data {r['workload']['data_sha256'][:12]})"),
+             (f"machine: {m['cpu_model']}, flags {' '.join(m['cpu_flags'])}, torch {m['torch']}, {m['torch_threads']} "
+             f"threads; GPU: {r['gpu']}"),
+             f"racing: first rung at epoch {r['race']['first']}, eta {r['race']['eta']}, rung score {r['race']['score']}",
+             "", (f"{'path':<12} {'evals':>5} {'stopped':>7} {'seconds':>8} {'s/eval':>7} {'vs ref':>7} "
+             f"{'same kept':>9} {'kept loss':>9}")]
+    for name, p in r["paths"].items():
+        a = r["agreement_with_exhaustive"].get(name)
+        same = "-" if a is None else f"{a['same_kept']:.2f}"
+        loss = "-" if a is None else f"{a['kept_reward_loss_mean']:+.3f}"
+        lines.append(f"{name:<12} {p['evaluations']:>5} {p.get('raced_out', 0):>7} {p['seconds']:>8.0f} "
+                     f"{p['seconds'] / max(1, p['evaluations']):>7.1f} {r['speedup_vs_ref'][name]:>6.1f}x {same:>9} {loss:>9}")
+    a = r["agreement_with_exhaustive"]
+    lines += ["", ("same kept / kept loss: against the exhaustive path with the same seeds (loss: its reward minus the "
+              "reward, under exhaustive evaluation, of what the path kept; mean over passages)"),
+              (f"racing vs ref: same kept {a['racing vs ref']['same_kept']:.2f}; exhaustive vs ref: same kept "
+              f"{a['exhaustive vs ref']['same_kept']:.2f} (implementation noise: PEFT + Trainer vs seal's loop)")]
+    if "noise" in a:
+        lines.append(f"noise floor (exhaustive, other seeds): same kept {a['noise']['same_kept']:.2f}, kept loss "
+                     f"{a['noise']['kept_reward_loss_mean']:+.3f}")
+    s = r.get("sampling")
+    if s:
+        lines += ["", (f"sampling: {s['tokens_per_second']:.1f} tokens/s ({s['generated_tokens']} tokens, "
+                  f"{s['completions']} completions, batch {s['batch_size']}, {s['dtype']}); memory bandwidth "
+                  f"{s['bandwidth_gbs']:.1f} GB/s, weights {s['weight_bytes'] / 1e6:.0f} MB -> limit "
+                  f"{s['bandwidth_limit_tokens_per_second']:.0f} tokens/s at this batch "
+                  f"({s['fraction_of_bandwidth_limit']:.1%}); compute limit {s['compute_limit_tokens_per_second']:.0f} "
+                  f"tokens/s; {s['fraction_of_roofline']:.1%} of the roofline")]
+    return "\n".join(lines)
+
+
+def cmd_round(args, argv=None) -> int:
+    result = bench_round(args)
+    out = Path(args.out)
+    B.write_report("round", result, render(result), out, out.with_suffix(".md"), argv)
+    return 0
+
+
+def add_cli(sub) -> None:
+    import argparse
+    q = sub.add_parser("round", help="one ReSTEM round's E-step: reference-style exhaustive vs seal's racing",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--model", default="default", help="model (default: the bundled SmolLM2-135M-Instruct)")
+    q.add_argument("--data", default="../shared/data/squad/dev.json", help="SQuAD file a new workload is drawn from")
+    q.add_argument("--passages", type=B._at_least(1), default=8, help="passages in a new workload (default 8)")
+    q.add_argument("--k", type=B._at_least(1), default=5, help="self-edits per passage in a new workload (default 5)")
+    q.add_argument("--workload", default=ROUND_WORKLOAD, help="fixed workload file (created if missing)")
+    q.add_argument("--seed", type=B._at_least(0), default=0, help="seed of a new workload")
+    q.add_argument("--threads", type=B._at_least(1), default=2, help="torch threads per path (default 2)")
+    q.add_argument("--noise", action=argparse.BooleanOptionalAction, default=True,
+                   help="exhaustive again with other seeds: the reward noise floor (default on)")
+    q.add_argument("--two-workers", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --threads 2: racing on two single-thread processes at once (default on)")
+    q.add_argument("--sampling", action=argparse.BooleanOptionalAction, default=True,
+                   help="time self-edit sampling against the memory-bandwidth roofline (default on)")
+    q.add_argument("--out", default="results/bench_round.json", help="JSON result file (and a .md copy)")
+    q.add_argument("--in-process", action="store_true", help="every path in this process (tests)")
+    q.set_defaults(func=cmd_round)

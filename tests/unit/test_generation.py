@@ -1,0 +1,50 @@
+"""The pruned decoder (finished rows leave the batch) against transformers' generate."""
+
+import pytest
+import torch
+
+from seal import lora
+from seal.config import LoRAConfig, ModelConfig
+from seal.generation import HFGenerator
+from seal.models import load_model
+
+PROMPTS = ["<|im_start|>user\nVelmora is a harbor town<|im_end|>\n<|im_start|>assistant\n",
+           "The pellicant frog",
+           "<|im_start|>user\nWho founded the Drosk Mining Company? Answer briefly.<|im_end|>\n<|im_start|>assistant\n"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(ModelConfig(name=str(tiny_model_dir)))
+
+
+def test_pruned_greedy_equals_generate(tiny):
+    model, tok = tiny
+    a = HFGenerator(model, tok).generate(PROMPTS, max_new_tokens=20, temperature=0.0)
+    b = HFGenerator(model, tok, decoder="pruned").generate(PROMPTS, max_new_tokens=20, temperature=0.0)
+    assert a == b
+
+
+def test_pruned_greedy_equals_generate_with_adapter_rows(tiny):
+    model, tok = tiny
+    state = lora.attach(model, LoRAConfig(rank=4, alpha=8), 2)
+    try:
+        lora.reset(state, [1, 2])
+        for layer in state.layers.values():
+            for b in layer.B:
+                torch.nn.init.normal_(b, std=0.5)
+        rows = [0, 1, -1]
+        a = HFGenerator(model, tok).generate(PROMPTS, max_new_tokens=12, temperature=0.0, rows=rows)
+        b = HFGenerator(model, tok, decoder="pruned").generate(PROMPTS, max_new_tokens=12, temperature=0.0, rows=rows)
+    finally:
+        lora.detach(model)
+    assert a == b
+
+
+def test_pruned_sampling_is_seeded(tiny):
+    model, tok = tiny
+    gen = HFGenerator(model, tok, decoder="pruned")
+    kw = dict(max_new_tokens=16, temperature=1.0, top_p=0.95, seed=7)
+    first = gen.generate(PROMPTS, n=2, **kw)
+    assert first == gen.generate(PROMPTS, n=2, **kw)
+    assert first != gen.generate(PROMPTS, n=2, **{**kw, "seed": 8})
