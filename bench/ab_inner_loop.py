@@ -37,8 +37,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="default")
+    ap.add_argument("--variants", nargs="*", default=[], metavar="NAME",
+                    help="only these variants (names as printed, e.g. 'all on' -fuse_lora_a); 'all on' is always run")
     ap.add_argument("--out", default="results/bench_ab_speedups.json")
     args = ap.parse_args()
+    chosen = {n: v for n, v in variants().items() if not args.variants or n in args.variants or n == "all on"}
+    unknown = set(args.variants) - set(variants())
+    if unknown:
+        ap.error(f"unknown variant(s) {sorted(unknown)}; known: {list(variants())}")
     torch.set_num_threads(args.threads)
     wl = json.loads(Path(args.workload).read_text())
     pid = wl["passages"][args.passage]["id"]
@@ -48,7 +54,7 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     tokens = 0
     for r in range(args.rounds):
-        for name, (pa, speed) in variants().items():
+        for name, (pa, speed) in chosen.items():
             t = time.perf_counter()
             tokens = 0
             for s in range(0, len(jobs), pa):

@@ -90,6 +90,12 @@ def exhaustive_keep(final: dict[int, float]) -> int | None:
     return best
 
 
+GRADE_GEN, GRADE_LOGPROB = 1.8, 0.15
+"""Cost of grading one self-edit, in epochs of its training: with greedy answers (containment)
+and log-prob only. From `seal bench inner-loop` (results/bench_inner_loop.md): 5 epochs took
+~4.5 s of an evaluation's 6.7 s, answer generation added 2.2 s, the log-prob pass ~0.2 s."""
+
+
 def simulate_rule(curves: dict[str, dict[int, list[dict]]], base: dict[str, dict], reward: str, epochs: int,
                   first: int, eta: float, score: str) -> dict:
     rungs = rung_epochs(first, eta, epochs)
@@ -117,7 +123,13 @@ def simulate_rule(curves: dict[str, dict[int, list[dict]]], base: dict[str, dict
         full += epochs * len(by_sample)
         per_passage.append({"passage_id": pid, "exhaustive": ex, "racing": rc, "stopped_at": stop})
     n = len(curves)
+    n_se = sum(len(c) for c in curves.values())
+    finals = sum(1 for p in per_passage for e in p["stopped_at"].values() if e == epochs)
+    cost = trained + gradings * (GRADE_GEN if score == "reward" and reward != "logprob" else GRADE_LOGPROB) \
+        + finals * (GRADE_GEN if reward != "logprob" else GRADE_LOGPROB)
+    full_cost = full + n_se * (GRADE_GEN if reward != "logprob" else GRADE_LOGPROB)
     return {"first": first, "eta": eta, "score": score, "rungs": list(rungs), "passages": n,
+            "cost_share": cost / full_cost,
             "same_kept": same / n, "kept_reward_loss_mean": sum(loss) / n, "kept_reward_loss_max": max(loss),
             "epoch_share": trained / full, "rung_gradings_per_selfedit": gradings / sum(len(c) for c in curves.values()),
             "per_passage": per_passage}
@@ -169,10 +181,12 @@ def simulate(args) -> None:
     print(f"{len(curves)} passages, {report['selfedits']} self-edits; noise {report['noise']}")
     for k, v in settle.items():
         print(f"  rank vs final at {k}: {v['spearman_mean']}")
-    print(f"{'first':>5} {'eta':>4} {'score':>8} {'rungs':>10} {'same':>6} {'loss':>7} {'epochs':>7} {'gradings':>8}")
+    print(f"{'first':>5} {'eta':>4} {'score':>8} {'rungs':>10} {'same':>6} {'loss':>7} {'epochs':>7} {'gradings':>8} "
+          f"{'cost':>6}")
     for r in report["rules"]:
         print(f"{r['first']:>5} {r['eta']:>4} {r['score']:>8} {r['rungs']!s:>10} {r['same_kept']:>6.3f} "
-              f"{r['kept_reward_loss_mean']:>7.3f} {r['epoch_share']:>7.3f} {r['rung_gradings_per_selfedit']:>8.2f}")
+              f"{r['kept_reward_loss_mean']:>7.3f} {r['epoch_share']:>7.3f} {r['rung_gradings_per_selfedit']:>8.2f} "
+              f"{r['cost_share']:>6.3f}")
 
 
 def main() -> None:

@@ -192,8 +192,8 @@ def run_round_sample(spec: dict) -> dict:
     wl = json.loads(Path(spec["workload"]).read_text())
     passages = [K.Passage(p["id"], p["title"], p["context"], []) for p in wl["passages"]]
     se = SelfEditConfig(k=wl["k"])
-    gen = HFGenerator(model, tok)
     sampler = spec.get("sampler", "hf")
+    gen = HFGenerator(model, tok, decoder=sampler)
     t = time.perf_counter()
     comps = K.sample_selfedits(gen, tok, chat, passages, se, se.k, B._job_seed(wl["seed"], "selfedit", "own"), {},
                                lambda p, c: None)
@@ -290,8 +290,11 @@ def bench_round(args) -> dict:
         print(f"  {paths['racing x2']['seconds']:.0f} s", flush=True)
     sampling = None
     if args.sampling:
-        print("measuring self-edit sampling ...", flush=True)
-        sampling = B.run_path({**base, "kind": "round-sample", "name": "sampling"}, args.in_process)
+        sampling = {}
+        for decoder in ("hf", "pruned"):
+            print(f"measuring self-edit sampling ({decoder} decoder) ...", flush=True)
+            sampling[decoder] = B.run_path({**base, "kind": "round-sample", "name": f"sampling-{decoder}",
+                                            "sampler": decoder}, args.in_process)
     ex = paths["exhaustive"]["rewards"]
     agree = {name: agreement(p["rewards"], ex) for name, p in paths.items() if name != "exhaustive"}
     agree["racing vs ref"] = agreement(paths["racing"]["rewards"], paths["ref"]["rewards"])
@@ -332,9 +335,8 @@ def render(r: dict) -> str:
     if "noise" in a:
         lines.append(f"noise floor (exhaustive, other seeds): same kept {a['noise']['same_kept']:.2f}, kept loss "
                      f"{a['noise']['kept_reward_loss_mean']:+.3f}")
-    s = r.get("sampling")
-    if s:
-        lines += ["", (f"sampling: {s['tokens_per_second']:.1f} tokens/s ({s['generated_tokens']} tokens, "
+    for decoder, s in (r.get("sampling") or {}).items():
+        lines += ["", (f"sampling ({decoder} decoder): {s['tokens_per_second']:.1f} tokens/s ({s['generated_tokens']} tokens, "
                   f"{s['completions']} completions, batch {s['batch_size']}, {s['dtype']}); memory bandwidth "
                   f"{s['bandwidth_gbs']:.1f} GB/s, weights {s['weight_bytes'] / 1e6:.0f} MB -> limit "
                   f"{s['bandwidth_limit_tokens_per_second']:.0f} tokens/s at this batch "

@@ -39,7 +39,7 @@ def decode_pruned(model, enc: dict, *, max_new_tokens: int, temperature: float, 
     n = ids.shape[0]
     alive = torch.arange(n)
     out: list[list[int]] = [[] for _ in range(n)]
-    gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(n)] if temperature > 0 else None
+    gens = [torch.Generator().manual_seed((seed * 1_000_003 + i) % (2**63 - 1)) for i in range(n)] if temperature > 0 else None
     stop_t = torch.tensor(stop or [-1])
     cache = DynamicCache()
     cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

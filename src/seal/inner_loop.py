@@ -59,6 +59,7 @@ class Speedups:
     fused_head: bool = True  # output layer + cross-entropy with its gradient in one pass (no recompute)
     foreach_adamw: bool = True  # the per-adapter AdamW as multi-tensor (_foreach) ops
     share_first_step: bool = True  # a sequence in several adapters' first step runs once (share_rows)
+    fuse_lora_a: bool = True  # q/k/v and gate/up (one input each) compute their LoRA A products as one matmul
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     for p in params:
         p.requires_grad_(True)
     speed = speed or Speedups()
+    fused_before, state.fuse_shared_input = state.fuse_shared_input, speed.fuse_lora_a
     max_tokens = max_tokens or cfg.micro_batch_tokens
     opt = _AdapterAdamW([state.parameters(a) for a in range(n)], cfg.lr, cfg.weight_decay, cfg.max_grad_norm,
                         foreach=speed.foreach_adamw)
@@ -464,6 +466,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
                 alive = survivors
     for p in params:
         p.requires_grad_(False)
+    state.fuse_shared_input = fused_before
     out = {"steps": steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd],
            "executed_lens": executed, "n_truncated": n_truncated, "n_dropped": n_dropped,
            "final_penalty": last_penalty}

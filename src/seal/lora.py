@@ -16,6 +16,7 @@ what it would learn alone (up to float summation order).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -39,7 +40,10 @@ class LoRAState:
     update is sum_a coef_a * B_a A_a x. Used for a row shared by several *fresh* adapters (all
     B_a = 0), whose forward and input gradients are then the base model's, so one row gives each
     B_a its gradient, weighted by coef_a (see inner_loop.train_adapters)."""
-    layers: dict[str, "LoRALinear"] = field(default_factory=dict)
+    layers: dict[str, LoRALinear] = field(default_factory=dict)
+    fuse_shared_input: bool = False
+    """Layers that read the same input (q/k/v, gate/up: `SHARED_INPUT`) compute their A products
+    as one matmul, x [A_q; A_k; A_v]^T, split for each (inner_loop.Speedups.fuse_lora_a)."""
 
     def parameters(self, adapter: int | None = None) -> list[nn.Parameter]:
         """All adapters' weights, or those of one adapter."""
@@ -47,11 +51,47 @@ class LoRAState:
         return [p for layer in self.layers.values() for i in ids for p in (layer.A[i], layer.B[i])]
 
 
+SHARED_INPUT = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+"""Sibling layers that every Llama-style block calls on one and the same input tensor."""
+
+
+class _SharedInput:
+    """The LoRA layers of one block that read the same input, and the last fused A product:
+    the first of them to run on a tensor x computes x [A_1; ...; A_m]^T for every adapter segment
+    and the others take their slice. The product is reused only for the very same tensor object,
+    unmodified (a weak reference and its version counter), so a new input is never mistaken for
+    an old one."""
+
+    def __init__(self, members: list[LoRALinear]):
+        self.members = members
+        self.ref = None
+        self.version = -1
+        self.parts: dict[int, list[torch.Tensor]] = {}
+
+    def take(self, layer: LoRALinear, x: torch.Tensor, segs, xs_list) -> list[torch.Tensor]:
+        """The scaled A products (x_s A_a^T * scale * coef) of `layer`, per segment and mix entry."""
+        if self.ref is None or self.ref() is not x or self.version != x._version:
+            self.parts = {id(m): [] for m in self.members}
+            state = layer.state
+            for (adapter, _, _), xs in zip(segs, xs_list):
+                if adapter < 0:
+                    continue
+                mix = [(adapter, 1.0)] if adapter < state.n else state.mixes[adapter - state.n]
+                flat = xs.reshape(-1, xs.shape[-1])
+                for a, c in mix:
+                    fused = flat @ torch.cat([m.A[a] for m in self.members]).to(x.dtype).t()
+                    for m, part in zip(self.members, fused.split([m.A[a].shape[0] for m in self.members], -1)):
+                        self.parts[id(m)].append(part * (m.scale * c))
+            self.ref, self.version = weakref.ref(x), x._version
+        return self.parts[id(layer)]
+
+
 class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, state: LoRAState):
         super().__init__()
         self.base = base
         self.state = state
+        self.shared: _SharedInput | None = None
         r, n = state.cfg.rank, state.n
         dev = base.weight.device
         # one Parameter per adapter: gradients land directly in each, with no scatter
@@ -71,15 +111,19 @@ class LoRALinear(nn.Module):
             # rank-r tensor, the add is fused); split, not slicing: its backward is one cat
             segs = self.state.segments
             sizes = [e - s for _, s, e in segs]
+            xs_list = x.split(sizes, 0)
+            fused = iter(self.shared.take(self, x, segs, xs_list)) \
+                if self.shared is not None and self.state.fuse_shared_input else None
             outs = []
-            for (adapter, _, _), xs, ys in zip(segs, x.split(sizes, 0), y.split(sizes, 0)):
+            for (adapter, _, _), xs, ys in zip(segs, xs_list, y.split(sizes, 0)):
                 if adapter < 0:
                     outs.append(ys)
                     continue
                 mix = [(adapter, 1.0)] if adapter < self.state.n else self.state.mixes[adapter - self.state.n]
                 flat = ys.reshape(-1, ys.shape[-1])
                 for a, c in mix:
-                    xa = (xs.reshape(-1, xs.shape[-1]) @ self.A[a].to(x.dtype).t()) * (self.scale * c)
+                    xa = next(fused) if fused is not None else \
+                        (xs.reshape(-1, xs.shape[-1]) @ self.A[a].to(x.dtype).t()) * (self.scale * c)
                     flat = torch.addmm(flat, xa.to(y.dtype), self.B[a].to(y.dtype).t())
                 outs.append(flat.view(ys.shape))
             return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
@@ -122,6 +166,15 @@ def attach(model, cfg: LoRAConfig, n: int) -> LoRAState:
         layer = LoRALinear(module, state)
         setattr(parent, child, layer)
         state.layers[name] = layer
+    for names in SHARED_INPUT:  # siblings that read one input: one fused A matmul (when enabled)
+        parents = {name.rpartition(".")[0] for name in state.layers if name.rpartition(".")[2] == names[0]}
+        for parent_name in parents:
+            members = [state.layers.get(f"{parent_name}.{c}" if parent_name else c) for c in names]
+            members = [m for m in members if m is not None]
+            if len(members) > 1:
+                group = _SharedInput(members)
+                for m in members:
+                    m.shared = group
     model._seal_lora = state
     return state
 

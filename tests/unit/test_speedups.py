@@ -118,3 +118,18 @@ def test_mask_free_scoring_equals_masked(tiny_model_dir):
     a = answer_logprobs(model, tok, prompts, answers, [-1, -1], mask_free=True)
     b = answer_logprobs(model, tok, prompts, answers, [-1, -1], mask_free=False)
     assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_layers_reading_one_input_are_grouped_for_the_fused_a_product(tiny_model_dir):
+    model, _ = load_model(ModelConfig(name=str(tiny_model_dir)))
+    state = lora.attach(model, LoRAConfig(rank=4, alpha=8), 2)
+    try:
+        groups = {id(layer.shared): [n.rsplit(".", 1)[1] for n, m in state.layers.items() if m.shared is layer.shared]
+                  for layer in state.layers.values() if layer.shared is not None}
+        assert sorted(map(tuple, groups.values())) == [("gate_proj", "up_proj")] * 2 + [("q_proj", "k_proj", "v_proj")] * 2
+        assert all(state.layers[n].shared is None for n in state.layers if n.endswith(("o_proj", "down_proj")))
+    finally:
+        lora.detach(model)
+    only_q = lora.attach(model, LoRAConfig(rank=4, alpha=8, targets=("q_proj", "o_proj")), 1)
+    assert all(layer.shared is None for layer in only_q.layers.values())  # nothing to fuse with
+    lora.detach(model)
