@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from seal.config import EvalConfig, InnerLoopConfig, LoRAConfig, ModelConfig, SelfEditConfig, to_dict
-from seal.evaluate import job_seed
+from seal.engine import job_seed, run_inner_jobs
 from seal.generation import HFGenerator
 from seal.models import load_model, pick_dtype, uses_chat
 from seal.runs import append_jsonl, atomic_write_json, read_jsonl, versions
@@ -143,7 +143,7 @@ def main(argv=None) -> None:
                    "train_seconds": res["train_seconds"]}
             append_jsonl(out / "updates.jsonl", rec)
 
-        K.run_jobs(model, tok, gen, chat, jobs, cfg, ev, save, done=finished)
+        run_inner_jobs(K.QAInnerLoop(cfg, ev), model, tok, gen, chat, jobs, save, done=finished)
         print(f"{arm['arm']}: {time.time() - t0:.0f} s", flush=True)
 
 

@@ -24,10 +24,11 @@ import json
 from pathlib import Path
 
 from seal.config import RunConfig, from_dict, load_yaml
-from seal.evaluate import job_seed
-from seal.restem import reward_agreement, select_kept
+from seal.engine import job_seed
+from seal.restem import select_kept
 from seal.runs import atomic_write_json, read_jsonl
 from seal.tasks import knowledge as K
+from seal.tasks.knowledge_task import reward_agreement, sft_config
 
 
 def rewards_by_metric(rdir: Path, n_probes: dict[str, int], metric: str) -> tuple[dict, dict]:
@@ -68,7 +69,8 @@ def main() -> None:
         out["agreement"][metric] = reward_agreement(probe, gold, cfg)
     # the kept sets under each reward (the reward metric) and their overlap
     probe, gold = rewards_by_metric(rdir, n_probes, cfg.eval.reward)
-    kept_p, kept_g = select_kept(probe, cfg), select_kept(gold, cfg)
+    keep = (cfg.restem.keep, cfg.restem.keep_fraction)
+    kept_p, kept_g = select_kept(probe, *keep), select_kept(gold, *keep)
     out["kept"] = {"probe": [[p, j] for p, j, _ in kept_p], "gold": [[p, j] for p, j, _ in kept_g],
                    "both": len({(p, j) for p, j, _ in kept_p} & {(p, j) for p, j, _ in kept_g})}
     if args.gold_model:
@@ -85,7 +87,7 @@ def main() -> None:
                     for pid, j, _ in kept_g]
         model = copy.deepcopy(base)
         before = completion_logprob(model, tok, examples)
-        stats = sft(model, tok, examples, cfg, job_seed(cfg.seed, "sft", args.round))
+        stats = sft(model, tok, examples, sft_config(cfg), job_seed(cfg.seed, "sft", args.round))
         save_model(model, tok, Path(args.gold_model))
         out["gold_model"] = {"path": args.gold_model, "n_kept": len(examples), "sft_tokens": stats["tokens"][0],
                              "kept_logprob_before": before, "kept_logprob_after": completion_logprob(model, tok, examples)}

@@ -30,7 +30,7 @@ from seal.config import (
     SelfEditConfig,
     to_dict,
 )
-from seal.evaluate import job_seed
+from seal.engine import job_seed, run_inner_jobs
 from seal.racing import Race, rung_epochs, score_key, survivors
 from seal.runs import append_jsonl, atomic_write_json, read_jsonl, versions
 from seal.tasks import knowledge as K
@@ -78,7 +78,7 @@ def collect(args) -> None:
                                             "tokens": res["train"]["tokens"], "seconds": res["seconds"]})
         print(f"{job.key}: {res['metrics']}", flush=True)
 
-    K.run_jobs(model, tok, gen, chat, jobs, inner, ecfg, save, done=done, race=every)
+    run_inner_jobs(K.QAInnerLoop(inner, ecfg, race=every), model, tok, gen, chat, jobs, save, done=done)
 
 
 def exhaustive_keep(final: dict[int, float]) -> int | None:

@@ -22,7 +22,8 @@ import torch
 from seal.config import RunConfig, resolve
 from seal.inner_loop import TrainExample
 from seal.models import load_model, save_model, uses_chat
-from seal.restem import completion_logprob, selfedit_stats, sft
+from seal.restem import completion_logprob, sft
+from seal.tasks.knowledge_task import selfedit_stats, sft_config
 from seal.runs import atomic_write_json, versions
 from seal.tasks import knowledge as K
 
@@ -51,7 +52,7 @@ def main(argv=None) -> None:
             raise SystemExit(f"{args.kept}: line {i + 1}: not a kept self-edit record ({e})") from None
     t0 = time.time()
     before = completion_logprob(model, tok, examples)
-    stats = sft(model, tok, examples, cfg, seed=cfg.seed)
+    stats = sft(model, tok, examples, sft_config(cfg), seed=cfg.seed)
     after = completion_logprob(model, tok, examples)
     save_model(model, tok, Path(args.out))
     summary = {"kept_file": args.kept, "kept_sha256": K.file_sha256(args.kept), "config": args.config,

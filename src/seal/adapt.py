@@ -61,7 +61,7 @@ from . import lora
 from .config import ConfigError, LoRAConfig, RunConfig
 from .continual import BM25, halving_gate, load_adapter
 from .documents import Document, chunk_text, read_documents, text_sha256
-from .evaluate import job_seed
+from .engine import job_seed
 from .generation import HFGenerator
 from .inner_loop import train_adapters
 from .models import (

@@ -169,7 +169,7 @@ def _gen_flops(dims: dict, prompt_len: int, new_tokens: int) -> float:
 # ----------------------------------------------------------------------------- workload
 
 def _job_seed(seed: int, *parts) -> int:
-    from .evaluate import job_seed
+    from .engine import job_seed
     return job_seed(seed, *parts)
 
 
@@ -315,6 +315,7 @@ def _base(model, tok, chat, jobs) -> tuple[dict, float]:
 
 def run_fast(spec: dict) -> dict:
     from .config import EvalConfig, InnerLoopConfig
+    from .engine import run_inner_jobs
     from .inner_loop import Speedups
     from .tasks import knowledge as K
     model, tok, chat, jobs, load_s = _setup(spec)
@@ -333,7 +334,8 @@ def run_fast(spec: dict) -> dict:
         compile_s = time.perf_counter() - t  # lazy: the real cost lands in the first step
     speed = Speedups(**spec.get("speedups", {}))
     t = time.perf_counter()
-    K.run_jobs(model, tok, gen, chat, jobs, inner, ev, lambda j, r: res.__setitem__(j.key, r), speed=speed)
+    run_inner_jobs(K.QAInnerLoop(inner, ev, speed=speed), model, tok, gen, chat, jobs,
+                   lambda j, r: res.__setitem__(j.key, r))
     total = time.perf_counter() - t
     train_s = sum(r["train_seconds"] for r in res.values())
     work = _train_work(tok, jobs, inner)

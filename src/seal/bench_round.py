@@ -122,6 +122,7 @@ def run_round_fast(spec: dict) -> dict:
     """Seal's E-step on the workload: exhaustive, or racing when spec['race'] is set."""
     from .config import EvalConfig, InnerLoopConfig
     from .generation import HFGenerator
+    from .engine import run_inner_jobs
     from .racing import Race, rung_epochs
     from .tasks import knowledge as K
     model, tok, chat, jobs = _load(spec)
@@ -133,8 +134,8 @@ def run_round_fast(spec: dict) -> dict:
         race = Race(rung_epochs(r["first"], r["eta"], inner.epochs), r["eta"], r["score"])
     res = {}
     t = time.perf_counter()
-    K.run_jobs(model, tok, HFGenerator(model, tok), chat, jobs, inner, ev, lambda j, x: res.__setitem__(j.key, x),
-               race=race)
+    run_inner_jobs(K.QAInnerLoop(inner, ev, race=race), model, tok, HFGenerator(model, tok), chat, jobs,
+                   lambda j, x: res.__setitem__(j.key, x))
     secs = time.perf_counter() - t
     rewards = {j.key: None if res[j.key].get("raced_out") else res[j.key]["metrics"][ev.reward] - base[j.passage_ids[0]][ev.reward]
                for j in jobs}

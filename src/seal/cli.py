@@ -98,7 +98,7 @@ def _on_data(command: str, target: str, what: str):
 
 
 cmd_evaluate = _on_data("evaluate", ".evaluate:evaluate", "a SQuAD-style JSON file")
-cmd_train = _on_data("train", ".restem:train", "a SQuAD-style JSON file of training passages")
+cmd_train = _on_data("train", ".tasks.knowledge_task:train", "a SQuAD-style JSON file of training passages")
 cmd_continual = _on_data("continual", ".continual:continual", "a SQuAD-style JSON file")
 
 

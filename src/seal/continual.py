@@ -83,7 +83,8 @@ import torch
 
 from . import lora
 from .config import ConfigError, RunConfig
-from .evaluate import check_models, job_seed, prepare_passages
+from .engine import job_seed
+from .evaluate import check_models, prepare_passages
 from .generation import HFGenerator
 from .inner_loop import _hidden, answer_logprobs, train_adapters
 from .models import format_prompt, load_model, model_device, pick_dtype, uses_chat

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .evaluate import evaluate, plain_summary
-from .restem import train
+from .tasks.knowledge_task import train
 from .tasks import knowledge as K
 
 DEMO_DEFAULTS = {

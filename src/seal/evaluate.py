@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from pathlib import Path
 
 from .config import RunConfig, ModelConfig
+from .engine import job_seed, run_inner_jobs
 from .generation import HFGenerator
 from .lora import check_targets
 from .models import check_model_name, context_window, load_model, uses_chat
 from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
 from .stats import bootstrap_mean, paired_bootstrap, spearman, spearman_undefined
 from .tasks import knowledge as K
-
-
-def job_seed(seed: int, *parts) -> int:
-    return (seed * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % (2**31)
 
 
 def load_external(path: str, passages: list[K.Passage]) -> dict[str, list[str]]:
@@ -171,7 +167,8 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
         results[job.key] = res
         append_jsonl(run.file("results.jsonl"), res)
 
-    K.run_jobs(model, tok, gen, chat, jobs, cfg.inner, cfg.eval, save, progress=bar.update, done=set(results))
+    run_inner_jobs(K.QAInnerLoop(cfg.inner, cfg.eval), model, tok, gen, chat, jobs, save, done=set(results),
+                   progress=bar.update)
     bar.close()
 
     summary = summarize(cfg, passages, base, results, ["no-adaptation"] + conditions, skipped)

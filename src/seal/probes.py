@@ -24,7 +24,7 @@ knowledge command can use it as its reward instead of human questions, through
 `probe_passages` (passages whose questions are their probes), e.g.
 
     probes = probes_for(HFGenerator(model, tok), tok, chat, passages, 4, seed)
-    restem.train(cfg, argv, passages=probe_passages(passages, probes))     # label-free ReSTEM round
+    knowledge_task.train(cfg, argv, passages=probe_passages(passages, probes))  # label-free ReSTEM round
     evaluate.evaluate(cfg, argv, passages=probe_passages(passages, probes))  # the table on probes
 
 (the dev-set agreement study: the same self-edits' rewards on probes and on the gold questions).
@@ -157,7 +157,7 @@ def probe_scores(model, tok, gen, chat: bool, groups: list[list[Probe]], rows: l
 def probes_for(gen, tok, chat: bool, passages: list[K.Passage], n: int, seed: int, **kw) -> dict[str, list[Probe]]:
     """`write_probes` for every passage (keyword settings passed on), by passage id, each seeded
     from `seed` and its id (so a passage gets the same probes in any subset)."""
-    from .evaluate import job_seed
+    from .engine import job_seed
 
     return {p.id: write_probes(gen, tok, chat, p, n, job_seed(seed, "probes", p.id), **kw) for p in passages}
 

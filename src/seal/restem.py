@@ -1,153 +1,80 @@
-"""`seal train`: the outer loop, ReSTEM (paper section 3.1; Singh et al., 2023).
+"""The outer loop, ReSTEM (paper section 3.1; Singh et al., 2023), over any seal Task.
 
 SEAL trains the generator's policy over self-edits, SE ~ LM_theta(. | C), to maximize the
 reward r(SE, tau) of the model updated on SE. ReSTEM approximates this policy gradient by
 rejection sampling and supervised finetuning, round after round:
 
     for round t = 1..R:
-        draw N contexts C (passages) from the training split
+        C_1..N = task.round_contexts(t)
         E-step:  sample k self-edits SE_1..k ~ LM_theta_t(. | C) for each C
-                 score each: r = metric(SFT(theta_base, SE) on C's questions) - metric(theta_base)
+                 score each: r(SE) from inner-loop updates of the base model on SE
+                 (task.plan -> jobs -> run_inner_jobs -> task.job_record -> task.reward)
         filter:  keep, per C, the best SE if r > 0 (paper), or every SE with r > 0, ...
         M-step:  theta_{t+1} = SFT(theta_t, {(C -> SE) kept}),  loss on the SE tokens only
 
-Departures from the paper, each a setting in ReSTEMConfig / InnerLoopConfig:
-- the reward is measured on the *base* model updated by the self-edit (as the reference code's
+`seal train` (knowledge incorporation, seal/tasks/knowledge_task.py) and `seal arc train`
+(seal/tasks/arc/task.py) are this loop over two tasks; each task's module states its reward and
+its departures from the paper. Departures common to both:
+- rewards are measured on the *base* model updated by the self-edit (as the reference code's
   inner-loop server does), so a round's reward reflects only the data the generator wrote;
-- the reward metric is local (default: gold-answer log-probability gain, see tasks/knowledge.py)
-  instead of GPT-4.1 grading;
-- `restem.reward_questions probes` computes the reward without labels: on probe questions that
-  the base model writes and answers with the passage in view (seal/probes.py), written once per
-  run. The data's own questions, when there are any, are graded beside them for comparison only
-  (`gold_reward`), and `reward_agreement` reports how often both rewards keep the same self-edit;
-- each round draws fresh, disjoint passages from the seeded shuffle of the training file;
-- the M-step trains a LoRA on the generator and merges it into its weights each round.
+- the M-step trains a LoRA on the policy and merges it into its weights each round (the
+  generator starts as a copy of the base model; the base itself never changes);
+- seeds come from the run's seed and the piece of work (`engine.job_seed`), so a round samples,
+  trains and scores the same whether or not it was interrupted.
 
-Run folder: probes.jsonl (reward_questions probes), rounds/round_<t>/{samples.jsonl, base.jsonl, rewards.jsonl, sft.jsonl, model/,
-done.json}. Every inner-loop result is appended as it finishes; a killed run restarted with the
-same --out skips every finished group of evaluations and every finished round.
+Run folder: rounds/round_<t>/{samples.jsonl, base.jsonl (when the reward has a baseline),
+<task.job_file> (one record per inner-loop job, appended as each finishes), <task.selfedit_file>,
+sft.jsonl, model/, done.json}, final.json. A killed run restarted with the same --out skips every
+finished sample, baseline, group of inner-loop jobs and round.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 from . import lora
-from .config import ConfigError, InnerLoopConfig, ModelConfig, RunConfig
-from .evaluate import job_seed, prepare_passages
+from .config import InnerLoopConfig, ModelConfig
+from .engine import job_seed, run_inner_jobs, sample_selfedits
 from .generation import HFGenerator
 from .inner_loop import TrainExample, train_adapters
-from .models import check_model_name, load_model, save_model, uses_chat
-from .probes import Probe, write_probes
-from .racing import Race
-from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
-from .stats import bootstrap_mean, sd, spearman
-from .tasks import knowledge as K
+from .models import load_model, save_model
+from .runs import append_jsonl, atomic_write_json, progress, read_jsonl
+from .stats import sd
+from .task import Plan, Session, Task
 
 
-def round_passages(pool: list[K.Passage], cfg: RunConfig, rnd: int) -> list[K.Passage]:
-    n = min(cfg.restem.passages_per_round, len(pool))  # never the same passage twice in a round
-    start = ((rnd - 1) * n) % max(1, len(pool))
-    chosen = pool[start : start + n]
-    if len(chosen) < n:  # wrap around when the pool is smaller than R * N
-        chosen += pool[: n - len(chosen)]
-    return chosen
-
-
-def select_kept(rewards: dict[tuple[str, int], float], cfg: RunConfig) -> list[tuple[str, int, float]]:
-    """The filter of rejection sampling: which (passage, sample) pairs become SFT data."""
-    items = [(pid, j, r) for (pid, j), r in rewards.items() if r is not None]
-    if cfg.restem.keep == "best-positive":
+def select_kept(rewards: dict[tuple[str, int], float], keep: str, keep_fraction: float = 1.0
+                ) -> list[tuple[str, int, float]]:
+    """The filter of rejection sampling: which (context, sample) pairs become SFT data, sorted.
+    `best-positive` (the paper): per context the best self-edit with r > 0; `all-positive`:
+    every one with r > 0; `top-fraction`: the best `keep_fraction` of all (ties in arrival order)."""
+    items = [(cid, j, r) for (cid, j), r in rewards.items() if r is not None]
+    if keep == "best-positive":
         best: dict[str, tuple[str, int, float]] = {}
-        for pid, j, r in items:
-            if r > 0 and (pid not in best or r > best[pid][2]):
-                best[pid] = (pid, j, r)
+        for cid, j, r in items:
+            if r > 0 and (cid not in best or r > best[cid][2]):
+                best[cid] = (cid, j, r)
         return sorted(best.values())
-    if cfg.restem.keep == "all-positive":
+    if keep == "all-positive":
         return sorted(x for x in items if x[2] > 0)
     items.sort(key=lambda x: -x[2])
-    n = max(1, int(round(cfg.restem.keep_fraction * len(items)))) if items else 0
+    n = max(1, int(round(keep_fraction * len(items)))) if items else 0
     return sorted(items[:n])
 
 
-def reward_agreement(probe: dict[tuple[str, int], float], gold: dict[tuple[str, int], float], cfg: RunConfig) -> dict:
-    """How well a label-free reward (`probe`) stands in for the gold one over the same self-edits,
-    keyed (passage id, sample): Spearman's rank correlation within each passage (the ranking
-    ReSTEM uses; mean over passages where both rewards vary) and pooled; per passage whether the
-    filter (`restem.keep`) keeps the same self-edits under both; and the gold reward of what each
-    keeps, against choosing at random (mean gold reward of all self-edits)."""
-    keys = sorted(k for k in probe if probe[k] is not None and gold.get(k) is not None)
-    pids = sorted({pid for pid, _ in keys})
-    within = [rho for pid in pids
-              for a, b in [([probe[k] for k in keys if k[0] == pid], [gold[k] for k in keys if k[0] == pid])]
-              if (rho := spearman(a, b)) is not None]
-    kept_p = {(pid, j) for pid, j, _ in select_kept({k: probe[k] for k in keys}, cfg)}
-    kept_g = {(pid, j) for pid, j, _ in select_kept({k: gold[k] for k in keys}, cfg)}
-    same = [float({k for k in kept_p if k[0] == pid} == {k for k in kept_g if k[0] == pid}) for pid in pids]
-
-    def per_passage(chosen):  # mean gold reward per passage of what a rule kept (0 when nothing: no update)
-        return [sum(gold[k] for k in chosen if k[0] == pid) / max(1, sum(k[0] == pid for k in chosen)) for pid in pids]
-
-    rnd = [sum(gold[k] for k in keys if k[0] == pid) / sum(k[0] == pid for k in keys) for pid in pids]
-    probe_kept, gold_kept = per_passage(kept_p), per_passage(kept_g)
-    return {"n_passages": len(pids), "n_selfedits": len(keys),
-            "spearman_within_mean": sum(within) / len(within) if within else None,
-            "spearman_within_n": len(within),
-            "spearman_pooled": spearman([probe[k] for k in keys], [gold[k] for k in keys]),
-            "same_kept": bootstrap_mean(same, seed=cfg.seed) if same else None,
-            "kept_gold_reward": {"probe": bootstrap_mean(probe_kept, seed=cfg.seed) if pids else None,
-                                 "gold": bootstrap_mean(gold_kept, seed=cfg.seed) if pids else None,
-                                 "random": bootstrap_mean(rnd, seed=cfg.seed) if pids else None},
-            "note": "kept_gold_reward: per passage, the mean gold reward of the self-edits each reward's filter "
-                    "keeps (0 where it keeps none); random: the mean over all its self-edits"}
-
-
-def run_probes(path: Path, gen, tok, chat: bool, passages: list[K.Passage], cfg: RunConfig) -> dict[str, list[Probe]]:
-    """The probes of `passages` (reward_questions probes), written by the base model once per run
-    and appended to `path` as each is made (a resumed run reads them back)."""
-    have = {r["passage_id"]: [Probe(**q) for q in r["probes"]] for r in read_jsonl(path)}
-    todo = [p for p in passages if p.id not in have]
-    bar = progress(len(todo), "writing probe questions", "passage")
-    for p in todo:
-        have[p.id] = write_probes(gen, tok, chat, p, cfg.restem.probes, job_seed(cfg.seed, "probes", p.id),
-                                  max_answer_tokens=cfg.eval.max_answer_tokens)
-        append_jsonl(path, {"passage_id": p.id, "probes": [dataclasses.asdict(q) for q in have[p.id]]})
-        bar.update(1)
-    bar.close()
-    return have
-
-
-def graded_passages(chosen: list[K.Passage], probes: dict[str, list[Probe]] | None) -> tuple[list[K.Passage], dict]:
-    """The passages as the E-step grades them, and how many leading questions of each make its
-    reward: the data's questions (gold), or its probes followed by the data's questions (probes;
-    passages without a probe are left out)."""
-    if probes is None:
-        return chosen, {p.id: len(p.questions) for p in chosen}
-    out = [dataclasses.replace(p, questions=list(probes[p.id]) + list(p.questions)) for p in chosen if probes.get(p.id)]
-    return out, {p.id: len(probes[p.id]) for p in out}
-
-
-def reward_jobs(chosen: list[K.Passage], samples: dict[str, list[str]], cfg: RunConfig, rnd: int):
-    """The E-step's inner-loop jobs: every parsable self-edit x `inner.seeds` seeds.
-
-    Common random numbers: the k self-edits of a passage share each inner-loop seed (LoRA init
-    and batch order) and train side by side in one batch, so their rewards differ by the data
-    they wrote, not by the luck of the update. Returns (jobs, unparsable (passage, sample)s)."""
-    jobs, empty = [], []
-    for p in chosen:
-        for j, c in enumerate(samples[p.id]):
-            items = K.parse_selfedit(c, cfg.selfedit.template)
-            if not items:
-                empty.append((p.id, j))  # unusable self-edit: no reward, never kept
-                continue
-            for s in range(cfg.inner.seeds):
-                jobs.append(K.Job(f"{p.id}/{j}/{s}", [p.id], K.training_examples(p, items, cfg.selfedit.include_passage),
-                                  p.questions, job_seed(cfg.seed, "inner", rnd, p.id, s), group=f"{p.id}/{s}"))
-    return jobs, empty
+def sft(model, tok, examples: list[TrainExample], inner: InnerLoopConfig, seed: int) -> dict:
+    """M-step: LoRA SFT on prompt -> self-edit (loss on the self-edit only, `inner.loss_on`),
+    merged into the weights of `model`. Returns train_adapters' statistics."""
+    lora.attach(model, inner.lora, 1)
+    try:
+        stats = train_adapters(model, tok, [examples], inner, [seed])
+        lora.merge(model, 0)
+    finally:
+        lora.detach(model)
+    return stats
 
 
 def completion_logprob(model, tok, examples: list[TrainExample]) -> float | None:
@@ -160,51 +87,6 @@ def completion_logprob(model, tok, examples: list[TrainExample]) -> float | None
     lps = answer_logprobs(model, tok, [e.prompt for e in examples], [e.completion for e in examples],
                           [-1] * len(examples))
     return sum(lps) / len(lps)
-
-
-def selfedit_stats(completions: list[str], tok, template: str) -> dict:
-    """Length and diversity of self-edits: mean tokens, mean parsed items, and distinct-2 (unique
-    word bigrams / all bigrams over the set), whose fall across rounds signals the collapse of
-    diversity that self-edit RL is known for."""
-    if not completions:
-        return {"n": 0, "mean_tokens": None, "mean_items": None, "distinct_2": None}
-    toks = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in completions]
-    bigrams = [tuple(w[i : i + 2]) for c in completions for w in [c.lower().split()] for i in range(len(w) - 1)]
-    return {"n": len(completions), "mean_tokens": sum(toks) / len(toks),
-            "mean_items": sum(len(K.parse_selfedit(c, template)) for c in completions) / len(completions),
-            "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else None}
-
-
-def _quantiles(vals: list[float]) -> dict | None:
-    if not vals:
-        return None
-    v = sorted(vals)
-    return {q: v[min(len(v) - 1, int(round(f * (len(v) - 1))))] for q, f in (("min", 0), ("q25", .25), ("median", .5),
-                                                                                 ("q75", .75), ("max", 1))}
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def sft_merge(model, tok, examples: list[TrainExample], inner: InnerLoopConfig, seed: int) -> dict:
-    """M-step: LoRA SFT on prompt -> self-edit (loss on the self-edit only), merged into the
-    weights. Shared by every domain's outer loop."""
-    lora.attach(model, inner.lora, 1)
-    try:
-        stats = train_adapters(model, tok, [examples], inner, [seed])
-        lora.merge(model, 0)
-    finally:
-        lora.detach(model)
-    return stats
-
-
-def sft(generator, tok, examples: list[TrainExample], cfg: RunConfig, seed: int) -> dict:
-    inner = InnerLoopConfig(lora=cfg.restem.sft_lora, lr=cfg.restem.sft_lr, epochs=cfg.restem.sft_epochs,
-                            batch_size=cfg.restem.sft_batch_size, max_seq_len=cfg.restem.sft_max_seq_len,
-                            loss_on="completion", dtype=cfg.inner.dtype, max_grad_norm=cfg.inner.max_grad_norm,
-                            parallel_adapters=1)
-    return sft_merge(generator, tok, examples, inner, seed)
 
 
 def finished_round(rdir: Path, rnd: int, model_cfg: ModelConfig):
@@ -234,155 +116,145 @@ def finish(run, rounds: int, unchanged: str, **extra) -> Path | None:
     return final
 
 
-def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = None, data_sha: str | None = None,
-          command: str = "train") -> Path:
-    if cfg.selfedit.template == "none":
-        raise ConfigError("seal train needs a self-edit template other than 'none'")
-    label_free = cfg.restem.reward_questions == "probes"
-    if passages is None:
-        passages, counts = K.load_selection(cfg.data, cfg.seed, require_questions=not label_free)
-        data_sha = K.file_sha256(cfg.data.path)
-    else:
-        counts = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages)}
-    check_model_name(cfg.model.name)
-    run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages))
-    print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
-    base, tok = load_model(cfg.model)
-    chat = uses_chat(tok, cfg.model)
-    lora.check_targets(base, cfg.restem.sft_lora, "restem.sft_lora.targets")  # before a round's E-step, not after it
-    passages = prepare_passages(cfg, base, tok, chat, passages, counts, cfg.data.path or "passages")
-    if cfg.restem.passages_per_round > len(passages):
-        print(f"restem.passages_per_round {cfg.restem.passages_per_round} > {len(passages)} passages: "
-              f"each round uses all {len(passages)}")
-    run.log("data", **{k: v for k, v in counts.items() if isinstance(v, int)})
-    base_gen = HFGenerator(base, tok)
-    generator = None  # the policy; a copy of the base model until a round changes it
-
-    for rnd in range(1, cfg.restem.rounds + 1):
+def run_rounds(task: Task, run, base, tok, chat: bool, model_cfg: ModelConfig, rounds: int, seed: int,
+               unchanged: str, **final_extra) -> Path | None:
+    """ReSTEM rounds 1..`rounds` of `task` in the open run `run` (seal.runs) with the base model
+    `base`; rounds finished earlier are skipped (their model is reloaded). Closes the run and
+    returns the final model's folder (None: no round changed the model; `unchanged` says why)."""
+    if not isinstance(task, Task):
+        raise TypeError(f"{type(task).__name__} does not implement seal.task.Task")
+    session = Session(run.path, base, tok, chat, HFGenerator(base, tok))
+    policy = None  # the generator; a copy of the base model once an M-step changes it
+    for rnd in range(1, rounds + 1):
         rdir = run.path / "rounds" / f"round_{rnd}"
         rdir.mkdir(parents=True, exist_ok=True)
-        if (earlier := finished_round(rdir, rnd, cfg.model)) is not None:
-            generator = earlier[1] if earlier[1] is not None else generator
+        if (earlier := finished_round(rdir, rnd, model_cfg)) is not None:
+            policy = earlier[1] if earlier[1] is not None else policy
             continue
-        t0 = time.time()
-        policy = generator if generator is not None else base
-        chosen = round_passages(passages, cfg, rnd)
-        probes = run_probes(run.path / "probes.jsonl", base_gen, tok, chat, chosen, cfg) if label_free else None
-        chosen, n_reward = graded_passages(chosen, probes)
-        if label_free and len(chosen) < len(round_passages(passages, cfg, rnd)):
-            print(f"round {rnd}: {len(round_passages(passages, cfg, rnd)) - len(chosen)} passage(s) got no probe "
-                  "question and are left out of this round")
-
-        # E-step (1): sample self-edits from the current policy
-        done = {r["passage_id"]: r["completions"] for r in read_jsonl(rdir / "samples.jsonl")}
-        bar = progress(len(chosen), f"round {rnd}: sampling self-edits", "passage")
-        samples = K.sample_selfedits(HFGenerator(policy, tok), tok, chat, chosen, cfg.selfedit, cfg.selfedit.k,
-                                     job_seed(cfg.seed, "round", rnd), done,
-                                     lambda p, c: append_jsonl(rdir / "samples.jsonl", {"passage_id": p.id, "completions": c}),
-                                     progress=bar.update)
-        bar.close()
-
-        # E-step (2): the base model's grades before any update
-        base_grades = {r["passage_id"]: r["questions"] for r in read_jsonl(rdir / "base.jsonl")}
-        todo = [p for p in chosen if p.id not in base_grades]
-        if todo:
-            for pid, g in K.base_scores(base, tok, base_gen, chat, todo, K.reward_eval_config(cfg.eval)).items():
-                base_grades[pid] = g
-                append_jsonl(rdir / "base.jsonl", {"passage_id": pid, "questions": g})
-        metric = cfg.eval.reward
-
-        def split(pid, graded):  # (reward metric on the reward questions, on the data's questions beside probes)
-            n = n_reward[pid]
-            return (K.mean_metrics(graded[:n])[metric],
-                    K.mean_metrics(graded[n:])[metric] if label_free and len(graded) > n else None)
-
-        base_metric = {pid: split(pid, g) for pid, g in base_grades.items() if pid in n_reward}
-
-        # E-step (3): score every self-edit by its inner-loop update
-        jobs, empty = reward_jobs(chosen, samples, cfg, rnd)
-        if empty:
-            print(f"round {rnd}: {len(empty)} of {sum(len(samples[p.id]) for p in chosen)} self-edits parse to no "
-                  f"training item ({cfg.selfedit.template} template); they get no reward and are never kept")
-        results = {f"{r['passage_id']}/{r['sample']}/{r['seed']}": r for r in read_jsonl(rdir / "rewards.jsonl")}
-        bar = progress(len(jobs), f"round {rnd}: inner loop", "self-edit")
-        bar.update(sum(j.key in results for j in jobs))
-
-        def save(job, res, rnd=rnd):
-            pid, j, s = job.key.split("/")
-            if res.get("raced_out"):  # stopped at a rung: no reward, never kept
-                rec = {"round": rnd, "passage_id": pid, "sample": int(j), "seed": int(s), "reward": None,
-                       "raced_out": True, "race": res["race"], "train": res["train"], "seconds": res["seconds"]}
-                results[job.key] = rec
-                append_jsonl(rdir / "rewards.jsonl", rec)
-                return
-            value, gold = split(pid, res["questions"])
-            rec = {"round": rnd, "passage_id": pid, "sample": int(j), "seed": int(s),
-                   "reward": value - base_metric[pid][0], "metrics": K.mean_metrics(res["questions"][:n_reward[pid]]),
-                   "train": res["train"], "seconds": res["seconds"]}
-            if gold is not None:
-                rec["gold_reward"] = gold - base_metric[pid][1]
-                rec["gold_metrics"] = K.mean_metrics(res["questions"][n_reward[pid]:])
-            if "race" in res:
-                rec["race"] = res["race"]
-            results[job.key] = rec
-            append_jsonl(rdir / "rewards.jsonl", rec)
-
-        K.run_jobs(base, tok, base_gen, chat, jobs, cfg.inner, K.reward_eval_config(cfg.eval), save, progress=bar.update,
-                   done=set(results), race=Race.from_config(cfg.restem, cfg.inner.epochs))
-        bar.close()
-
-        # filter and M-step
-        by_sample: dict[tuple[str, int], list[float]] = {}
-        for r in results.values():
-            if r["reward"] is not None:
-                by_sample.setdefault((r["passage_id"], r["sample"]), []).append(r["reward"])
-        rewards = {key: sum(v) / len(v) for key, v in by_sample.items()}
-        kept = select_kept(rewards, cfg)
-        gold_by_sample: dict[tuple[str, int], list[float]] = {}
-        for r in results.values():
-            if r.get("gold_reward") is not None:
-                gold_by_sample.setdefault((r["passage_id"], r["sample"]), []).append(r["gold_reward"])
-        agreement = reward_agreement(rewards, {k: sum(v) / len(v) for k, v in gold_by_sample.items()},
-                                     cfg) if gold_by_sample else None
-        prompts = {p.id: K.selfedit_input(tok, p, cfg.selfedit, chat) for p in chosen}
-        examples = [TrainExample(samples[pid][j], prompts[pid]) for pid, j, _ in kept]
-        (rdir / "sft.jsonl").write_text("".join(json.dumps({"passage_id": pid, "sample": j, "reward": r}) + "\n"
-                                                for pid, j, r in kept))
-        sft_stats, movement = None, {}
-        if examples:
-            if generator is None:
-                generator = copy.deepcopy(base)
-            movement["kept_logprob_before"] = completion_logprob(generator, tok, examples)
-            sft_stats = sft(generator, tok, examples, cfg, job_seed(cfg.seed, "sft", rnd))
-            movement["kept_logprob_after"] = completion_logprob(generator, tok, examples)
-            save_model(generator, tok, rdir / "model")
-        vals = list(rewards.values())
-        info = {"round": rnd, "reward_questions": cfg.restem.reward_questions, "n_passages": len(chosen), "n_selfedits": sum(len(samples[p.id]) for p in chosen),
-                "n_empty": len(empty), "n_scored": len(vals), "n_kept": len(kept),
-                "n_raced_out": sum(bool(r.get("raced_out")) for r in results.values()),
-                "mean_reward": sum(vals) / len(vals) if vals else None,
-                "frac_positive": sum(v > 0 for v in vals) / len(vals) if vals else None,
-                "mean_kept_reward": sum(r for _, _, r in kept) / len(kept) if kept else None,
-                "reward_sd": sd(vals), "reward_quantiles": _quantiles(vals),
-                "model_changed": bool(examples), "sft_tokens": sft_stats["tokens"][0] if sft_stats else 0,
-                "sft_truncated": sft_stats["n_truncated"][0] if sft_stats else 0,
-                "sft_dropped": sft_stats["n_dropped"][0] if sft_stats else 0,
-                # did the M-step move the generator toward what it kept? (mean log-prob per token
-                # of the kept self-edits given their prompts, before and after SFT)
-                **movement,
-                "selfedits": selfedit_stats([c for p in chosen for c in samples[p.id]], tok, cfg.selfedit.template),
-                "kept_selfedits": selfedit_stats([samples[pid][j] for pid, j, _ in kept], tok, cfg.selfedit.template),
-                "agreement_with_gold": agreement, "seconds": time.time() - t0}
-        atomic_write_json(rdir / "done.json", info)
+        policy, info = run_round(task, session, rdir, rnd, policy, seed)
         run.log("round", step=rnd, **{k: v for k, v in info.items() if v is not None})
-        print(f"round {rnd}: mean reward {_fmt(info['mean_reward'])} (sd {_fmt(info['reward_sd'])}), kept "
-              f"{len(kept)}/{len(vals)}, kept log-prob {_fmt(movement.get('kept_logprob_before'))} -> "
-              f"{_fmt(movement.get('kept_logprob_after'))}, distinct-2 {_fmt(info['selfedits']['distinct_2'])}, "
-              f"{info['seconds']:.0f} s")
-        if agreement:
-            print(f"round {rnd}: probe vs gold reward over {agreement['n_selfedits']} self-edits: Spearman within a "
-                  f"passage {_fmt(agreement['spearman_within_mean'])} (mean of {agreement['spearman_within_n']}), "
-                  f"pooled {_fmt(agreement['spearman_pooled'])}; same self-edits kept on "
-                  f"{_fmt((agreement['same_kept'] or {}).get('mean'))} of passages")
-    finish(run, cfg.restem.rounds, "unchanged (no self-edit earned a positive reward)", data=counts)
-    return run.path
+    return finish(run, rounds, unchanged, **final_extra)
+
+
+def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int):
+    """One ReSTEM round, each step resumable where it stands. Returns (the policy after the
+    M-step, None while it is still the base model; the round's done.json record)."""
+    t0 = time.time()
+    contexts = task.round_contexts(rnd, s)
+    unit = task.unit
+
+    # E-step (1): sample self-edits from the current policy
+    done = {r[task.id_field]: r["completions"] for r in read_jsonl(rdir / "samples.jsonl")}
+    bar = progress(len(contexts), f"round {rnd}: sampling self-edits", unit)
+    samples = sample_selfedits(task, HFGenerator(policy if policy is not None else s.model, s.tok), s.tok, s.chat,
+                               contexts, task.sampling.k, job_seed(seed, "round", rnd), done,
+                               lambda c, comps: append_jsonl(rdir / "samples.jsonl",
+                                                             {task.id_field: c.id, "completions": comps}),
+                               progress=bar.update)
+    bar.close()
+
+    # E-step (2): the unadapted model's check, when the reward is a gain over it
+    baseline = {r[task.id_field]: r for r in read_jsonl(rdir / "base.jsonl")}
+    todo = [c for c in contexts if c.id not in baseline]
+    if todo:
+        for cid, rec in task.reward_baseline(s, todo).items():
+            baseline[cid] = {task.id_field: cid, **rec}
+            append_jsonl(rdir / "base.jsonl", baseline[cid])
+
+    # E-step (3): score every self-edit by its inner-loop update(s) of the base model
+    plan = task.plan(rnd, contexts, samples, s.tok, s.chat)
+    n_selfedits = sum(len(samples[c.id]) for c in contexts)
+    if plan.unusable:
+        print(f"round {rnd}: {len(plan.unusable)} of {n_selfedits} self-edits {plan.unusable_note}")
+    records = {task.record_key(r): r for r in read_jsonl(rdir / task.job_file)}
+    bar = progress(len(plan.jobs), f"round {rnd}: inner loop", "job")
+    bar.update(sum(j.key in records for j in plan.jobs))
+
+    def save(job, result):
+        records[job.key] = task.job_record(rnd, job, result, baseline)
+        append_jsonl(rdir / task.job_file, records[job.key])
+
+    run_inner_jobs(task.inner_loop, s.model, s.tok, s.gen, s.chat, plan.jobs, save, done=set(records),
+                   progress=bar.update)
+    bar.close()
+    rewards = selfedit_rewards(task, plan, records)
+    if task.selfedit_file:
+        _write_lines(rdir / task.selfedit_file,
+                     [{"round": rnd, task.id_field: cid, "sample": j, **plan.info.get((cid, j), {}),
+                       "reward": rewards[(cid, j)]} for cid, j in plan.scored_by if (cid, j) in rewards])
+
+    # filter and M-step
+    kept = select_kept(rewards, task.keep, task.keep_fraction)
+    by_id = {c.id: c for c in contexts}
+    examples, sft_lines = [], []
+    for cid, j, r in kept:
+        ex = task.sft_example(by_id[cid], samples[cid][j], s.tok, s.chat)
+        examples += [ex] if ex is not None else []
+        extra = {"selfedit": ex.completion} if ex is not None and ex.completion != samples[cid][j] else {}
+        sft_lines.append({task.id_field: cid, "sample": j, "reward": r, **extra})
+    _write_lines(rdir / "sft.jsonl", sft_lines)
+    sft_stats, movement = None, {}
+    if examples:
+        if policy is None:
+            policy = copy.deepcopy(s.model)
+        # did the M-step move the generator toward what it kept? (mean log-prob per token of the
+        # kept self-edits given their prompts, before and after SFT)
+        movement["kept_logprob_before"] = completion_logprob(policy, s.tok, examples)
+        sft_stats = sft(policy, s.tok, examples, task.sft_config, job_seed(seed, "sft", rnd))
+        movement["kept_logprob_after"] = completion_logprob(policy, s.tok, examples)
+        save_model(policy, s.tok, rdir / "model")
+    vals = list(rewards.values())
+    info = {"round": rnd, f"n_{unit}s": len(contexts), "n_selfedits": n_selfedits, "n_jobs": len(plan.jobs),
+            "n_scored": len(vals), "n_kept": len(kept),
+            "mean_reward": sum(vals) / len(vals) if vals else None,
+            "frac_positive": sum(v > 0 for v in vals) / len(vals) if vals else None,
+            "mean_kept_reward": sum(r for _, _, r in kept) / len(kept) if kept else None,
+            "reward_sd": sd(vals), "reward_quantiles": _quantiles(vals),
+            "model_changed": bool(examples), "n_sft_examples": len(examples),
+            "sft_tokens": sft_stats["tokens"][0] if sft_stats else 0,
+            "sft_truncated": sft_stats["n_truncated"][0] if sft_stats else 0,
+            "sft_dropped": sft_stats["n_dropped"][0] if sft_stats else 0, **movement}
+    info.update(task.round_stats(rnd, contexts, samples, plan, records, rewards, kept, info, s.tok))
+    info["seconds"] = time.time() - t0
+    atomic_write_json(rdir / "done.json", info)
+    print(f"round {rnd}: mean reward {_fmt(info['mean_reward'])} (sd {_fmt(info['reward_sd'])}), kept "
+          f"{len(kept)}/{len(vals)}, kept log-prob {_fmt(movement.get('kept_logprob_before'))} -> "
+          f"{_fmt(movement.get('kept_logprob_after'))}, {info['seconds']:.0f} s")
+    for line in task.round_notes(rnd, info):
+        print(line)
+    return policy, info
+
+
+def selfedit_rewards(task: Task, plan: Plan, records: dict[str, dict]) -> dict[tuple[str, int], float]:
+    """r(SE) for every self-edit that has one, by (context id, sample), in the order their jobs'
+    records arrived (then plan order for rewards without a job): the top-fraction filter breaks
+    ties in this order."""
+    owners: dict[str, list[tuple[str, int]]] = {}
+    for se, keys in plan.scored_by.items():
+        for k in keys:
+            owners.setdefault(k, []).append(se)
+    order = list(dict.fromkeys([se for k in records for se in owners.get(k, [])] + list(plan.scored_by)))
+    out = {}
+    for se in order:
+        r = task.reward([records[k] for k in plan.scored_by[se] if k in records])
+        if r is not None:
+            out[se] = r
+    return out
+
+
+def _quantiles(vals: list[float]) -> dict | None:
+    if not vals:
+        return None
+    v = sorted(vals)
+    return {q: v[min(len(v) - 1, int(round(f * (len(v) - 1))))] for q, f in (("min", 0), ("q25", .25), ("median", .5),
+                                                                                 ("q75", .75), ("max", 1))}
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _write_lines(path: Path, records: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)

@@ -9,8 +9,9 @@ from seal.config import EvalConfig, InnerLoopConfig, ModelConfig, RunConfig, Sel
 from seal.evaluate import summarize
 from seal.generation import HFGenerator
 from seal.models import format_prompt, load_model
-from seal.restem import reward_jobs
+from seal.engine import job_batches, run_inner_jobs
 from seal.tasks import knowledge as K
+from seal.tasks.knowledge_task import KnowledgeTask
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +85,8 @@ def test_train_generates_no_answers_for_a_logprob_reward(tiny, squad_tiny, monke
     p = K.load_passages(squad_tiny)[0][0]
     job = K.Job("x", [p.id], K.training_examples(p, [], True), p.questions, 1)
     got = []
-    K.run_jobs(model, tok, HFGenerator(model, tok), False, [job], InnerLoopConfig(epochs=1),
-               K.reward_eval_config(EvalConfig(reward="logprob")), lambda j, r: got.append(r))
+    loop = K.QAInnerLoop(InnerLoopConfig(epochs=1), K.reward_eval_config(EvalConfig(reward="logprob")))
+    run_inner_jobs(loop, model, tok, HFGenerator(model, tok), False, [job], lambda j, r: got.append(r))
     assert calls == [] and "containment" not in got[0]["metrics"] and "logprob" in got[0]["metrics"]
 
 
@@ -94,20 +95,22 @@ def test_selfedits_of_a_passage_share_seeds_and_batch(squad_tiny):
     cfg = RunConfig()
     cfg.inner.seeds = 2
     samples = {p.id: ["one fact about it here.", "another fact about it here.", ""] for p in ps}
-    jobs, empty = reward_jobs(ps, samples, cfg, rnd=1)
+    plan = KnowledgeTask(cfg, ps).plan(1, ps, samples, None, False)
+    jobs, empty = plan.jobs, plan.unusable
     assert sorted(empty) == sorted((p.id, 2) for p in ps)
+    assert plan.scored_by[(ps[0].id, 1)] == [f"{ps[0].id}/1/0", f"{ps[0].id}/1/1"]  # its reward: the mean over seeds
     for p in ps:
         for s in range(2):
             same = [j for j in jobs if j.passage_ids == [p.id] and j.key.endswith(f"/{s}")]
             assert len(same) == 2 and len({j.seed for j in same}) == 1 and len({j.group for j in same}) == 1
         assert len({j.seed for j in jobs if j.passage_ids == [p.id]}) == 2  # seeds differ across repeats
-    batches = K.job_batches(jobs, 5)
+    batches = job_batches(jobs, 5)
     assert all(len({j.group for j in b}) == 1 for b in batches)
 
 
 def test_job_batches_never_mix_groups():
     jobs = [K.Job(f"{g}/{i}", [], [], [], 0, group=g) for i in range(3) for g in ("a", "b")]
-    batches = K.job_batches(jobs, 5)
+    batches = job_batches(jobs, 5)
     assert [[j.key for j in b] for b in batches] == [["a/0", "a/1", "a/2"], ["b/0", "b/1", "b/2"]]
 
 
@@ -126,7 +129,8 @@ def test_a_condition_does_not_depend_on_its_batch_mates(tiny, squad_tiny, dtype)
         jobs += [K.Job(f"other/{p.id}", [p.id], K.training_examples(p, other_items, True), p.questions, 7,
                        group="other") for p in ps]
         out = {}
-        K.run_jobs(model, tok, gen, False, jobs, cfg, ev, lambda j, r: out.__setitem__(j.key, r["questions"]))
+        run_inner_jobs(K.QAInnerLoop(cfg, ev), model, tok, gen, False, jobs,
+                       lambda j, r: out.__setitem__(j.key, r["questions"]))
         return {k: v for k, v in out.items() if k.startswith("passage/")}
 
     a = run(["a first long made up sentence here."])
@@ -147,7 +151,7 @@ def test_several_other_selfedit_writers_get_one_row_each():
 
 def test_reward_agreement_counts_same_kept_and_rank_correlation():
     from seal.config import RunConfig
-    from seal.restem import reward_agreement
+    from seal.tasks.knowledge_task import reward_agreement
 
     cfg = RunConfig()
     gold = {("a", 0): 0.1, ("a", 1): 0.5, ("a", 2): 0.9, ("b", 0): -0.2, ("b", 1): -0.1, ("b", 2): 0.3}

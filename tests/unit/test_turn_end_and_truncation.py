@@ -10,6 +10,7 @@ from seal.generation import HFGenerator
 from seal.inner_loop import TrainExample, tokenize_examples, train_adapters
 from seal.models import end_of_turn_ids, format_prompt, load_model
 from seal.restem import sft
+from seal.tasks.knowledge_task import sft_config
 
 CFG = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=1, batch_size=2, dtype="fp32")
 
@@ -106,7 +107,7 @@ def test_sft_uses_its_max_len_and_drops_prompt_only_examples_loudly(tiny_model_d
     examples = [TrainExample("Velmora is a harbor town.", long_prompt),  # no target token fits: dropped
                 TrainExample(" ".join(["Velmora is a harbor town."] * 20), short_prompt),  # cut
                 TrainExample("Velmora is a harbor town.", short_prompt)]
-    stats = sft(model, tok, examples, cfg, seed=0)
+    stats = sft(model, tok, examples, sft_config(cfg), seed=0)
     assert stats["n_dropped"] == [1] and stats["n_truncated"] == [1] and stats["examples"] == [2]
     assert "1 of 3 training sequences cut to max_seq_len=48 tokens, 1 dropped" in capsys.readouterr().err
 

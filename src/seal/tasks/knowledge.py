@@ -19,10 +19,16 @@ in the reward study on dev updates (results/reward_table.md) it ranked the accur
 independent re-run of the same update best, while the `logprob` gain, smooth and nearly
 noise-free, did not track accuracy. `seal evaluate` reports how the log-prob gain tracks
 containment on its own passages (`reward_tracking`).
+
+This module is the domain's pieces (data, prompts, parsing, grading, and `QAInnerLoop`: how one
+batch of jobs trains and is graded); tasks/knowledge_task.py assembles them into the seal Task
+that `seal train` runs, and seal/evaluate.py builds the table from them. Batching, resume and
+execution of jobs are the engine's (seal/engine.py `run_inner_jobs`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -32,8 +38,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import SelfEditConfig
-from ..inner_loop import TrainExample
+from ..config import EvalConfig, InnerLoopConfig, SelfEditConfig
+from ..inner_loop import Speedups, TrainExample
+from ..racing import Race
 
 
 class DataError(ValueError):
@@ -511,6 +518,9 @@ class Job:
     jobs of the same group: `seal evaluate` groups by condition, so a condition's updates never
     depend on which other conditions run beside them (batch composition changes float
     summation order, and in bf16 that moved greedy answers)."""
+    reward_questions: int | None = None
+    """How many leading `questions` make a ReSTEM reward (label-free rewards: the probes; the
+    data's questions after them are graded beside, for comparison). None: all of them."""
 
 
 METRICS = ("logprob", "containment", "f1", "em")
@@ -519,8 +529,6 @@ METRICS = ("logprob", "containment", "f1", "em")
 def reward_eval_config(eval_cfg):
     """The grading a reward needs: greedy answers only when the reward is computed from them
     (a log-prob reward needs none, and generation is most of the grading's cost)."""
-    import dataclasses
-
     return dataclasses.replace(eval_cfg, generate=eval_cfg.generate and eval_cfg.reward != "logprob")
 
 
@@ -557,40 +565,39 @@ def mean_metrics(per_question: list[dict]) -> dict[str, float]:
     return out
 
 
-def run_jobs(model, tok, gen, chat: bool, jobs: list[Job], inner_cfg, eval_cfg, on_result, progress=None,
-             done: set[str] | frozenset = frozenset(), speed=None, race=None) -> None:
-    """Train and grade `jobs`, `inner_cfg.parallel_adapters` at a time; call on_result(job, result)
-    as each group finishes so that the caller can save it at once.
-
-    Batches are cut from the full job list, separately for each `Job.group` (jobs of different
-    groups never share a batch), and a batch runs again whole unless every job in it is in `done`:
-    a resumed run batches exactly as an uninterrupted one, so it computes the same numbers (batch
-    composition changes float summation order).
+@dataclass
+class QAInnerLoop:
+    """The knowledge inner loop (seal.task.InnerLoop): train one LoRA adapter per job on its
+    examples (`inner`, all adapters of a batch side by side over the frozen base), then grade
+    each adapted model closed-book on the job's questions (`grading`).
 
     `race` (a racing.Race): the jobs of a batch race (successive halving, seal/racing.py); a job
-    stopped at a rung gets a result with `raced_out` true, its rung metrics and no final grades."""
-    for group in job_batches(jobs, inner_cfg.parallel_adapters):
-        _run_batch(model, tok, gen, chat, group, inner_cfg, eval_cfg, on_result, progress, done, speed, race)
+    stopped at a rung gets a result with `raced_out` true, its rung metrics and no final grades.
+    `speed`: implementation switches (inner_loop.Speedups) that change only summation order."""
+
+    inner: InnerLoopConfig
+    grading: EvalConfig
+    race: Race | None = None
+    speed: Speedups | None = None
+
+    @property
+    def adapters_per_batch(self) -> int:
+        return self.inner.parallel_adapters
+
+    def run_batch(self, model, tok, gen, chat, batch: list[Job], done=frozenset()) -> list[tuple[Job, dict]]:
+        return train_and_grade(model, tok, gen, chat, batch, self.inner, self.grading, done, self.speed, self.race)
 
 
-def job_batches(jobs: list[Job], size: int) -> list[list[Job]]:
-    """Consecutive runs of at most `size` jobs of one group, in the order of each group's first job."""
-    by_group: dict[str, list[Job]] = {}
-    for j in jobs:
-        by_group.setdefault(j.group, []).append(j)
-    return [js[i : i + size] for js in by_group.values() for i in range(0, len(js), size)]
-
-
-def _run_batch(model, tok, gen, chat, group, inner_cfg, eval_cfg, on_result, progress, done, speed, race=None) -> None:
-    import dataclasses
+def train_and_grade(model, tok, gen, chat, group: list[Job], inner_cfg, eval_cfg, done=frozenset(), speed=None,
+                    race=None) -> list[tuple[Job, dict]]:
+    """One batch of the knowledge inner loop (see QAInnerLoop); (job, result) for the jobs not in
+    `done`. Every finished adapter is graded, done or not, so that grading batches as before."""
     import time
 
     from .. import lora
     from ..inner_loop import train_adapters
     from ..racing import make_judge
 
-    if all(j.key in done for j in group):
-        return
     t0 = time.time()
     history: list[list[dict]] = [[] for _ in group]
     judge = None
@@ -609,13 +616,14 @@ def _run_batch(model, tok, gen, chat, group, inner_cfg, eval_cfg, on_result, pro
     finally:
         lora.detach(model)
     t2 = time.time()
+    out = []
     for i, job in enumerate(group):
         if job.key in done:
             continue
         pq = graded.get(i)
         race_info = {"race": {"rungs": history[i], "stopped_at": None if pq is not None else history[i][-1]["epoch"]}} \
             if judge is not None else {}
-        on_result(job, {
+        out.append((job, {
             "key": job.key, "metrics": mean_metrics(pq) if pq is not None else history[i][-1]["metrics"],
             "questions": pq, "raced_out": pq is None, **race_info,
             "train": {"steps": stats["steps"], "tokens": stats["tokens"][i], "examples": stats["examples"][i],
@@ -626,9 +634,8 @@ def _run_batch(model, tok, gen, chat, group, inner_cfg, eval_cfg, on_result, pro
                       "executed_sq_tokens": sum(n * n for n in stats["executed_lens"]) / len(group)},
             # wall time of the group, shared equally by its adapters
             "seconds": (t2 - t0) / len(group), "train_seconds": (t1 - t0) / len(group),
-        })
-    if progress is not None:
-        progress(sum(j.key not in done for j in group))
+        }))
+    return out
 
 
 def base_scores(model, tok, gen, chat: bool, passages: list[Passage], eval_cfg) -> dict[str, list[dict]]:

@@ -52,7 +52,7 @@ def cmd_evaluate(args, argv):
 
 
 def cmd_train(args, argv):
-    from .restem import train
+    from .task import train
     cfg = config_from_args(args)
     _setup_threads(cfg)
     train(cfg, argv)

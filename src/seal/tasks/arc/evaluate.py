@@ -26,22 +26,14 @@ from collections import Counter
 from pathlib import Path
 
 from ...config import ConfigError, ModelConfig
-from ...evaluate import job_seed
+from ...engine import job_seed, run_inner_jobs, sample_selfedits
 from ...generation import HFGenerator
 from ...models import load_model, uses_chat
 from ...runs import append_jsonl, atomic_write_json, progress
 from ...stats import cluster_bootstrap
 from .config import ArcConfig
-from .run import (
-    open_task_run,
-    Attempt,
-    oracle_parsed,
-    plan,
-    read_records,
-    run_in_context,
-    run_ttt,
-    sample_selfedits,
-)
+from .run import Attempt, TTTInnerLoop, open_task_run, oracle_parsed, plan, read_records, run_in_context
+from .task import FewShotArc
 
 IN_CONTEXT, OWN, RL, ORACLE = "in-context", "self-edits", "self-edits:rl", "oracle"
 
@@ -68,8 +60,9 @@ def evaluate(cfg: ArcConfig, argv: list[str], command: str = "arc-evaluate") -> 
             append_jsonl(run.file("selfedits.jsonl"), rec)
 
         bar = progress(len(tasks), f"self-edits ({source})", "task")
-        selfedits[source] = sample_selfedits(HFGenerator(gen_model, gen_tok), gen_tok, gen_chat, tasks, cfg,
-                                             job_seed(cfg.seed, "selfedit", source), done, save, progress=bar.update)
+        selfedits[source] = sample_selfedits(FewShotArc(cfg, tasks), HFGenerator(gen_model, gen_tok), gen_tok, gen_chat,
+                                             tasks, cfg.selfedits, job_seed(cfg.seed, "selfedit", source), done, save,
+                                             progress=bar.update)
         bar.close()
         del gen_model
 
@@ -101,7 +94,8 @@ def evaluate(cfg: ArcConfig, argv: list[str], command: str = "arc-evaluate") -> 
         append_jsonl(run.file("ttt.jsonl"), rec)
         run.log("ttt", task_id=rec["task_id"], solved=rec["solved"], seconds=rec["seconds"])
 
-    run_ttt(model, tok, chat, jobs, cfg, save_ttt, done=set(results), progress=bar.update)
+    run_inner_jobs(TTTInnerLoop(cfg), model, tok, HFGenerator(model, tok), chat, jobs, save_ttt, done=set(results),
+                   progress=bar.update)
     bar.close()
 
     summary = summarize(cfg, [t.id for t in tasks], info, in_context, attempts, results)

@@ -39,8 +39,8 @@ from pathlib import Path
 
 from ... import lora
 from ...config import InnerLoopConfig
-from ...evaluate import job_seed
-from ...generation import HFGenerator, sample_resumable
+from ...engine import job_seed
+from ...generation import HFGenerator
 from ...inner_loop import TrainExample, train_adapters
 from ...models import format_prompt
 from ...runs import read_jsonl
@@ -119,17 +119,6 @@ def selfedit_text(task: ArcTask, tok, chat: bool, cfg: ArcConfig) -> str:
     return format_prompt(tok, selfedit_prompt(task, cfg.selfedit_demo_chars), chat)
 
 
-def sample_selfedits(gen, tok, chat: bool, tasks: list[ArcTask], cfg: ArcConfig, seed: int,
-                     done: dict[str, list[str]], on_sampled, progress=None) -> dict[str, list[str]]:
-    """`cfg.selfedits` sampled completions per task; tasks in `done` are not sampled again.
-    Chunks and their seeds are fixed by the task list, so a resumed run samples what an
-    uninterrupted one would have."""
-    return sample_resumable(gen, tasks, lambda t: selfedit_text(t, tok, chat, cfg), cfg.selfedits,
-                            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                            batch_size=cfg.sample_batch_size, seed=seed, done=done, on_sampled=on_sampled,
-                            progress=progress)
-
-
 def config_key(config: SelfEditConfig) -> str:
     return json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
 
@@ -158,6 +147,11 @@ class TTTJob:
     """The self-edit's epochs, lowered when the step cap needs it."""
     capped: bool
     seed: int
+
+    @property
+    def group(self) -> tuple:
+        """Jobs train together only with the same lr, epochs and loss (one InnerLoopConfig)."""
+        return (self.config.learning_rate, self.epochs, self.config.loss_on)
 
 
 def make_job(task: ArcTask, config: SelfEditConfig, tok, chat: bool, cfg: ArcConfig) -> TTTJob | None:
@@ -190,16 +184,6 @@ def inner_config(job: TTTJob, cfg: ArcConfig) -> InnerLoopConfig:
     return InnerLoopConfig(lora=cfg.lora, lr=job.config.learning_rate, epochs=job.epochs, batch_size=cfg.batch_size,
                            max_seq_len=cfg.max_seq_len, dtype=cfg.dtype, max_grad_norm=cfg.max_grad_norm,
                            parallel_adapters=cfg.parallel_adapters, loss_on=job.config.loss_on)
-
-
-def group_jobs(jobs: list[TTTJob], size: int) -> list[list[TTTJob]]:
-    """Jobs that can share one `train_adapters` call (same lr, epochs and loss), `size` at a
-    time, in the order the jobs first appear; fixed by the job list, so a resumed run groups
-    (and therefore computes) exactly as an uninterrupted one."""
-    buckets: dict[tuple, list[TTTJob]] = {}
-    for j in jobs:
-        buckets.setdefault((j.config.learning_rate, j.epochs, j.config.loss_on), []).append(j)
-    return [b[i : i + size] for b in buckets.values() for i in range(0, len(b), size)]
 
 
 def train_group(model, tok, jobs: list[TTTJob], cfg: ArcConfig) -> dict:
@@ -255,38 +239,46 @@ def run_in_context(model, tok, chat: bool, tasks: list[ArcTask], cfg: ArcConfig,
             progress(1)
 
 
-def run_ttt(model, tok, chat: bool, jobs: list[TTTJob], cfg: ArcConfig, on_result, done=frozenset(),
-            progress=None) -> None:
-    """Train and answer `jobs`, `cfg.parallel_adapters` at a time; on_result(job, record) as each
-    group finishes. A group whose jobs are all in `done` is skipped; others run whole (only
-    the unfinished jobs are reported), so batching never depends on where a run stopped."""
-    for group in group_jobs(jobs, cfg.parallel_adapters):
-        if all(j.key in done for j in group):
-            continue
-        t0 = time.time()
-        lora.attach(model, cfg.lora, len(group))
-        try:
-            stats = train_group(model, tok, group, cfg)
-            train_s = (time.time() - t0) / len(group)  # wall time of the group, shared equally
-            preds, infer_s = [], []
-            for i, job in enumerate(group):
-                t1 = time.time()
-                preds.append(predict(model, tok, chat, job.task, i, cfg) if job.key not in done else None)
-                infer_s.append(time.time() - t1)
-        finally:
-            lora.detach(model)
+@dataclass
+class TTTInnerLoop:
+    """The ARC inner loop (seal.task.InnerLoop): test-time training of one adapter per TTTJob
+    (jobs of one lr/epochs/loss group side by side, `cfg.parallel_adapters` at a time), then
+    pass@2 of each adapted model on its task's test inputs."""
+
+    cfg: ArcConfig
+
+    @property
+    def adapters_per_batch(self) -> int:
+        return self.cfg.parallel_adapters
+
+    def run_batch(self, model, tok, gen, chat: bool, batch: list[TTTJob], done=frozenset()) -> list[tuple[TTTJob, dict]]:
+        return train_and_predict(model, tok, chat, batch, self.cfg, done)
+
+
+def train_and_predict(model, tok, chat: bool, group: list[TTTJob], cfg: ArcConfig, done=frozenset()
+                      ) -> list[tuple[TTTJob, dict]]:
+    """TTT for `group` (one batch of TTTInnerLoop) and the predictions of the jobs not in
+    `done`: (job, record) for each of those."""
+    t0 = time.time()
+    lora.attach(model, cfg.lora, len(group))
+    try:
+        stats = train_group(model, tok, group, cfg)
+        train_s = (time.time() - t0) / len(group)  # wall time of the group, shared equally
+        preds, infer_s = [], []
         for i, job in enumerate(group):
-            if job.key in done:
-                continue
-            on_result(job, {
-                "key": job.key, "task_id": job.task.id, "config": job.config.to_dict(), "epochs_run": job.epochs,
-                "capped": job.capped, "seed": job.seed, "solved": preds[i]["solved"], "tests": preds[i]["tests"],
-                "train": {"steps": math.ceil(stats["examples"][i] / cfg.batch_size) * job.epochs,
-                          "tokens": stats["tokens"][i], "examples": stats["examples"][i],
-                          "final_loss": stats["final_loss"][i]},
-                "seconds": train_s + infer_s[i], "train_seconds": train_s, "infer_seconds": infer_s[i]})
-        if progress is not None:
-            progress(sum(j.key not in done for j in group))
+            t1 = time.time()
+            preds.append(predict(model, tok, chat, job.task, i, cfg) if job.key not in done else None)
+            infer_s.append(time.time() - t1)
+    finally:
+        lora.detach(model)
+    return [(job, {
+        "key": job.key, "task_id": job.task.id, "config": job.config.to_dict(), "epochs_run": job.epochs,
+        "capped": job.capped, "seed": job.seed, "solved": preds[i]["solved"], "tests": preds[i]["tests"],
+        "train": {"steps": math.ceil(stats["examples"][i] / cfg.batch_size) * job.epochs,
+                  "tokens": stats["tokens"][i], "examples": stats["examples"][i],
+                  "final_loss": stats["final_loss"][i]},
+        "seconds": train_s + infer_s[i], "train_seconds": train_s, "infer_seconds": infer_s[i]})
+        for i, job in enumerate(group) if job.key not in done]
 
 
 # ----------------------------------------------------------------------------- resolving self-edits

@@ -1,0 +1,57 @@
+"""The engine's E-step pieces, shared by every task and command: seeds, self-edit sampling and
+inner-loop job execution (see seal/task.py for the protocol they serve).
+
+`run_inner_jobs` is the one place inner-loop jobs run. It cuts the job list into batches
+(`job_batches`: per `job.group`, `inner.adapters_per_batch` at a time, in the order of each
+group's first job) and hands each batch to the domain's inner loop (`InnerLoop.run_batch`),
+reporting every result as it comes so that the caller saves it at once. Batches are fixed by the
+full job list and a batch runs whole unless every job in it is done, so a resumed run batches,
+and therefore computes, exactly as an uninterrupted one (batch composition changes float
+summation order, and in bf16 that moved greedy answers).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from .generation import sample_resumable
+from .task import InnerLoop, Task
+
+
+def job_seed(seed: int, *parts) -> int:
+    """A seed for one piece of work (an inner-loop run, a sampling round, an SFT step), fixed by
+    the run's seed and the piece's name, so it does not depend on what else runs."""
+    return (seed * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % (2**31)
+
+
+def sample_selfedits(task: Task, gen, tok, chat: bool, contexts: list, n: int, seed: int,
+                     done: dict[str, list[str]], on_sampled, progress=None) -> dict[str, list[str]]:
+    """n sampled self-edits per context (the task's prompt and sampling settings); contexts
+    already in `done` (a resumed run) are not sampled again. on_sampled(ctx, completions) saves
+    each as soon as its chunk is done."""
+    s = task.sampling
+    return sample_resumable(gen, contexts, lambda c: task.selfedit_input(c, tok, chat), n,
+                            max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                            batch_size=s.batch_size, seed=seed, done=done, on_sampled=on_sampled, progress=progress)
+
+
+def job_batches(jobs: list, size: int) -> list[list]:
+    """Consecutive runs of at most `size` jobs of one group, in the order of each group's first job."""
+    by_group: dict = {}
+    for j in jobs:
+        by_group.setdefault(j.group, []).append(j)
+    return [js[i : i + size] for js in by_group.values() for i in range(0, len(js), size)]
+
+
+def run_inner_jobs(inner: InnerLoop, model, tok, gen, chat: bool, jobs: list, on_result,
+                   done: set[str] | frozenset = frozenset(), progress=None) -> None:
+    """Run `jobs` through the inner loop on `model` (the base: every adapter starts from it), a
+    batch at a time; on_result(job, result) for each job not in `done` as its batch finishes;
+    progress(n) after each batch with the number of jobs it finished."""
+    for batch in job_batches(jobs, inner.adapters_per_batch):
+        if all(j.key in done for j in batch):
+            continue
+        for job, result in inner.run_batch(model, tok, gen, chat, batch, done):
+            on_result(job, result)
+        if progress is not None:
+            progress(sum(j.key not in done for j in batch))

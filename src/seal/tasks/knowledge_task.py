@@ -1,0 +1,314 @@
+"""Knowledge incorporation as a seal Task (paper section 4.1), and `seal train`.
+
+    context   a passage (title, text) and its questions; each round draws `restem.passages_per_round`
+              fresh ones from the seeded shuffle of the training file (wrapping around)
+    self-edit k completions of the `selfedit.template` prompt (default: implications)
+    jobs      every parsable self-edit x `inner.seeds` seeds: a LoRA on the title-prefixed items
+              (+ the passage), graded closed-book on the passage's questions (QAInnerLoop)
+    reward    r = metric(adapted base) - metric(base) on those questions, averaged over seeds
+              (`eval.reward`, default containment; see tasks/knowledge.py for the grading)
+    filter    `restem.keep` (best-positive, the paper's; all-positive; top-fraction)
+    M-step    SFT on (self-edit prompt -> sampled self-edit), loss on the self-edit
+
+Departures from the paper, each a setting:
+- the reward is measured on the *base* model updated by the self-edit (as the reference code's
+  inner-loop server does), so a round's reward reflects only the data the generator wrote;
+- the reward metric is local (gold-answer containment gain by default) instead of GPT-4.1 grading;
+- common random numbers: the k self-edits of a passage share each inner-loop seed (LoRA init and
+  batch order) and train side by side in one batch, so their rewards differ by the data they
+  wrote, not by the luck of the update;
+- `restem.selection racing` stops losing self-edits early (seal/racing.py): they get no reward;
+- `restem.reward_questions probes` computes the reward without labels: on probe questions that
+  the base model writes and answers with the passage in view (seal/probes.py), written once per
+  run (probes.jsonl). The data's own questions, when there are any, are graded beside them for
+  comparison only (`gold_reward`), and done.json's `agreement_with_gold` reports how often both
+  rewards keep the same self-edit.
+
+Run folder (seal/restem.py for the round skeleton): probes.jsonl, rounds/round_<t>/{samples.jsonl,
+base.jsonl, rewards.jsonl (one record per inner-loop run), sft.jsonl, model/, done.json}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ConfigError, InnerLoopConfig, RunConfig
+from ..engine import job_seed
+from ..inner_loop import TrainExample
+from ..probes import Probe, write_probes
+from ..racing import Race
+from ..restem import select_kept
+from ..runs import append_jsonl, progress, read_jsonl
+from ..stats import bootstrap_mean, spearman
+from ..task import Plan, Sampling, Session
+from . import knowledge as K
+
+
+def sft_config(cfg: RunConfig) -> InnerLoopConfig:
+    """The M-step's settings (`restem.sft_*`): a LoRA trained on the self-edit tokens only."""
+    r = cfg.restem
+    return InnerLoopConfig(lora=r.sft_lora, lr=r.sft_lr, epochs=r.sft_epochs, batch_size=r.sft_batch_size,
+                           max_seq_len=r.sft_max_seq_len, loss_on="completion", dtype=cfg.inner.dtype,
+                           max_grad_norm=cfg.inner.max_grad_norm, parallel_adapters=1)
+
+
+@dataclass
+class KnowledgeTask:
+    """Knowledge incorporation (see the module docstring): `passages` is the pool rounds draw from."""
+
+    cfg: RunConfig
+    passages: list[K.Passage]
+
+    name = "knowledge"
+    unit = "passage"
+    id_field = "passage_id"
+    job_file = "rewards.jsonl"
+    selfedit_file = None
+
+    @property
+    def label_free(self) -> bool:
+        return self.cfg.restem.reward_questions == "probes"
+
+    @property
+    def keep(self) -> str:
+        return self.cfg.restem.keep
+
+    @property
+    def keep_fraction(self) -> float:
+        return self.cfg.restem.keep_fraction
+
+    @property
+    def sampling(self) -> Sampling:
+        se = self.cfg.selfedit
+        return Sampling(se.k, se.max_new_tokens, se.temperature, se.top_p, se.batch_size)
+
+    @property
+    def inner_loop(self) -> K.QAInnerLoop:
+        """LoRA + closed-book grading, with the reward's grading (no greedy answers for a log-prob
+        reward) and racing when `restem.selection racing`."""
+        return K.QAInnerLoop(self.cfg.inner, K.reward_eval_config(self.cfg.eval),
+                             race=Race.from_config(self.cfg.restem, self.cfg.inner.epochs))
+
+    @property
+    def sft_config(self) -> InnerLoopConfig:
+        return sft_config(self.cfg)
+
+    # ------------------------------------------------------------------ E-step
+
+    def round_contexts(self, rnd: int, session: Session) -> list[K.Passage]:
+        """`round_passages`; label-free: with their probes first among their questions (passages
+        without a probe are left out)."""
+        chosen = round_passages(self.passages, self.cfg, rnd)
+        if not self.label_free:
+            return chosen
+        probes = run_probes(session.run_dir / "probes.jsonl", session.gen, session.tok, session.chat, chosen, self.cfg)
+        graded = [dataclasses.replace(p, questions=list(probes[p.id]) + list(p.questions))
+                  for p in chosen if probes.get(p.id)]
+        if len(graded) < len(chosen):
+            print(f"round {rnd}: {len(chosen) - len(graded)} passage(s) got no probe question and are left out "
+                  "of this round")
+        return graded
+
+    def selfedit_input(self, ctx: K.Passage, tok, chat: bool) -> str | None:
+        return None if self.cfg.selfedit.template == "none" else K.selfedit_input(tok, ctx, self.cfg.selfedit, chat)
+
+    def reward_baseline(self, session: Session, contexts: list[K.Passage]) -> dict[str, dict]:
+        graded = K.base_scores(session.model, session.tok, session.gen, session.chat, contexts,
+                               K.reward_eval_config(self.cfg.eval))
+        return {pid: {"questions": g} for pid, g in graded.items()}
+
+    def plan(self, rnd: int, contexts: list[K.Passage], samples: dict[str, list[str]], tok, chat: bool) -> Plan:
+        """Every parsable self-edit x `inner.seeds` seeds; the k self-edits of a passage share
+        each seed and one batch group (common random numbers)."""
+        cfg = self.cfg
+        jobs, scored_by, empty = [], {}, []
+        for p in contexts:
+            n_reward = reward_question_count(p) if self.label_free else len(p.questions)
+            for j, c in enumerate(samples[p.id]):
+                items = K.parse_selfedit(c, cfg.selfedit.template)
+                if not items:
+                    empty.append((p.id, j))  # unusable self-edit: no reward, never kept
+                    continue
+                examples = K.training_examples(p, items, cfg.selfedit.include_passage)
+                keys = []
+                for s in range(cfg.inner.seeds):
+                    keys.append(f"{p.id}/{j}/{s}")
+                    jobs.append(K.Job(keys[-1], [p.id], examples, p.questions,
+                                      job_seed(cfg.seed, "inner", rnd, p.id, s), group=f"{p.id}/{s}",
+                                      reward_questions=n_reward))
+                scored_by[(p.id, j)] = keys
+        return Plan(jobs, scored_by, empty,
+                    f"parse to no training item ({cfg.selfedit.template} template); they get no reward and are "
+                    "never kept")
+
+    def job_record(self, rnd: int, job: K.Job, result: dict, baseline: dict[str, dict]) -> dict:
+        """rewards.jsonl's record of one inner-loop run: its reward (the metric's gain over the
+        base on the reward questions) and, label-free, the gold reward beside it."""
+        pid, j, s = job.key.split("/")
+        rec = {"round": rnd, "passage_id": pid, "sample": int(j), "seed": int(s), "reward": None}
+        if result.get("raced_out"):  # stopped at a rung: no reward, never kept
+            return {**rec, "raced_out": True, "race": result["race"], "train": result["train"],
+                    "seconds": result["seconds"]}
+        metric, n = self.cfg.eval.reward, job.reward_questions
+        graded, base = result["questions"], baseline[pid]["questions"]
+        rec["reward"] = K.mean_metrics(graded[:n])[metric] - K.mean_metrics(base[:n])[metric]
+        rec.update(metrics=K.mean_metrics(graded[:n]), train=result["train"], seconds=result["seconds"])
+        if self.label_free and len(graded) > n:
+            rec["gold_reward"] = K.mean_metrics(graded[n:])[metric] - K.mean_metrics(base[n:])[metric]
+            rec["gold_metrics"] = K.mean_metrics(graded[n:])
+        if "race" in result:
+            rec["race"] = result["race"]
+        return rec
+
+    def record_key(self, record: dict) -> str:
+        return f"{record['passage_id']}/{record['sample']}/{record['seed']}"
+
+    def reward(self, records: list[dict]) -> float | None:
+        """The mean over inner-loop seeds (seeds stopped by racing have none)."""
+        vals = [r["reward"] for r in records if r["reward"] is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    # ------------------------------------------------------------------ M-step and reporting
+
+    def sft_example(self, ctx: K.Passage, completion: str, tok, chat: bool) -> TrainExample:
+        return TrainExample(completion, self.selfedit_input(ctx, tok, chat))
+
+    def round_stats(self, rnd, contexts, samples, plan, records, rewards, kept, info, tok) -> dict:
+        template = self.cfg.selfedit.template
+        gold: dict[tuple[str, int], list[float]] = {}
+        for r in records.values():
+            if r.get("gold_reward") is not None:
+                gold.setdefault((r["passage_id"], r["sample"]), []).append(r["gold_reward"])
+        agreement = reward_agreement(rewards, {k: sum(v) / len(v) for k, v in gold.items()}, self.cfg) if gold \
+            else None
+        return {"reward_questions": self.cfg.restem.reward_questions, "n_empty": len(plan.unusable),
+                "n_raced_out": sum(bool(r.get("raced_out")) for r in records.values()),
+                "selfedits": selfedit_stats([c for p in contexts for c in samples[p.id]], tok, template),
+                "kept_selfedits": selfedit_stats([samples[pid][j] for pid, j, _ in kept], tok, template),
+                "agreement_with_gold": agreement}
+
+    def round_notes(self, rnd: int, info: dict) -> list[str]:
+        notes = [f"round {rnd}: distinct-2 of the self-edits {_fmt(info['selfedits']['distinct_2'])}"]
+        if a := info["agreement_with_gold"]:
+            notes.append(f"round {rnd}: probe vs gold reward over {a['n_selfedits']} self-edits: Spearman within a "
+                         f"passage {_fmt(a['spearman_within_mean'])} (mean of {a['spearman_within_n']}), pooled "
+                         f"{_fmt(a['spearman_pooled'])}; same self-edits kept on "
+                         f"{_fmt((a['same_kept'] or {}).get('mean'))} of passages")
+        return notes
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def round_passages(pool: list[K.Passage], cfg: RunConfig, rnd: int) -> list[K.Passage]:
+    """Round `rnd`'s passages: the next `restem.passages_per_round` of the pool (never the same
+    passage twice in a round; wrapping around when the pool is smaller than R * N)."""
+    n = min(cfg.restem.passages_per_round, len(pool))
+    start = ((rnd - 1) * n) % max(1, len(pool))
+    chosen = pool[start : start + n]
+    if len(chosen) < n:
+        chosen += pool[: n - len(chosen)]
+    return chosen
+
+
+def reward_question_count(p: K.Passage) -> int:
+    """How many leading questions of a label-free round's passage are its probes (they make the
+    reward; the data's questions follow, graded beside)."""
+    return sum(isinstance(q, Probe) for q in p.questions)
+
+
+def run_probes(path: Path, gen, tok, chat: bool, passages: list[K.Passage], cfg: RunConfig) -> dict[str, list[Probe]]:
+    """The probes of `passages` (reward_questions probes), written by the base model once per run
+    and appended to `path` as each is made (a resumed run reads them back)."""
+    have = {r["passage_id"]: [Probe(**q) for q in r["probes"]] for r in read_jsonl(path)}
+    todo = [p for p in passages if p.id not in have]
+    bar = progress(len(todo), "writing probe questions", "passage")
+    for p in todo:
+        have[p.id] = write_probes(gen, tok, chat, p, cfg.restem.probes, job_seed(cfg.seed, "probes", p.id),
+                                  max_answer_tokens=cfg.eval.max_answer_tokens)
+        append_jsonl(path, {"passage_id": p.id, "probes": [dataclasses.asdict(q) for q in have[p.id]]})
+        bar.update(1)
+    bar.close()
+    return have
+
+
+def reward_agreement(probe: dict[tuple[str, int], float], gold: dict[tuple[str, int], float], cfg: RunConfig) -> dict:
+    """How well a label-free reward (`probe`) stands in for the gold one over the same self-edits,
+    keyed (passage id, sample): Spearman's rank correlation within each passage (the ranking
+    ReSTEM uses; mean over passages where both rewards vary) and pooled; per passage whether the
+    filter (`restem.keep`) keeps the same self-edits under both; and the gold reward of what each
+    keeps, against choosing at random (mean gold reward of all self-edits)."""
+    keys = sorted(k for k in probe if probe[k] is not None and gold.get(k) is not None)
+    pids = sorted({pid for pid, _ in keys})
+    within = [rho for pid in pids
+              for a, b in [([probe[k] for k in keys if k[0] == pid], [gold[k] for k in keys if k[0] == pid])]
+              if (rho := spearman(a, b)) is not None]
+    keep, frac = cfg.restem.keep, cfg.restem.keep_fraction
+    kept_p = {(pid, j) for pid, j, _ in select_kept({k: probe[k] for k in keys}, keep, frac)}
+    kept_g = {(pid, j) for pid, j, _ in select_kept({k: gold[k] for k in keys}, keep, frac)}
+    same = [float({k for k in kept_p if k[0] == pid} == {k for k in kept_g if k[0] == pid}) for pid in pids]
+
+    def per_passage(chosen):  # mean gold reward per passage of what a rule kept (0 when nothing: no update)
+        return [sum(gold[k] for k in chosen if k[0] == pid) / max(1, sum(k[0] == pid for k in chosen)) for pid in pids]
+
+    rnd = [sum(gold[k] for k in keys if k[0] == pid) / sum(k[0] == pid for k in keys) for pid in pids]
+    probe_kept, gold_kept = per_passage(kept_p), per_passage(kept_g)
+    return {"n_passages": len(pids), "n_selfedits": len(keys),
+            "spearman_within_mean": sum(within) / len(within) if within else None,
+            "spearman_within_n": len(within),
+            "spearman_pooled": spearman([probe[k] for k in keys], [gold[k] for k in keys]),
+            "same_kept": bootstrap_mean(same, seed=cfg.seed) if same else None,
+            "kept_gold_reward": {"probe": bootstrap_mean(probe_kept, seed=cfg.seed) if pids else None,
+                                 "gold": bootstrap_mean(gold_kept, seed=cfg.seed) if pids else None,
+                                 "random": bootstrap_mean(rnd, seed=cfg.seed) if pids else None},
+            "note": "kept_gold_reward: per passage, the mean gold reward of the self-edits each reward's filter "
+                    "keeps (0 where it keeps none); random: the mean over all its self-edits"}
+
+
+def selfedit_stats(completions: list[str], tok, template: str) -> dict:
+    """Length and diversity of self-edits: mean tokens, mean parsed items, and distinct-2 (unique
+    word bigrams / all bigrams over the set), whose fall across rounds signals the collapse of
+    diversity that self-edit RL is known for."""
+    if not completions:
+        return {"n": 0, "mean_tokens": None, "mean_items": None, "distinct_2": None}
+    toks = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in completions]
+    bigrams = [tuple(w[i : i + 2]) for c in completions for w in [c.lower().split()] for i in range(len(w) - 1)]
+    return {"n": len(completions), "mean_tokens": sum(toks) / len(toks),
+            "mean_items": sum(len(K.parse_selfedit(c, template)) for c in completions) / len(completions),
+            "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else None}
+
+
+def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = None, data_sha: str | None = None,
+          command: str = "train") -> Path:
+    """`seal train`: load the passages and the model, open (or resume) the run folder, and run
+    `restem.rounds` ReSTEM rounds of KnowledgeTask (seal/restem.py). Returns the run folder."""
+    from ..evaluate import prepare_passages
+    from ..lora import check_targets
+    from ..models import check_model_name, load_model, uses_chat
+    from ..restem import run_rounds
+    from ..runs import open_run
+
+    if cfg.selfedit.template == "none":
+        raise ConfigError("seal train needs a self-edit template other than 'none'")
+    if passages is None:
+        passages, counts = K.load_selection(cfg.data, cfg.seed, require_questions=cfg.restem.reward_questions != "probes")
+        data_sha = K.file_sha256(cfg.data.path)
+    else:
+        counts = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages)}
+    check_model_name(cfg.model.name)
+    run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages))
+    print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
+    base, tok = load_model(cfg.model)
+    chat = uses_chat(tok, cfg.model)
+    check_targets(base, cfg.restem.sft_lora, "restem.sft_lora.targets")  # before a round's E-step, not after it
+    passages = prepare_passages(cfg, base, tok, chat, passages, counts, cfg.data.path or "passages")
+    if cfg.restem.passages_per_round > len(passages):
+        print(f"restem.passages_per_round {cfg.restem.passages_per_round} > {len(passages)} passages: "
+              f"each round uses all {len(passages)}")
+    run.log("data", **{k: v for k, v in counts.items() if isinstance(v, int)})
+    run_rounds(KnowledgeTask(cfg, passages), run, base, tok, chat, cfg.model, cfg.restem.rounds, cfg.seed,
+               "unchanged (no self-edit earned a positive reward)", data=counts)
+    return run.path
