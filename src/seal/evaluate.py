@@ -16,17 +16,18 @@ data, graded on all questions. Intervals are 95% percentile bootstraps over pass
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from .config import RunConfig, ModelConfig
-from .engine import job_seed, run_inner_jobs
+from .config import RunConfig
+from .engine import job_seed
+from .evaluation import evaluate_task
 from .generation import HFGenerator
 from .lora import check_targets
 from .models import check_model_name, context_window, load_model, uses_chat
-from .runs import append_jsonl, atomic_write_json, open_run, progress, read_jsonl
+from .runs import open_run
 from .stats import bootstrap_mean, paired_bootstrap, spearman, spearman_undefined
+from .task import Session
 from .tasks import knowledge as K
 
 
@@ -99,6 +100,10 @@ def _sources(cfg: RunConfig) -> list[str]:
 
 
 def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passages=None, data_sha=None) -> Path:
+    """`seal evaluate`: the table over `passages` (by default the selection of `--data`), run by
+    the evaluation skeleton (seal/evaluation.py) over KnowledgeTask. Returns the run folder."""
+    from .tasks.knowledge_task import KnowledgeTask
+
     counts: dict = {}
     if passages is None:
         passages, counts = K.load_selection(cfg.data, cfg.seed)
@@ -113,77 +118,29 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
     model, tok = load_model(cfg.model)
     chat = uses_chat(tok, cfg.model)
     passages = prepare_passages(cfg, model, tok, chat, passages, counts, cfg.data.path or "passages")
-    coverage = None
+    extra: dict = {"data": counts}
     if external:
-        coverage = external_coverage(cfg.data.completions, external, passages, cfg.eval.selfedits)
-        print(describe_external(coverage))
+        extra["external"] = external_coverage(cfg.data.completions, external, passages, cfg.eval.selfedits)
+        print(describe_external(extra["external"]))
     run.log("data", **{k: v for k, v in counts.items() if isinstance(v, int)})
-    gen = HFGenerator(model, tok)
-    n_se = cfg.eval.selfedits
-
-    # 1. self-edits from each source model (saved as sampled, reused on resume)
-    selfedits: dict[str, dict[str, list[str]]] = {}
-    saved = read_jsonl(run.path / "selfedits.jsonl")
-    for source in _sources(cfg):
-        done = {r["passage_id"]: r["completions"] for r in saved if r["source"] == source}
-        if source == "own":
-            g, gtok, gchat = gen, tok, chat
-        else:
-            gm, gtok = load_model(ModelConfig(**{**cfg.model.__dict__, "name": _other_path(source, cfg)}))
-            g, gchat = HFGenerator(gm, gtok), uses_chat(gtok, cfg.model)
-        bar = progress(len(passages), f"self-edits ({source})", "passage")
-        selfedits[source] = K.sample_selfedits(
-            g, gtok, gchat, passages, cfg.selfedit, n_se, job_seed(cfg.seed, "selfedit", source), done,
-            lambda p, c, s=source: append_jsonl(run.file("selfedits.jsonl"),
-                                                {"source": s, "passage_id": p.id, "completions": c}),
-            progress=bar.update)
-        bar.close()
+    # which models write self-edits: the model itself and each --selfedit.model; then the file's
+    sources: dict = {s: None if s == "own" else _other_path(s, cfg) for s in _sources(cfg)}
     if external:
-        selfedits["external"] = {pid: c[:n_se] for pid, c in external.items()}
+        sources["external"] = {pid: c[: cfg.eval.selfedits] for pid, c in external.items()}
+    evaluate_task(KnowledgeTask(cfg, passages), run, Session(run.path, model, tok, chat, HFGenerator(model, tok)),
+                  cfg.model, passages, sources, cfg.eval.selfedits, cfg.seed, started=t_start, extra=extra)
+    return run.path
 
-    # 2. the unadapted model's grades
-    base = {r["passage_id"]: r["questions"] for r in read_jsonl(run.path / "base.jsonl")}
-    todo = [p for p in passages if p.id not in base]
-    if todo:
-        print(f"grading the unadapted model on {sum(len(p.questions) for p in todo)} questions")
-        for p, g in K.base_scores(model, tok, gen, chat, todo, cfg.eval).items():
-            base[p] = g
-            append_jsonl(run.file("base.jsonl"), {"passage_id": p, "questions": g})
 
-    # 3. inner-loop jobs for every adapted condition
+def table_plan(cfg: RunConfig, passages, selfedits: dict[str, dict[str, list[str]]]) -> tuple[list[K.Job], dict]:
+    """The table's jobs (`passage` and one condition per source of self-edits) and what the
+    summary needs: (conditions, self-edits that parsed to nothing per condition)."""
     conditions = ["passage"] + [_cond_name(s, cfg) for s in selfedits]
     jobs, skipped = _make_jobs(cfg, passages, selfedits)
     for cond, n in skipped.items():
         print(f"{cond}: {n} self-edit(s) parse to no training item ({cfg.selfedit.template} template); "
               "each is graded as a passage-only update and counted in summary.json (skipped_empty_selfedits)")
-    results = {r["key"]: r for r in read_jsonl(run.path / "results.jsonl")}
-    todo = [j for j in jobs if j.key not in results]
-    bar = progress(len(jobs), "inner loop", "self-edit")
-    bar.update(len(jobs) - len(todo))
-
-    def save(job, res):
-        cond, pid, idx = job.key.split("/")
-        res.update(condition=cond, passage_id=pid, selfedit_index=int(idx))
-        results[job.key] = res
-        append_jsonl(run.file("results.jsonl"), res)
-
-    run_inner_jobs(K.QAInnerLoop(cfg.inner, cfg.eval), model, tok, gen, chat, jobs, save, done=set(results),
-                   progress=bar.update)
-    bar.close()
-
-    summary = summarize(cfg, passages, base, results, ["no-adaptation"] + conditions, skipped)
-    summary["data"] = counts
-    if coverage:
-        summary["external"] = coverage
-    summary["wall_seconds_this_session"] = time.time() - t_start
-    atomic_write_json(run.path / "summary.json", summary)
-    _write_passages(run.path / "passages.jsonl", passages, base, results)
-    run.log("summary", **{f"{c}/{m}": v["mean"] for c, d in summary["conditions"].items()
-                          for m, v in d["metrics"].items()})
-    run.close()
-    print_table(summary)
-    print(f"summary: {run.path / 'summary.json'}")
-    return run.path
+    return jobs, {"conditions": conditions, "skipped": skipped}
 
 
 def _other_path(source: str, cfg: RunConfig) -> str:
@@ -322,15 +279,12 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
     return out
 
 
-def _write_passages(path: Path, passages, base, results) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for p in passages:
-            rec = {"passage_id": p.id, "title": p.title, "n_questions": len(p.questions),
-                   "no-adaptation": K.mean_metrics(base[p.id]),
-                   "updates": {r["key"]: r["metrics"] for r in results.values() if r["passage_id"] in (p.id,)}}
-            f.write(json.dumps(rec) + "\n")
-    tmp.replace(path)
+def passage_lines(passages, base, results) -> list[dict]:
+    """passages.jsonl: per passage, the unadapted model's metrics and every update's."""
+    return [{"passage_id": p.id, "title": p.title, "n_questions": len(p.questions),
+             "no-adaptation": K.mean_metrics(base[p.id]),
+             "updates": {r["key"]: r["metrics"] for r in results.values() if r["passage_id"] in (p.id,)}}
+            for p in passages]
 
 
 def print_table(summary: dict) -> None:

@@ -41,7 +41,7 @@ from .engine import job_seed, run_inner_jobs, sample_selfedits
 from .generation import HFGenerator
 from .inner_loop import TrainExample, train_adapters
 from .models import load_model, save_model
-from .runs import append_jsonl, atomic_write_json, progress, read_jsonl
+from .runs import append_jsonl, atomic_write_json, progress, read_jsonl, write_jsonl
 from .stats import sd
 from .task import Plan, Session, Task
 
@@ -179,7 +179,7 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int):
     bar.close()
     rewards = selfedit_rewards(task, plan, records)
     if task.selfedit_file:
-        _write_lines(rdir / task.selfedit_file,
+        write_jsonl(rdir / task.selfedit_file,
                      [{"round": rnd, task.id_field: cid, "sample": j, **plan.info.get((cid, j), {}),
                        "reward": rewards[(cid, j)]} for cid, j in plan.scored_by if (cid, j) in rewards])
 
@@ -192,7 +192,7 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int):
         examples += [ex] if ex is not None else []
         extra = {"selfedit": ex.completion} if ex is not None and ex.completion != samples[cid][j] else {}
         sft_lines.append({task.id_field: cid, "sample": j, "reward": r, **extra})
-    _write_lines(rdir / "sft.jsonl", sft_lines)
+    write_jsonl(rdir / "sft.jsonl", sft_lines)
     sft_stats, movement = None, {}
     if examples:
         if policy is None:
@@ -252,9 +252,3 @@ def _quantiles(vals: list[float]) -> dict | None:
 
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def _write_lines(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)

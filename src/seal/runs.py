@@ -77,6 +77,14 @@ def append_jsonl(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    """Write a whole JSONL file at once (through a temporary file, so a reader never sees half of it)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """All complete records; a torn last line (a run killed mid-write) is dropped with a warning."""
     path = Path(path)

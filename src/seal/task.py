@@ -177,3 +177,46 @@ class Task(Protocol):
         """Extra lines to print at the end of a round."""
         ...
 
+
+@runtime_checkable
+class TableTask(Task, Protocol):
+    """A Task with an evaluation table (seal/evaluation.py): conditions (sources of self-edits
+    and the task's own, e.g. `passage`, `oracle`) -> inner-loop jobs -> a table of means with
+    bootstrap intervals, beside the unadapted model's row."""
+
+    baseline_file: str
+    """The unadapted model's check, one record per context (`base.jsonl`, `in_context.jsonl`)."""
+    table_job_file: str
+    """One record per finished inner-loop job of the table (`results.jsonl`, `ttt.jsonl`); each
+    record has the job's `key`."""
+    table_inner_loop: InnerLoop
+    """The inner loop the table's jobs run with (it may grade more than a reward needs)."""
+
+    def table_baseline(self, session: Session, contexts: list, on_result, progress) -> None:
+        """Check the unadapted model on `contexts`: on_result(context id, record) for each,
+        progress(n) as they finish."""
+        ...
+
+    def table_plan(self, contexts: list, selfedits: dict[str, dict[str, list[str]]], tok, chat: bool
+                   ) -> tuple[list, Any]:
+        """The table's jobs, from the self-edits of each source by context id, and whatever the
+        summary needs to know about them (handed back to summarize_table and table_files)."""
+        ...
+
+    def table_record(self, job, result: dict) -> dict:
+        """What `table_job_file` keeps of one finished job."""
+        ...
+
+    def summarize_table(self, contexts: list, baseline: dict[str, dict], details, records: dict[str, dict]) -> dict:
+        """summary.json: `order` (the rows) and `conditions` (per row, `metrics`: name -> {mean,
+        lo, hi, ...}), and anything else the domain reports."""
+        ...
+
+    def table_files(self, contexts: list, baseline: dict[str, dict], details, records: dict[str, dict]
+                    ) -> dict[str, list[dict]]:
+        """Per-context or per-pair detail files, by name (written whole)."""
+        ...
+
+    def print_table(self, summary: dict) -> None:
+        ...
+

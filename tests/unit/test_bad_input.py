@@ -376,11 +376,11 @@ def test_a_train_run_folder_given_as_a_model_names_its_model(squad_tiny, tiny_mo
 
 def test_an_os_error_mid_run_names_its_file(squad_tiny, tiny_model_dir, capsys, tmp_path, monkeypatch):
     """A write that fails mid-run (disk full, permissions) is one line naming the file."""
-    import seal.evaluate
+    import seal.evaluation
 
     def full(path, record):
         raise OSError(28, "No space left on device", str(path))
-    monkeypatch.setattr(seal.evaluate, "append_jsonl", full)
+    monkeypatch.setattr(seal.evaluation, "append_jsonl", full)  # where `seal evaluate` appends its records
     rc = main(["evaluate", "--data", str(squad_tiny), "--limit", "1", "--model", str(tiny_model_dir),
                "--out", str(tmp_path / "run"), *FAST])
     err = capsys.readouterr().err.strip()

@@ -198,6 +198,49 @@ class KnowledgeTask:
                          f"{_fmt((a['same_kept'] or {}).get('mean'))} of passages")
         return notes
 
+    # ------------------------------------------------------------------ the table (`seal evaluate`)
+
+    baseline_file = "base.jsonl"
+    table_job_file = "results.jsonl"
+
+    @property
+    def table_inner_loop(self) -> K.QAInnerLoop:
+        """LoRA + the full grading (`eval`: greedy answers too), no racing."""
+        return K.QAInnerLoop(self.cfg.inner, self.cfg.eval)
+
+    def table_baseline(self, session: Session, contexts: list[K.Passage], on_result, progress) -> None:
+        print(f"grading the unadapted model on {sum(len(p.questions) for p in contexts)} questions")
+        for pid, g in K.base_scores(session.model, session.tok, session.gen, session.chat, contexts,
+                                    self.cfg.eval).items():
+            on_result(pid, {"questions": g})
+        progress(len(contexts))
+
+    def table_plan(self, contexts, selfedits, tok, chat):
+        from ..evaluate import table_plan
+
+        return table_plan(self.cfg, contexts, selfedits)
+
+    def table_record(self, job: K.Job, result: dict) -> dict:
+        cond, pid, idx = job.key.split("/")
+        return {**result, "condition": cond, "passage_id": pid, "selfedit_index": int(idx)}
+
+    def summarize_table(self, contexts, baseline, details, records) -> dict:
+        from ..evaluate import summarize
+
+        base = {pid: r["questions"] for pid, r in baseline.items()}
+        return summarize(self.cfg, contexts, base, records, ["no-adaptation"] + details["conditions"],
+                         details["skipped"])
+
+    def table_files(self, contexts, baseline, details, records) -> dict[str, list[dict]]:
+        from ..evaluate import passage_lines
+
+        return {"passages.jsonl": passage_lines(contexts, {pid: r["questions"] for pid, r in baseline.items()}, records)}
+
+    def print_table(self, summary: dict) -> None:
+        from ..evaluate import print_table
+
+        print_table(summary)
+
 
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"

@@ -19,94 +19,49 @@ every finished sample, prediction and TTT group.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections import Counter
 from pathlib import Path
 
-from ...config import ConfigError, ModelConfig
-from ...engine import job_seed, run_inner_jobs, sample_selfedits
+from ...config import ConfigError
+from ...evaluation import evaluate_task
 from ...generation import HFGenerator
-from ...models import load_model, uses_chat
-from ...runs import append_jsonl, atomic_write_json, progress
 from ...stats import cluster_bootstrap
+from ...task import Session
 from .config import ArcConfig
-from .run import Attempt, TTTInnerLoop, open_task_run, oracle_parsed, plan, read_records, run_in_context
+from .data import ArcTask
+from .run import Attempt, TTTJob, open_task_run, oracle_parsed, plan
 from .task import FewShotArc
 
 IN_CONTEXT, OWN, RL, ORACLE = "in-context", "self-edits", "self-edits:rl", "oracle"
 
 
 def evaluate(cfg: ArcConfig, argv: list[str], command: str = "arc-evaluate") -> Path:
+    """`seal arc evaluate`: the table over the selected tasks, run by the evaluation skeleton
+    (seal/evaluation.py) over FewShotArc. Returns the run folder."""
     if not cfg.tasks:
         raise ConfigError("seal arc evaluate needs --tasks PATH "
                           "(a folder of ARC JSON files, a file, arc1:train, seal:train, ...)")
     t_start = time.time()
     run, model, tok, chat, tasks, info = open_task_run(cfg, argv, command)
+    sources = {"base": None, **({"rl": cfg.rl_model} if cfg.rl_model else {})}
+    evaluate_task(FewShotArc(cfg, tasks, info), run, Session(run.path, model, tok, chat, HFGenerator(model, tok)),
+                  cfg.model, tasks, sources, cfg.selfedits, cfg.seed, started=t_start)
+    return run.path
 
-    # 1. self-edits from the model itself and, when given, from the RL-trained model
-    saved = read_records(run.path / "selfedits.jsonl")
-    selfedits: dict[str, dict[str, list[str]]] = {}
-    for source in ["base"] + (["rl"] if cfg.rl_model else []):
-        done = {r["task_id"]: r["completions"] for r in saved if r["source"] == source}
-        gen_model, gen_tok, gen_chat = model, tok, chat
-        if source == "rl" and len(done) < len(tasks):
-            gen_model, gen_tok = load_model(ModelConfig(**{**cfg.model.__dict__, "name": cfg.rl_model}))
-            gen_chat = uses_chat(gen_tok, cfg.model)
 
-        def save(task, completions, source=source):
-            rec = {"source": source, "task_id": task.id, "completions": completions}
-            append_jsonl(run.file("selfedits.jsonl"), rec)
-
-        bar = progress(len(tasks), f"self-edits ({source})", "task")
-        selfedits[source] = sample_selfedits(FewShotArc(cfg, tasks), HFGenerator(gen_model, gen_tok), gen_tok, gen_chat,
-                                             tasks, cfg.selfedits, job_seed(cfg.seed, "selfedit", source), done, save,
-                                             progress=bar.update)
-        bar.close()
-        del gen_model
-
-    # 2. the unadapted model's answers
-    in_context = {r["task_id"]: r for r in read_records(run.path / "in_context.jsonl")}
-    bar = progress(len(tasks), "in-context answers", "task")
-    bar.update(sum(t.id in in_context for t in tasks))
-
-    def save_ic(task, rec):
-        in_context[task.id] = rec
-        append_jsonl(run.file("in_context.jsonl"), rec)
-
-    run_in_context(model, tok, chat, tasks, cfg, save_ic, done=set(in_context), progress=bar.update)
-    bar.close()
-
-    # 3. one TTT run per distinct (task, configuration)
+def table_plan(cfg: ArcConfig, tasks: list[ArcTask], selfedits: dict[str, dict[str, list[str]]], tok, chat: bool
+               ) -> tuple[list[TTTJob], dict[str, list[Attempt]]]:
+    """One TTT run per distinct (task, configuration) over the conditions: the model's own
+    self-edits, the RL model's, and the oracle's grid."""
     sources: dict = {OWN: selfedits["base"]}
-    if cfg.rl_model:
+    if "rl" in selfedits:
         sources[RL] = selfedits["rl"]
     if oracle := oracle_parsed(cfg):
         sources[ORACLE] = oracle
     attempts, jobs = plan(tasks, sources, tok, chat, cfg)
-    results = {r["key"]: r for r in read_records(run.path / "ttt.jsonl")}
-    bar = progress(len(jobs), "test-time training", "run")
-    bar.update(sum(j.key in results for j in jobs))
-
-    def save_ttt(job, rec):
-        results[job.key] = rec
-        append_jsonl(run.file("ttt.jsonl"), rec)
-        run.log("ttt", task_id=rec["task_id"], solved=rec["solved"], seconds=rec["seconds"])
-
-    run_inner_jobs(TTTInnerLoop(cfg), model, tok, HFGenerator(model, tok), chat, jobs, save_ttt, done=set(results),
-                   progress=bar.update)
-    bar.close()
-
-    summary = summarize(cfg, [t.id for t in tasks], info, in_context, attempts, results)
-    summary["wall_seconds_this_session"] = time.time() - t_start
-    atomic_write_json(run.path / "summary.json", summary)
-    _write_pairs(run.path / "pairs.jsonl", attempts, in_context, results)
-    run.log("summary", **{f"{c}/success": d["metrics"]["success"]["mean"] for c, d in summary["conditions"].items()})
-    run.close()
-    print_table(summary)
-    print(f"summary: {run.path / 'summary.json'}")
-    return run.path
+    return jobs, attempts
 
 
 def pair_success(a: Attempt, in_context: dict, results: dict) -> int:
@@ -162,14 +117,12 @@ def summarize(cfg: ArcConfig, task_ids: list[str], info: dict, in_context: dict,
     return out
 
 
-def _write_pairs(path: Path, attempts: dict[str, list[Attempt]], in_context: dict, results: dict) -> None:
-    lines = [json.dumps({"condition": cond, "task_id": a.task_id, "index": a.index, "valid": a.parsed.valid,
-                         "reason": a.parsed.reason, "config": a.parsed.config.to_dict(), "ttt_run": a.job_key,
-                         "solved": pair_success(a, in_context, results)}) + "\n"
-             for cond, atts in attempts.items() for a in atts]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(path)
+def pair_lines(attempts: dict[str, list[Attempt]], in_context: dict, results: dict) -> list[dict]:
+    """pairs.jsonl: every scored (condition, task, self-edit) and where its answer came from."""
+    return [{"condition": cond, "task_id": a.task_id, "index": a.index, "valid": a.parsed.valid,
+             "reason": a.parsed.reason, "config": a.parsed.config.to_dict(), "ttt_run": a.job_key,
+             "solved": pair_success(a, in_context, results)}
+            for cond, atts in attempts.items() for a in atts]
 
 
 def print_table(summary: dict) -> None:

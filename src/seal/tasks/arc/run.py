@@ -35,7 +35,6 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from ... import lora
 from ...config import InnerLoopConfig
@@ -43,30 +42,11 @@ from ...engine import job_seed
 from ...generation import HFGenerator
 from ...inner_loop import TrainExample, train_adapters
 from ...models import format_prompt
-from ...runs import read_jsonl
 from .config import ArcConfig
 from .data import ArcDataError, ArcTask, load_tasks, task_to_json
 from .grids import answer_text, grid_to_text, task_prompt, token_ids
 from .selfedit import ParsedSelfEdit, SelfEditConfig, parse_selfedit, selfedit_prompt, validate_config
 from .ttt import build_ttt_data, inference_views, map_back, score, vote
-
-# ----------------------------------------------------------------------------- run files
-
-
-def read_records(path) -> list[dict]:
-    """`seal.runs.read_jsonl`, after cutting a torn last line (a run killed mid-write) off the
-    file itself: `append_jsonl` would otherwise glue the next record onto it, leaving a broken
-    line in the middle of the file that a later read rejects."""
-    path = Path(path)
-    if path.exists() and path.stat().st_size:
-        data = path.read_bytes()
-        if not data.endswith(b"\n"):
-            records = read_jsonl(path)  # warns about the torn line
-            with open(path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
-            return records
-    return read_jsonl(path)
-
 
 # ----------------------------------------------------------------------------- tasks
 

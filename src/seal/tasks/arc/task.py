@@ -35,7 +35,7 @@ from ...inner_loop import TrainExample
 from ...task import Plan, Sampling, Session
 from .config import ArcConfig
 from .data import ArcTask
-from .run import TTTInnerLoop, open_task_run, plan, selfedit_text
+from .run import TTTInnerLoop, open_task_run, plan, run_in_context, selfedit_text
 
 
 def canonical_selfedit(config) -> str:
@@ -55,6 +55,8 @@ class FewShotArc:
 
     cfg: ArcConfig
     tasks: list[ArcTask]
+    selection: dict | None = None
+    """How the tasks were selected (run.select_tasks' record), reported in the table's summary."""
 
     name = "arc"
     unit = "task"
@@ -120,6 +122,43 @@ class FewShotArc:
     def round_notes(self, rnd: int, info: dict) -> list[str]:
         return [f"round {rnd}: {info['n_invalid']} invalid self-edits, {info['tasks_solved']} of "
                 f"{info['n_tasks']} tasks solved"]
+
+    # ------------------------------------------------------------------ the table (`seal arc evaluate`)
+
+    baseline_file = "in_context.jsonl"
+    table_job_file = "ttt.jsonl"
+
+    @property
+    def table_inner_loop(self) -> TTTInnerLoop:
+        return TTTInnerLoop(self.cfg)
+
+    def table_baseline(self, session: Session, contexts: list[ArcTask], on_result, progress) -> None:
+        """The unadapted model's answers (in-context only); also what invalid self-edits get."""
+        run_in_context(session.model, session.tok, session.chat, contexts, self.cfg,
+                       lambda task, rec: on_result(task.id, rec), progress=progress)
+
+    def table_plan(self, contexts, selfedits, tok, chat):
+        from .evaluate import table_plan
+
+        return table_plan(self.cfg, contexts, selfedits, tok, chat)
+
+    def table_record(self, job, result: dict) -> dict:
+        return result
+
+    def summarize_table(self, contexts, baseline, details, records) -> dict:
+        from .evaluate import summarize
+
+        return summarize(self.cfg, [t.id for t in contexts], self.selection, baseline, details, records)
+
+    def table_files(self, contexts, baseline, details, records) -> dict[str, list[dict]]:
+        from .evaluate import pair_lines
+
+        return {"pairs.jsonl": pair_lines(details, baseline, records)}
+
+    def print_table(self, summary: dict) -> None:
+        from .evaluate import print_table
+
+        print_table(summary)
 
 
 def train(cfg: ArcConfig, argv: list[str], command: str = "arc-train") -> Path:
