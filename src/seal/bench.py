@@ -7,7 +7,7 @@ the same texts. Self-edit generation speed (batched sampling, KV cache) is measu
 workload is written, or again with `--measure-generation`.
 
 Paths, each in its own fresh subprocess (so each peak RSS is its own):
-  fast          seal's default: `run_jobs` -> `train_adapters` (parallel_adapters=5, per-adapter
+  fast          seal's default: `run_inner_jobs` -> `train_adapters` (parallel_adapters=5, per-adapter
                 AdamW) and the reward (gain in gold-answer log-probability), no answer generation
   fast+gen      the same, also generating every answer greedily (batched, KV cache)
   ref           reference style: per self-edit a deep copy of the model, a PEFT LoRA (same rank,

@@ -180,8 +180,8 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int):
     rewards = selfedit_rewards(task, plan, records)
     if task.selfedit_file:
         write_jsonl(rdir / task.selfedit_file,
-                     [{"round": rnd, task.id_field: cid, "sample": j, **plan.info.get((cid, j), {}),
-                       "reward": rewards[(cid, j)]} for cid, j in plan.scored_by if (cid, j) in rewards])
+                    [{"round": rnd, task.id_field: cid, "sample": j, **plan.info.get((cid, j), {}),
+                      "reward": rewards[(cid, j)]} for cid, j in plan.scored_by if (cid, j) in rewards])
 
     # filter and M-step
     kept = select_kept(rewards, task.keep, task.keep_fraction)
