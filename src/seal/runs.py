@@ -78,10 +78,11 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
-    """Write a whole JSONL file at once (through a temporary file, so a reader never sees half of it)."""
+    """Write a whole JSONL file at once (through a temporary file, so a reader never sees half of
+    it), each record strict JSON as `append_jsonl` writes it."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.write_text("".join(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in records))
     tmp.replace(path)
 
 

@@ -51,3 +51,17 @@ def test_append_after_torn_line_keeps_file_readable(tmp_path):
         assert read_jsonl(p) == [{"a": 1}]
     append_jsonl(p, {"a": 3})
     assert read_jsonl(p) == [{"a": 1}, {"a": 3}]
+
+
+def test_jsonl_writers_hold_no_nan(tmp_path):
+    """append_jsonl and write_jsonl both write strict JSON: a non-finite number becomes null."""
+    import json
+
+    from seal.runs import append_jsonl, write_jsonl
+    record = {"reward": float("nan"), "loss": float("inf"), "n": 2}
+    append_jsonl(tmp_path / "a.jsonl", record)
+    write_jsonl(tmp_path / "w.jsonl", [record])
+    for name in ("a.jsonl", "w.jsonl"):
+        line = (tmp_path / name).read_text()
+        assert "NaN" not in line and "Infinity" not in line
+        assert json.loads(line, parse_constant=lambda c: pytest.fail(f"{name}: {c}"))["n"] == 2
