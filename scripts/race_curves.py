@@ -3,8 +3,10 @@ minutes").
 
 collect   for each passage, its k self-edits (read from a `seal train` run's samples.jsonl) are
           trained side by side at the inner-loop defaults, graded after every epoch (the reward's
-          metric with greedy answers, and the gold-answer log-prob), nobody stopped; one record
-          per self-edit with its whole curve is appended to <out>/curves.jsonl (resumable).
+          metric with greedy answers, and the gold-answer log-prob; `--rung-score logprob`: the
+          log-prob alone, no generation, about half the cost), nobody stopped; one record per
+          self-edit with its whole curve is appended to <out>/curves.jsonl (resumable). The final
+          epoch is always graded in full, as exhaustive evaluation grades it.
 simulate  replays every candidate rule (first rung, eta, rung score) on the curves: with common
           seeds a survivor's final reward is the recorded one, so a rule differs from exhaustive
           evaluation only by whom it stops. Per rule: how often the kept self-edit (best-positive,
@@ -52,7 +54,8 @@ def collect(args) -> None:
     atomic_write_json(out / "config.json", {"run": args.run, "data": args.data, "data_sha256": K.file_sha256(args.data),
                                             "offset": args.offset, "limit": args.limit, "seed": args.seed,
                                             "passages": [p.id for p in passages], "inner": to_dict(inner),
-                                            "eval": to_dict(ev), "template": args.template, "versions": versions()})
+                                            "eval": to_dict(ev), "template": args.template, "rung_score": args.rung_score,
+                                            "versions": versions()})
     model, tok = load_model(ModelConfig())
     chat = uses_chat(tok, ModelConfig())
     gen = HFGenerator(model, tok)
@@ -68,7 +71,7 @@ def collect(args) -> None:
             if items:  # unparsable self-edits get no reward in ReSTEM either
                 jobs.append(K.Job(f"{p.id}/{j}", [p.id], K.training_examples(p, items, se.include_passage),
                                   p.questions, job_seed(args.seed, "inner", 1, p.id, 0), group=p.id))
-    every = Race(rungs=tuple(range(1, inner.epochs)), eta=1.0, score="reward")  # eta 1: nobody is stopped
+    every = Race(rungs=tuple(range(1, inner.epochs)), eta=1.0, score=args.rung_score)  # eta 1: nobody is stopped
 
     def save(job, res):
         pid, j = job.key.split("/")
@@ -156,15 +159,16 @@ def simulate(args) -> None:
     curves: dict[str, dict[int, list[dict]]] = {}
     for r in read_jsonl(out / "curves.jsonl"):
         curves.setdefault(r["passage_id"], {})[r["sample"]] = r["curve"]
+    scores = ("reward", "logprob") if cfg.get("rung_score", "reward") == "reward" else ("logprob",)
     rules = [simulate_rule(curves, base, reward, epochs, f, eta, sc)
-             for f, eta, sc in itertools.product((1, 2, 3), (1.5, 2.0, 3.0, 5.0), ("reward", "logprob"))]
+             for f, eta, sc in itertools.product((1, 2, 3), (1.5, 2.0, 3.0, 5.0), scores)]
     rules = [r for r in rules if r["rungs"]]
     # Spearman of each rung's ranking with the final reward, within passages (how early the order settles)
     from seal.stats import spearman
 
     settle = {}
     for e in range(1, epochs):
-        for sc in ("reward", "logprob"):
+        for sc in scores:
             rhos = []
             for by_sample in curves.values():
                 js = sorted(by_sample)
@@ -200,6 +204,8 @@ def main() -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--template", default="implications")
     c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--rung-score", choices=("reward", "logprob"), default="reward",
+                   help="what every rung grades: the reward's metric and the log-prob, or the log-prob alone")
     c.add_argument("--out", required=True)
     s = sub.add_parser("simulate")
     s.add_argument("--out", required=True)

@@ -127,3 +127,23 @@ def test_train_with_racing_keeps_only_survivors_and_their_rewards_equal_exhausti
     assert not kept & set(out)
     done = json.loads((tmp_path / "race/rounds/round_1/done.json").read_text())
     assert done["n_raced_out"] == len(out) and done["n_scored"] == len(race) - len(out)
+
+
+def test_logprob_rungs_under_a_generated_reward(tiny_model_dir, squad_tiny, tmp_path):
+    """`race_score logprob` with a containment reward: rungs rank by the answer log-prob alone
+    (no generated answers), survivors get exhaustive evaluation's containment reward. (It used to
+    fail at the first rung: its grading settings were refused as 'no answers to grade'.)"""
+    fast = [a if a != "logprob" else "containment" for a in FAST]
+    args = ["train", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--restem.rounds", "1",
+            "--restem.passages_per_round", "2", "--selfedit.k", "4", "--selfedit.template", "rewrite",
+            "--restem.keep", "all-positive", *fast]
+    assert main(args + ["--out", str(tmp_path / "full")]) == 0
+    assert main(args + ["--restem.selection", "racing", "--restem.race_score", "logprob",
+                        "--out", str(tmp_path / "race")]) == 0
+    full = {(r["passage_id"], r["sample"]): r for r in read_jsonl(tmp_path / "full/rounds/round_1/rewards.jsonl")}
+    race = {(r["passage_id"], r["sample"]): r for r in read_jsonl(tmp_path / "race/rounds/round_1/rewards.jsonl")}
+    assert set(full) == set(race) and any(r.get("raced_out") for r in race.values())
+    for k, r in race.items():
+        assert all(set(g["metrics"]) == {"logprob"} for g in r["race"]["rungs"])  # nothing generated at a rung
+        if not r.get("raced_out"):
+            assert r["reward"] == pytest.approx(full[k]["reward"], abs=1e-9) and "containment" in r["metrics"]

@@ -602,7 +602,9 @@ def train_and_grade(model, tok, gen, chat, group: list[Job], inner_cfg, eval_cfg
     history: list[list[dict]] = [[] for _ in group]
     judge = None
     if race is not None and len(group) > 1 and race.rungs:
-        rung_cfg = eval_cfg if race.score == "reward" else dataclasses.replace(eval_cfg, generate=False)
+        # a log-prob rung needs no answers: no generation, whatever the final reward's metric
+        rung_cfg = eval_cfg if race.score == "reward" else dataclasses.replace(eval_cfg, generate=False,
+                                                                                reward="logprob")
         judge = make_judge(lambda qs, rows: score_rows(model, tok, gen, chat, qs, rows, rung_cfg, speed=speed),
                            [j.questions for j in group], race.score, eval_cfg.reward, race.eta, history)
     lora.attach(model, inner_cfg.lora, len(group))
