@@ -3,6 +3,7 @@
     seal demo                               the main job on built-in fictional passages
     seal evaluate --data FILE [--limit N]   the knowledge-incorporation table
     seal train --data FILE                  ReSTEM rounds (outer loop)
+    seal sft --examples FILE --out DIR      the M-step alone (multi-process: accelerate launch -m seal.cli sft)
     seal adapt FILE... [--registry DIR]     your own documents into a versioned adapter registry
     seal ask QUESTION [--version N]         answer with the registry's current (or given) version
     seal history / seal rollback VERSION    the registry's versions; make an earlier one current
@@ -109,6 +110,13 @@ def cmd_demo(args, argv):
     demo(cfg, argv)
 
 
+def cmd_sft(args, argv):
+    from .sft_distributed import sft_command
+    cfg = config_from_args(args)
+    _setup_threads(cfg)
+    sft_command(cfg, args.examples, cfg.out)
+
+
 def _registry_config(args) -> RunConfig:
     """The config of a registry command: the registry's own model unless one is named (a
     different one is refused: adapters fit only the model they were trained on)."""
@@ -194,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_flags(p)
         p.set_defaults(func=fn)
     _add_registry_commands(sub)
+    p = sub.add_parser("sft", help="the M-step alone: LoRA SFT of a model on a file of kept self-edits, merged; "
+                                   "data-parallel under `accelerate launch`",
+                       description="Finetune --model on a JSONL file of {prompt, completion} records with the "
+                                   "restem.sft_* settings and write the merged model to --out. Several processes: "
+                                   "accelerate launch --num_processes N -m seal.cli sft ... (see docs/cluster.md).")
+    p.add_argument("--examples", required=True, metavar="FILE", help="JSONL of {\"prompt\": ..., \"completion\": ...}")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_sft)
     for module in ("report", "bench", "tasks.arc.cli"):
         try:
             mod = __import__(f"seal.{module}", fromlist=["add_cli"])
@@ -254,11 +270,12 @@ def _one_line(e: Exception) -> str:
 
 def _known_errors() -> tuple:
     """Errors whose message is written for the user (they name the file, record or setting)."""
+    from .executors import ExecutorError
     from .models import ModelError
     from .registry import RegistryError
     from .runs import RunError
     from .tasks.knowledge import DataError
-    out = [ConfigError, CLIError, ModelError, RunError, DataError, RegistryError]
+    out = [ConfigError, CLIError, ModelError, RunError, DataError, RegistryError, ExecutorError]
     for mod, name in (("seal.report", "ReportError"), ("seal.tasks.arc.data", "ArcDataError")):
         try:
             out.append(getattr(__import__(mod, fromlist=[name]), name))

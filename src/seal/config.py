@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import string
 import types
 import typing
@@ -280,6 +281,10 @@ class ReSTEMConfig:
     a data file without questions is then accepted). With `probes`, a passage's own questions,
     when it has them, are graded beside the probes and saved as `gold_reward`, never used for
     selection, and each round's done.json reports how well the two rewards agree."""
+    sft_processes: int = setting(1, ge=1)
+    """Processes the M-step's SFT runs on: 1 in this process; more launches `accelerate launch
+    --num_processes N -m seal.cli sft` (one per GPU, or CPU processes without one), data-parallel
+    with the same result (seal/sft_distributed.py; needs `pip install 'seal[distributed]'`)."""
     probes: int = setting(4, ge=1)
     """reward_questions probes: probe questions per passage (cloze probes fill up when the model
     writes fewer usable ones). Written once per run and reused in every round."""
@@ -416,6 +421,55 @@ class AdaptConfig:
 
 
 @dataclass
+class ExecutorConfig:
+    """Where inner-loop jobs run (seal/executors.py): in this process, or fanned out to Ray
+    actors that each keep a copy of the base model resident. Results are the same either way:
+    jobs that train side by side (a passage's k self-edits) always stay in one batch."""
+
+    kind: str = setting("local", choices=("local", "ray"))
+    """`local` (in this process, one batch after another) or `ray` (`workers` Ray actors; needs
+    `pip install 'seal[ray]'`)."""
+    workers: int = setting(2, ge=1)
+    """executor ray: actors, each holding one copy of the base model."""
+    num_cpus: float = setting(1.0, gt=0, le=1024)
+    """executor ray: CPUs reserved per actor; its torch threads are this, rounded (at least 1),
+    unless `threads` is set."""
+    num_gpus: float = setting(0.0, ge=0, le=64)
+    """executor ray: GPUs per actor (a fraction shares one GPU between actors); an actor that
+    gets one moves its model there."""
+    address: str = ""
+    """executor ray: an existing cluster (`auto`, `host:port` or `ray://host:port`); empty
+    starts a local Ray instance with workers x num_cpus CPUs (unless one is already running in
+    this process)."""
+    max_retries: int = setting(3, ge=0)
+    """executor ray: how often a batch whose actor died (killed, out of memory, node lost) is
+    run again on a fresh actor before the run stops with an error. Finished results are kept."""
+
+    def __post_init__(self):
+        check_ranges(self)
+        a = self.address.strip()
+        if a and a not in ("auto", "local") and not re.fullmatch(r"(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+", a):
+            raise ConfigError(f"address must be empty, `auto`, `host:port` or `ray://host:port`, got {self.address!r}")
+
+
+@dataclass
+class GenerationConfig:
+    """Which engine samples text (seal/generation.py)."""
+
+    backend: str = setting("hf", choices=("hf", "vllm"))
+    """`hf` (transformers, in process, any device) or `vllm` (seal/generation_vllm.py: needs
+    vLLM and a GPU; used for self-edit sampling in `seal train`)."""
+    gpu_memory_utilization: float = setting(0.4, gt=0, le=1)
+    """backend vllm: share of the GPU's memory vLLM may take (the rest is left to training)."""
+    max_loras: int = setting(8, ge=1)
+    """backend vllm: LoRA adapters vLLM keeps on the GPU at once (adapters are passed per
+    request, never merged into the weights)."""
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -425,6 +479,8 @@ class RunConfig:
     restem: ReSTEMConfig = field(default_factory=ReSTEMConfig)
     continual: ContinualConfig = field(default_factory=ContinualConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     seed: int = setting(0, ge=0, lt=2**32)
     out: str = ""
     """Run folder. Empty: runs/<command>-<timestamp>. An existing run folder is resumed; any

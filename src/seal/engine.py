@@ -4,7 +4,8 @@ inner-loop job execution (see seal/task.py for the protocol they serve).
 `run_inner_jobs` is the one place inner-loop jobs run. It cuts the job list into batches
 (`job_batches`: per `job.group`, `inner.adapters_per_batch` at a time, in the order of each
 group's first job) and hands each batch to the domain's inner loop (`InnerLoop.run_batch`),
-reporting every result as it comes so that the caller saves it at once. Batches are fixed by the
+reporting every result as it comes so that the caller saves it at once, in this process or
+on Ray workers (seal/executors.py: the same batches, so the same results). Batches are fixed by the
 full job list and a batch runs whole unless every job in it is done, so a resumed run batches,
 and therefore computes, exactly as an uninterrupted one (batch composition changes float
 summation order, and in bf16 that moved greedy answers).
@@ -12,8 +13,10 @@ summation order, and in bf16 that moved greedy answers).
 
 from __future__ import annotations
 
+import functools
 import zlib
 
+from .executors import Batch, LocalExecutor, Resident, inner_batch
 from .generation import sample_resumable
 from .task import InnerLoop, Task
 
@@ -44,14 +47,16 @@ def job_batches(jobs: list, size: int) -> list[list]:
 
 
 def run_inner_jobs(inner: InnerLoop, model, tok, gen, chat: bool, jobs: list, on_result,
-                   done: set[str] | frozenset = frozenset(), progress=None) -> None:
+                   done: set[str] | frozenset = frozenset(), progress=None, executor=None) -> None:
     """Run `jobs` through the inner loop on `model` (the base: every adapter starts from it), a
     batch at a time; on_result(job, result) for each job not in `done` as its batch finishes;
-    progress(n) after each batch with the number of jobs it finished."""
-    for batch in job_batches(jobs, inner.adapters_per_batch):
-        if all(j.key in done for j in batch):
-            continue
-        for job, result in inner.run_batch(model, tok, gen, chat, batch, done):
-            on_result(job, result)
-        if progress is not None:
-            progress(sum(j.key not in done for j in batch))
+    progress(n) after each batch with the number of jobs it finished.
+
+    `executor` (seal/executors.py) says where batches run: None runs them here, one after
+    another, on `model`; a Ray executor sends each batch, with `inner`, to a worker holding its
+    own copy of the same base model. Either way a batch is the same list of jobs, so the
+    results are the same; on_result is always called in this process."""
+    batches = [Batch(b, frozenset(j.key for j in b if j.key in done))
+               for b in job_batches(jobs, inner.adapters_per_batch) if not all(j.key in done for j in b)]
+    executor = executor or LocalExecutor(Resident(model, tok, gen, chat))
+    executor.map(functools.partial(inner_batch, inner=inner), batches, on_result, progress)

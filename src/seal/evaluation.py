@@ -58,7 +58,7 @@ def evaluate_task(task: TableTask, run, session: Session, model_cfg: ModelConfig
         append_jsonl(run.file(task.table_job_file), records[job.key])
 
     run_inner_jobs(task.table_inner_loop, session.model, session.tok, session.gen, session.chat, jobs, save,
-                   done=set(records), progress=bar.update)
+                   done=set(records), progress=bar.update, executor=session.executor)
     bar.close()
 
     summary = task.summarize_table(contexts, baseline, details, records)

@@ -3,7 +3,8 @@
 `Generator.generate(prompts, ...)` returns one list of completions per prompt. `HFGenerator`
 runs the in-process transformers model (batched, left-padded, KV cache) and honours the LoRA
 adapter of each row, so answers of many adapted models are generated in one batch. Another
-backend (e.g. vLLM on a GPU) plugs in by implementing the same protocol.
+backend plugs in by implementing the same protocol: `VLLMGenerator` (seal/generation_vllm.py, a
+GPU engine with LoRA adapters passed per request) is chosen by `make_generator(backend="vllm")`.
 """
 
 from __future__ import annotations
@@ -167,7 +168,14 @@ def sample_resumable(gen: Generator, items: list, prompt_of, n: int, *, max_new_
     return out
 
 
-def make_generator(model, tok, backend: str = "hf", chat: bool | None = None) -> Generator:
+def make_generator(model, tok, backend: str = "hf", chat: bool | None = None, path: str = "", **vllm_kw) -> Generator:
+    """The generator `backend` names: `hf` on the in-process `model`, or `vllm` (a GPU engine,
+    seal/generation_vllm.py) on the model folder or hub id `path`; `vllm_kw` are VLLMGenerator
+    settings (gpu_memory_utilization, max_loras, ...)."""
     if backend == "hf":
         return HFGenerator(model, tok, chat)
-    raise ValueError(f"unknown generation backend {backend!r} (available: hf)")
+    if backend == "vllm":
+        from .generation_vllm import VLLMGenerator, import_vllm
+        import_vllm()  # a one-line error, naming the setting, when vLLM is missing
+        return VLLMGenerator(path, tok, chat, **vllm_kw)
+    raise ValueError(f"unknown generation backend {backend!r} (available: hf, vllm)")

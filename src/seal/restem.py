@@ -33,12 +33,15 @@ from __future__ import annotations
 import copy
 import json
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import lora
-from .config import InnerLoopConfig, ModelConfig
+from .config import GenerationConfig, InnerLoopConfig, ModelConfig
 from .engine import job_seed, run_inner_jobs, sample_selfedits
-from .generation import HFGenerator
+from .generation import HFGenerator, make_generator
 from .inner_loop import TrainExample, train_adapters
 from .models import load_model, save_model
 from .runs import append_jsonl, atomic_write_json, progress, read_jsonl, write_jsonl
@@ -116,14 +119,47 @@ def finish(run, rounds: int, unchanged: str, **extra) -> Path | None:
     return final
 
 
+@dataclass
+class Backends:
+    """Where a round's heavy pieces run; the defaults keep everything in this process.
+
+    - `executor`: the E-step's inner-loop jobs (seal/executors.py; None: here, on the base model);
+    - `generation`: what samples self-edits (`hf`: transformers on the in-process policy; `vllm`:
+      a vLLM engine on the policy's saved folder, made per round since the M-step changes the
+      weights themselves);
+    - `sft_processes`: the M-step on N processes under `accelerate` (seal/sft_distributed.py),
+      which finetunes the policy's folder into the round's model folder."""
+
+    executor: Any = None
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    sft_processes: int = 1
+
+
+@contextmanager
+def open_backends(cfg, base, tok, chat: bool, sft_processes: int = 1):
+    """The Backends a command's config names (`cfg.executor`, `cfg.generation`, with `cfg.model`
+    and `cfg.threads`): a missing Ray, an unreachable cluster or a missing vLLM is refused here,
+    before any work; Ray workers are released at the end."""
+    from .executors import Resident, make_executor
+
+    if cfg.generation.backend == "vllm":
+        from .generation_vllm import import_vllm
+
+        import_vllm()
+    with make_executor(cfg.executor, cfg.model, Resident(base, tok, HFGenerator(base, tok), chat),
+                       cfg.threads) as executor:
+        yield Backends(executor, cfg.generation, sft_processes)
+
+
 def run_rounds(task: Task, run, base, tok, chat: bool, model_cfg: ModelConfig, rounds: int, seed: int,
-               unchanged: str, **final_extra) -> Path | None:
+               unchanged: str, backends: Backends | None = None, **final_extra) -> Path | None:
     """ReSTEM rounds 1..`rounds` of `task` in the open run `run` (seal.runs) with the base model
     `base`; rounds finished earlier are skipped (their model is reloaded). Closes the run and
     returns the final model's folder (None: no round changed the model; `unchanged` says why)."""
     if not isinstance(task, Task):
         raise TypeError(f"{type(task).__name__} does not implement seal.task.Task")
-    session = Session(run.path, base, tok, chat, HFGenerator(base, tok))
+    backends = backends or Backends()
+    session = Session(run.path, base, tok, chat, HFGenerator(base, tok), backends.executor)
     policy = None  # the generator; a copy of the base model once an M-step changes it
     for rnd in range(1, rounds + 1):
         rdir = run.path / "rounds" / f"round_{rnd}"
@@ -131,22 +167,42 @@ def run_rounds(task: Task, run, base, tok, chat: bool, model_cfg: ModelConfig, r
         if (earlier := finished_round(rdir, rnd, model_cfg)) is not None:
             policy = earlier[1] if earlier[1] is not None else policy
             continue
-        policy, info = run_round(task, session, rdir, rnd, policy, seed)
+        policy, info = run_round(task, session, rdir, rnd, policy, seed, model_cfg, backends)
         run.log("round", step=rnd, **{k: v for k, v in info.items() if v is not None})
     return finish(run, rounds, unchanged, **final_extra)
 
 
-def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int):
+def policy_folder(model_cfg: ModelConfig, run_dir: Path, rnd: int) -> str:
+    """Where round `rnd`'s policy lies on disk: the model of the last earlier round that changed
+    it, else the base model's folder (or hub id)."""
+    from .generation_vllm import model_path
+
+    folder = next((run_dir / "rounds" / f"round_{r}" / "model" for r in range(rnd - 1, 0, -1)
+                   if (run_dir / "rounds" / f"round_{r}" / "model").exists()), None)
+    return str(folder or model_path(model_cfg))
+
+
+def policy_sampler(policy, s: Session, model_cfg: ModelConfig, gen_cfg: GenerationConfig, rnd: int):
+    """What samples round `rnd`'s self-edits (see Backends.generation)."""
+    if gen_cfg.backend == "hf":
+        return HFGenerator(policy if policy is not None else s.model, s.tok)
+    return make_generator(None, s.tok, "vllm", path=policy_folder(model_cfg, s.run_dir, rnd),
+                          gpu_memory_utilization=gen_cfg.gpu_memory_utilization, max_loras=gen_cfg.max_loras)
+
+
+def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, model_cfg: ModelConfig | None = None,
+              backends: Backends | None = None):
     """One ReSTEM round, each step resumable where it stands. Returns (the policy after the
     M-step, None while it is still the base model; the round's done.json record)."""
     t0 = time.time()
+    backends = backends or Backends()
     contexts = task.round_contexts(rnd, s)
     unit = task.unit
 
     # E-step (1): sample self-edits from the current policy
     done = {r[task.id_field]: r["completions"] for r in read_jsonl(rdir / "samples.jsonl")}
     bar = progress(len(contexts), f"round {rnd}: sampling self-edits", unit)
-    samples = sample_selfedits(task, HFGenerator(policy if policy is not None else s.model, s.tok), s.tok, s.chat,
+    samples = sample_selfedits(task, policy_sampler(policy, s, model_cfg, backends.generation, rnd), s.tok, s.chat,
                                contexts, task.sampling.k, job_seed(seed, "round", rnd), done,
                                lambda c, comps: append_jsonl(rdir / "samples.jsonl",
                                                              {task.id_field: c.id, "completions": comps}),
@@ -175,7 +231,7 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int):
         append_jsonl(rdir / task.job_file, records[job.key])
 
     run_inner_jobs(task.inner_loop, s.model, s.tok, s.gen, s.chat, plan.jobs, save, done=set(records),
-                   progress=bar.update)
+                   progress=bar.update, executor=s.executor)
     bar.close()
     rewards = selfedit_rewards(task, plan, records)
     if task.selfedit_file:
@@ -195,14 +251,22 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int):
     write_jsonl(rdir / "sft.jsonl", sft_lines)
     sft_stats, movement = None, {}
     if examples:
-        if policy is None:
-            policy = copy.deepcopy(s.model)
         # did the M-step move the generator toward what it kept? (mean log-prob per token of the
         # kept self-edits given their prompts, before and after SFT)
-        movement["kept_logprob_before"] = completion_logprob(policy, s.tok, examples)
-        sft_stats = sft(policy, s.tok, examples, task.sft_config, job_seed(seed, "sft", rnd))
+        movement["kept_logprob_before"] = completion_logprob(policy if policy is not None else s.model, s.tok,
+                                                             examples)
+        if backends.sft_processes > 1:  # data-parallel under accelerate; it writes rdir/model
+            from .sft_distributed import launch
+
+            sft_stats = launch(model_cfg, policy_folder(model_cfg, s.run_dir, rnd), task.sft_config, examples, rdir,
+                               job_seed(seed, "sft", rnd), backends.sft_processes)
+            policy, _ = load_model(ModelConfig(**{**model_cfg.__dict__, "name": str(rdir / "model")}))
+        else:
+            if policy is None:
+                policy = copy.deepcopy(s.model)
+            sft_stats = sft(policy, s.tok, examples, task.sft_config, job_seed(seed, "sft", rnd))
+            save_model(policy, s.tok, rdir / "model")
         movement["kept_logprob_after"] = completion_logprob(policy, s.tok, examples)
-        save_model(policy, s.tok, rdir / "model")
     vals = list(rewards.values())
     info = {"round": rnd, f"n_{unit}s": len(contexts), "n_selfedits": n_selfedits, "n_jobs": len(plan.jobs),
             "n_scored": len(vals), "n_kept": len(kept),

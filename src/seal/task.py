@@ -43,14 +43,17 @@ from .inner_loop import TrainExample
 @dataclass
 class Session:
     """What the engine holds while a command runs (never stored on a task): the run folder, the
-    base model the inner loop adapts, its tokenizer, whether prompts use its chat template, and a
-    generator over the base model."""
+    base model the inner loop adapts, its tokenizer, whether prompts use its chat template, a
+    generator over the base model, and where inner-loop jobs run."""
 
     run_dir: Path
     model: Any
     tok: Any
     chat: bool
     gen: Any
+    executor: Any = None
+    """Where inner-loop jobs run (seal/executors.py: Ray workers holding their own copies of the
+    base model); None runs them in this process on `model`."""
 
 
 @dataclass(frozen=True)

@@ -331,7 +331,7 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
     from ..evaluate import prepare_passages
     from ..lora import check_targets
     from ..models import check_model_name, load_model, uses_chat
-    from ..restem import run_rounds
+    from ..restem import open_backends, run_rounds
     from ..runs import open_run
 
     if cfg.selfedit.template == "none":
@@ -352,6 +352,7 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
         print(f"restem.passages_per_round {cfg.restem.passages_per_round} > {len(passages)} passages: "
               f"each round uses all {len(passages)}")
     run.log("data", **{k: v for k, v in counts.items() if isinstance(v, int)})
-    run_rounds(KnowledgeTask(cfg, passages), run, base, tok, chat, cfg.model, cfg.restem.rounds, cfg.seed,
-               "unchanged (no self-edit earned a positive reward)", data=counts)
+    with open_backends(cfg, base, tok, chat, cfg.restem.sft_processes) as backends:
+        run_rounds(KnowledgeTask(cfg, passages), run, base, tok, chat, cfg.model, cfg.restem.rounds, cfg.seed,
+                   "unchanged (no self-edit earned a positive reward)", backends, data=counts)
     return run.path

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...config import ConfigError, LoRAConfig, ModelConfig, check_ranges, setting
+from ...config import ConfigError, ExecutorConfig, GenerationConfig, LoRAConfig, ModelConfig, check_ranges, setting
 from .augment import FAMILIES
 from .selfedit import EPOCHS_MAX, EPOCHS_MIN, LR_MAX, LR_MIN, STRATEGIES, config_space
 
@@ -85,6 +85,9 @@ class ArcReSTEMConfig:
     sft_batch_size: int = setting(4, ge=1)
     sft_max_seq_len: int = setting(1024, ge=8)
     """Self-edit prompt + JSON longer than this are left out of the SFT data (counted)."""
+    sft_processes: int = setting(1, ge=1)
+    """Processes the M-step's SFT runs on: 1 in this process; more launches `accelerate launch
+    --num_processes N -m seal.cli sft` (seal/sft_distributed.py; `pip install 'seal[distributed]'`)."""
     sft_lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(rank=16, alpha=32))
     """The SFT LoRA, merged into the model's weights at the end of each round."""
 
@@ -162,12 +165,16 @@ class ArcConfig:
     """Run folder. Empty: runs/<command>-<timestamp>. An existing run folder is resumed."""
     threads: int = setting(0, ge=0)
     """torch intra-op threads (0: torch's default)."""
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    """Where TTT runs go (seal/executors.py): this process, or Ray actors holding the base model."""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    """What samples self-edits in `seal arc train` (`vllm`: seal/generation_vllm.py, needs a GPU)."""
 
     def __post_init__(self):
-        for name in ("oracle", "restem", "model", "lora"):
+        for name in ("oracle", "restem", "model", "lora", "executor", "generation"):
             value = getattr(self, name)
             if isinstance(value, dict):
                 cls = {"oracle": OracleConfig, "restem": ArcReSTEMConfig, "model": ModelConfig,
-                       "lora": LoRAConfig}[name]
+                       "lora": LoRAConfig, "executor": ExecutorConfig, "generation": GenerationConfig}[name]
                 setattr(self, name, cls(**value))
         check_ranges(self)

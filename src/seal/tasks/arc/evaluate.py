@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ...config import ConfigError
 from ...evaluation import evaluate_task
+from ...executors import Resident, make_executor
 from ...generation import HFGenerator
 from ...stats import cluster_bootstrap
 from ...task import Session
@@ -46,8 +47,10 @@ def evaluate(cfg: ArcConfig, argv: list[str], command: str = "arc-evaluate") -> 
     t_start = time.time()
     run, model, tok, chat, tasks, info = open_task_run(cfg, argv, command)
     sources = {"base": None, **({"rl": cfg.rl_model} if cfg.rl_model else {})}
-    evaluate_task(FewShotArc(cfg, tasks, info), run, Session(run.path, model, tok, chat, HFGenerator(model, tok)),
-                  cfg.model, tasks, sources, cfg.selfedits, cfg.seed, started=t_start)
+    gen = HFGenerator(model, tok)
+    with make_executor(cfg.executor, cfg.model, Resident(model, tok, gen, chat), cfg.threads) as executor:
+        evaluate_task(FewShotArc(cfg, tasks, info), run, Session(run.path, model, tok, chat, gen, executor),
+                      cfg.model, tasks, sources, cfg.selfedits, cfg.seed, started=t_start)
     return run.path
 
 

@@ -164,11 +164,12 @@ class FewShotArc:
 def train(cfg: ArcConfig, argv: list[str], command: str = "arc-train") -> Path:
     """`seal arc train`: select the tasks, load the model, open (or resume) the run folder and
     run `restem.rounds` ReSTEM rounds (seal/restem.py). Returns the run folder."""
-    from ...restem import run_rounds
+    from ...restem import open_backends, run_rounds
 
     if not cfg.tasks:
         raise ConfigError("seal arc train needs --tasks PATH (training tasks, e.g. seal:train)")
     run, base, tok, chat, tasks, _ = open_task_run(cfg, argv, command)
-    run_rounds(FewShotArc(cfg, tasks), run, base, tok, chat, cfg.model, cfg.restem.rounds, cfg.seed,
-               "unchanged (no self-edit solved its task)")
+    with open_backends(cfg, base, tok, chat, cfg.restem.sft_processes) as backends:
+        run_rounds(FewShotArc(cfg, tasks), run, base, tok, chat, cfg.model, cfg.restem.rounds, cfg.seed,
+                   "unchanged (no self-edit solved its task)", backends)
     return run.path

@@ -1,0 +1,127 @@
+"""Wall time of one ReSTEM round's E-step inner loop: the local executor against the Ray executor
+with 2 workers, on the same machine, the same jobs and the same seeds, in one run.
+
+    python scripts/bench_executors.py                       # default model, bench/workload_round.json
+    python scripts/bench_executors.py --model tests/tiny --workload /tmp/wl.json --data tests/fixtures/squad_tiny.json
+
+Workload: `seal bench round`'s (bench/workload_round.json: 8 dev passages x 5 self-edits
+sampled once; made here if missing, from --data). Jobs are the E-step's (seal/bench_round.py
+round_jobs: a passage's k self-edits in one batch, one common seed per passage), at the inner-loop
+and reward defaults (LoRA r32 on all linear layers, lr 1e-3, 5 epochs, containment reward).
+
+Paths, each timed from the first job to the last result, model loading excluded:
+  local   `LocalExecutor`: batch after batch in this process, --threads torch threads
+  ray     `RayExecutor`: --workers actors, each --threads / --workers torch threads, same total
+          CPUs; its start (Ray + each actor loading the model) is timed separately
+The unadapted model's grades are computed once (not timed) and every reward is checked against
+the local one (max absolute difference, same self-edit kept per passage).
+
+Writes --out (JSON: config, seed, data sha256, machine, both times, speed-up, agreement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default", help="model (default: the bundled SmolLM2-135M-Instruct)")
+    ap.add_argument("--workload", default="bench/workload_round.json", help="fixed workload file (made if missing)")
+    ap.add_argument("--data", default="../shared/data/squad/dev.json", help="SQuAD file a new workload is drawn from")
+    ap.add_argument("--passages", type=int, default=8, help="passages in a new workload")
+    ap.add_argument("--k", type=int, default=5, help="self-edits per passage in a new workload")
+    ap.add_argument("--seed", type=int, default=0, help="seed of a new workload")
+    ap.add_argument("--max-new-tokens", type=int, default=0, help="self-edit length cap of a new workload (0: default)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the local path; split among Ray workers")
+    ap.add_argument("--workers", type=int, default=2, help="Ray actors")
+    ap.add_argument("--epochs", type=int, default=0, help="inner-loop epochs (0: the default, 5)")
+    ap.add_argument("--out", default="results/bench_executors.json")
+    args = ap.parse_args(argv)
+    if args.threads < 1 or args.workers < 1 or args.threads % args.workers:
+        ap.error("--threads must be a positive multiple of --workers (each worker gets threads / workers)")
+
+    import torch
+
+    from seal import bench as B
+    from seal.bench_round import _base_grades, agreement, round_jobs
+    from seal.config import EvalConfig, ExecutorConfig, InnerLoopConfig, ModelConfig
+    from seal.engine import job_batches, run_inner_jobs
+    from seal.executors import LocalExecutor, Resident, make_executor
+    from seal.tasks import knowledge as K
+
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    wpath = Path(args.workload)
+    if not wpath.exists():
+        print(f"sampling the workload once: {args.passages} passages x {args.k} self-edits -> {wpath}", flush=True)
+        wl = B.run_path({"kind": "generate", "name": "generate", "model": args.model, "threads": args.threads,
+                         "data": args.data, "passages": args.passages, "k": args.k, "seed": args.seed,
+                         "max_new_tokens": args.max_new_tokens}, True)
+        wpath.parent.mkdir(parents=True, exist_ok=True)
+        wpath.write_text(json.dumps(wl, indent=1) + "\n")
+    wl = json.loads(wpath.read_text())
+    jobs = round_jobs(wl)
+    inner = InnerLoopConfig(**({"epochs": args.epochs} if args.epochs else {}))
+    ev = K.reward_eval_config(EvalConfig())
+    mcfg = ModelConfig(name=args.model)
+    resident = Resident.load(mcfg)
+    base, _ = _base_grades(resident.model, resident.tok, resident.chat, jobs, ev)
+    machine = B.machine_info(args.threads)
+    print(f"CPU: {machine['cpu_model']} ({machine['logical_cpus']} logical, flags {' '.join(machine['cpu_flags'])}); "
+          f"load average at start {machine['load_avg_at_start']}", flush=True)
+    loop = K.QAInnerLoop(inner, ev)
+    print(f"{len(jobs)} inner-loop jobs in {len(job_batches(jobs, loop.adapters_per_batch))} batches", flush=True)
+
+    def rewards(res):
+        return {j.key: res[j.key]["metrics"][ev.reward] - base[j.passage_ids[0]][ev.reward] for j in jobs}
+
+    paths = {}
+    res: dict = {}
+    t = time.perf_counter()
+    run_inner_jobs(loop, resident.model, resident.tok, resident.gen, resident.chat, jobs,
+                   lambda j, r: res.__setitem__(j.key, r), executor=LocalExecutor(resident))
+    paths["local"] = {"seconds": time.perf_counter() - t, "threads": args.threads, "rewards": rewards(res)}
+    print(f"local: {paths['local']['seconds']:.1f} s", flush=True)
+
+    del resident  # the Ray workers load their own copies
+    per = args.threads // args.workers
+    t = time.perf_counter()
+    ex = make_executor(ExecutorConfig(kind="ray", workers=args.workers, num_cpus=per), mcfg, threads=per)
+    start_s = time.perf_counter() - t
+    res = {}
+    t = time.perf_counter()
+    run_inner_jobs(loop, None, None, None, False, jobs, lambda j, r: res.__setitem__(j.key, r), executor=ex)
+    secs = time.perf_counter() - t
+    ex.close()
+    paths["ray"] = {"seconds": secs, "start_seconds": start_s, "workers": args.workers, "threads_per_worker": per,
+                    "rewards": rewards(res)}
+    print(f"ray ({args.workers} workers x {per} threads): {secs:.1f} s (+ {start_s:.1f} s to start)", flush=True)
+
+    diff = max(abs(paths["ray"]["rewards"][k] - paths["local"]["rewards"][k]) for k in paths["local"]["rewards"])
+    out = {"command": "scripts/bench_executors.py", "argv": sys.argv[1:], "seed": wl["seed"],
+           "config": vars(args), "inner_loop": {"epochs": inner.epochs, "parallel_adapters": inner.parallel_adapters,
+                                                "rank": inner.lora.rank, "lr": inner.lr},
+           "reward": ev.reward, "jobs": len(jobs),
+           "workload": {"file": str(wpath), "hash": B.workload_hash(wl), "data": wl["data"],
+                        "data_sha256": wl["data_sha256"], "k": wl["k"], "model": wl["model"],
+                        "passage_ids": [p["id"] for p in wl["passages"]]},
+           "machine": machine, "load_avg_at_end": list(os.getloadavg()),
+           "paths": paths, "speedup_ray_vs_local": paths["local"]["seconds"] / secs,
+           "speedup_with_start": paths["local"]["seconds"] / (secs + start_s),
+           "agreement": {"max_abs_reward_diff": diff, **agreement(paths["ray"]["rewards"], paths["local"]["rewards"])},
+           "wall_seconds": time.time() - t_start}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"speed-up ray/local {out['speedup_ray_vs_local']:.2f}x ({out['speedup_with_start']:.2f}x with the start); "
+          f"rewards max |diff| {diff:.2g}, same kept on {out['agreement']['same_kept']:.0%} of passages; -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
