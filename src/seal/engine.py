@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import zlib
+from pathlib import Path
 
 from .executors import Batch, LocalExecutor, Resident, inner_batch
 from .generation import sample_resumable
-from .task import InnerLoop, Task
+from .runs import append_jsonl, progress, read_jsonl
+from .task import InnerLoop, Session, Task
 
 
 def job_seed(seed: int, *parts) -> int:
@@ -60,3 +62,22 @@ def run_inner_jobs(inner: InnerLoop, model, tok, gen, chat: bool, jobs: list, on
                for b in job_batches(jobs, inner.adapters_per_batch) if not all(j.key in done for j in b)]
     executor = executor or LocalExecutor(Resident(model, tok, gen, chat))
     executor.map(functools.partial(inner_batch, inner=inner), batches, on_result, progress)
+
+
+def run_saved_jobs(inner: InnerLoop, s: Session, jobs: list, path: Path, record, key_of, label: str
+                   ) -> dict[str, dict]:
+    """run_inner_jobs, resumable through the job file `path`: its records (by `key_of(record)`)
+    are the finished jobs; every other job runs (on `s.executor`) and `record(job, result)` is
+    appended there as it finishes. Returns every record by job key."""
+    records = {key_of(r): r for r in read_jsonl(path)}
+    bar = progress(len(jobs), label, "job")
+    bar.update(sum(j.key in records for j in jobs))
+
+    def save(job, result):
+        records[job.key] = record(job, result)
+        append_jsonl(path, records[job.key])
+
+    run_inner_jobs(inner, s.model, s.tok, s.gen, s.chat, jobs, save, done=set(records), progress=bar.update,
+                   executor=s.executor)
+    bar.close()
+    return records

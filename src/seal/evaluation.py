@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 from .config import ModelConfig
-from .engine import job_seed, run_inner_jobs, sample_selfedits
+from .engine import job_seed, run_saved_jobs, sample_selfedits
 from .generation import HFGenerator
 from .models import load_model, uses_chat
 from .runs import append_jsonl, atomic_write_json, progress, read_jsonl, write_jsonl
@@ -49,17 +49,8 @@ def evaluate_task(task: TableTask, run, session: Session, model_cfg: ModelConfig
     bar.close()
 
     jobs, details = task.table_plan(contexts, selfedits, session.tok, session.chat)
-    records = {r["key"]: r for r in read_jsonl(run.path / task.table_job_file)}
-    bar = progress(len(jobs), "inner loop", "job")
-    bar.update(sum(j.key in records for j in jobs))
-
-    def save(job, result):
-        records[job.key] = task.table_record(job, result)
-        append_jsonl(run.file(task.table_job_file), records[job.key])
-
-    run_inner_jobs(task.table_inner_loop, session.model, session.tok, session.gen, session.chat, jobs, save,
-                   done=set(records), progress=bar.update, executor=session.executor)
-    bar.close()
+    records = run_saved_jobs(task.table_inner_loop, session, jobs, run.file(task.table_job_file), task.table_record,
+                             lambda r: r["key"], "inner loop")
 
     summary = task.summarize_table(contexts, baseline, details, records)
     summary.update(extra or {})

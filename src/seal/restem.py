@@ -40,7 +40,7 @@ from typing import Any
 
 from . import lora
 from .config import GenerationConfig, InnerLoopConfig, ModelConfig
-from .engine import job_seed, run_inner_jobs, sample_selfedits
+from .engine import job_seed, run_saved_jobs, sample_selfedits
 from .generation import HFGenerator, make_generator
 from .inner_loop import TrainExample, train_adapters
 from .models import load_model, save_model
@@ -222,17 +222,9 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
     n_selfedits = sum(len(samples[c.id]) for c in contexts)
     if plan.unusable:
         print(f"round {rnd}: {len(plan.unusable)} of {n_selfedits} self-edits {plan.unusable_note}")
-    records = {task.record_key(r): r for r in read_jsonl(rdir / task.job_file)}
-    bar = progress(len(plan.jobs), f"round {rnd}: inner loop", "job")
-    bar.update(sum(j.key in records for j in plan.jobs))
-
-    def save(job, result):
-        records[job.key] = task.job_record(rnd, job, result, baseline)
-        append_jsonl(rdir / task.job_file, records[job.key])
-
-    run_inner_jobs(task.inner_loop, s.model, s.tok, s.gen, s.chat, plan.jobs, save, done=set(records),
-                   progress=bar.update, executor=s.executor)
-    bar.close()
+    records = run_saved_jobs(task.inner_loop, s, plan.jobs, rdir / task.job_file,
+                             lambda job, result: task.job_record(rnd, job, result, baseline), task.record_key,
+                             f"round {rnd}: inner loop")
     rewards = selfedit_rewards(task, plan, records)
     if task.selfedit_file:
         write_jsonl(rdir / task.selfedit_file,
