@@ -20,7 +20,7 @@ stopped self-edit gets no reward and is never kept; its rung scores are saved.
 Score at a rung: `reward` grades with the reward's own metric (greedy answers for containment
 / F1 / EM), ties broken by the gold-answer log-probability; `logprob` uses the log-probability
 alone (no generation, cheaper, less faithful to a containment reward). Chosen on dev passages
-outside every reported workload (scripts/race_curves.py, results/race_curves.json).
+outside every reported workload (scripts/race_curves.py, results/race_curves_logprob.json).
 """
 
 from __future__ import annotations

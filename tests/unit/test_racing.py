@@ -111,7 +111,8 @@ def test_train_with_racing_keeps_only_survivors_and_their_rewards_equal_exhausti
             "--restem.passages_per_round", "3", "--selfedit.k", "4", "--selfedit.template", "rewrite",
             "--restem.keep", "all-positive", *FAST]
     assert main(args + ["--out", str(tmp_path / "full")]) == 0
-    assert main(args + ["--restem.selection", "racing", "--out", str(tmp_path / "race")]) == 0
+    assert main(args + ["--restem.selection", "racing", "--restem.race_first", "1", "--restem.race_score", "reward",
+                        "--out", str(tmp_path / "race")]) == 0
     full = {(r["passage_id"], r["sample"]): r for r in read_jsonl(tmp_path / "full/rounds/round_1/rewards.jsonl")}
     race = {(r["passage_id"], r["sample"]): r for r in read_jsonl(tmp_path / "race/rounds/round_1/rewards.jsonl")}
     assert set(full) == set(race)
