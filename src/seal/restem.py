@@ -105,14 +105,16 @@ def finished_round(rdir: Path, rnd: int, model_cfg: ModelConfig):
     return info, model
 
 
+def last_model(run_dir: Path, upto: int) -> Path | None:
+    """The model folder of the last of rounds 1..`upto` that changed the model (None: none did)."""
+    return next((run_dir / "rounds" / f"round_{r}" / "model" for r in range(upto, 0, -1)
+                 if (run_dir / "rounds" / f"round_{r}" / "model").exists()), None)
+
+
 def finish(run, rounds: int, unchanged: str, **extra) -> Path | None:
     """Record the last round's model as the run's final model (final.json, with `extra`, e.g. the
     data counts) and close the run."""
-    final = None
-    for rnd in range(rounds, 0, -1):
-        if (run.path / "rounds" / f"round_{rnd}" / "model").exists():
-            final = run.path / "rounds" / f"round_{rnd}" / "model"
-            break
+    final = last_model(run.path, rounds)
     atomic_write_json(run.path / "final.json", {"model": str(final) if final else None, **extra})
     run.close()
     print(f"final model: {final or unchanged}")
@@ -177,9 +179,7 @@ def policy_folder(model_cfg: ModelConfig, run_dir: Path, rnd: int) -> str:
     it, else the base model's folder (or hub id)."""
     from .generation_vllm import model_path
 
-    folder = next((run_dir / "rounds" / f"round_{r}" / "model" for r in range(rnd - 1, 0, -1)
-                   if (run_dir / "rounds" / f"round_{r}" / "model").exists()), None)
-    return str(folder or model_path(model_cfg))
+    return str(last_model(run_dir, rnd - 1) or model_path(model_cfg))
 
 
 def policy_sampler(policy, s: Session, model_cfg: ModelConfig, gen_cfg: GenerationConfig, rnd: int):
