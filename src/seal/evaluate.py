@@ -22,7 +22,7 @@ from pathlib import Path
 from .config import RunConfig
 from .engine import job_seed
 from .evaluation import evaluate_task
-from .executors import Resident, make_executor
+from .executors import open_executor
 from .generation import HFGenerator
 from .lora import check_targets
 from .models import check_model_name, context_window, load_model, uses_chat
@@ -128,9 +128,9 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
     sources: dict = {s: None if s == "own" else _other_path(s, cfg) for s in _sources(cfg)}
     if external:
         sources["external"] = {pid: c[: cfg.eval.selfedits] for pid, c in external.items()}
-    gen = HFGenerator(model, tok)
-    with make_executor(cfg.executor, cfg.model, Resident(model, tok, gen, chat), cfg.threads) as executor:
-        evaluate_task(KnowledgeTask(cfg, passages), run, Session(run.path, model, tok, chat, gen, executor),
+    with open_executor(cfg.executor, cfg.model, cfg.threads) as executor:
+        evaluate_task(KnowledgeTask(cfg, passages), run, Session(run.path, model, tok, chat, HFGenerator(model, tok),
+                                                                 executor),
                       cfg.model, passages, sources, cfg.eval.selfedits, cfg.seed, started=t_start, extra=extra)
     return run.path
 

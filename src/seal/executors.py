@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -319,6 +320,18 @@ def unreachable(address: str, timeout: float = 5.0) -> str | None:
 # ----------------------------------------------------------------------------- choosing one
 
 
+@contextmanager
+def open_executor(cfg: ExecutorConfig, model_cfg: ModelConfig, threads: int = 0):
+    """A command's executor for `engine.run_inner_jobs`: None for `local` (batches then run in
+    this process on the session's model), Ray actors for `ray` (started now, so that a missing
+    Ray or an unreachable cluster is refused before any work; released at the end)."""
+    if cfg.kind == "local":
+        yield None
+        return
+    with make_executor(cfg, model_cfg, threads=threads) as executor:
+        yield executor
+
+
 def make_executor(cfg: ExecutorConfig, model_cfg: ModelConfig, resident: Resident | None = None,
                   threads: int = 0) -> Executor:
     """The executor `cfg.kind` names. `local` runs on `resident` (the caller's loaded model);
@@ -333,4 +346,4 @@ def make_executor(cfg: ExecutorConfig, model_cfg: ModelConfig, resident: Residen
 
 
 __all__ = ["Batch", "Executor", "ExecutorError", "LocalExecutor", "RayExecutor", "Resident", "connect",
-           "import_ray", "inner_batch", "make_executor"]
+           "import_ray", "inner_batch", "make_executor", "open_executor"]

@@ -138,18 +138,17 @@ class Backends:
 
 
 @contextmanager
-def open_backends(cfg, base, tok, chat: bool, sft_processes: int = 1):
+def open_backends(cfg, sft_processes: int = 1):
     """The Backends a command's config names (`cfg.executor`, `cfg.generation`, with `cfg.model`
     and `cfg.threads`): a missing Ray, an unreachable cluster or a missing vLLM is refused here,
     before any work; Ray workers are released at the end."""
-    from .executors import Resident, make_executor
+    from .executors import open_executor
 
     if cfg.generation.backend == "vllm":
         from .generation_vllm import import_vllm
 
         import_vllm()
-    with make_executor(cfg.executor, cfg.model, Resident(base, tok, HFGenerator(base, tok), chat),
-                       cfg.threads) as executor:
+    with open_executor(cfg.executor, cfg.model, cfg.threads) as executor:
         yield Backends(executor, cfg.generation, sft_processes)
 
 

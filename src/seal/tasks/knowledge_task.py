@@ -352,7 +352,7 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
         print(f"restem.passages_per_round {cfg.restem.passages_per_round} > {len(passages)} passages: "
               f"each round uses all {len(passages)}")
     run.log("data", **{k: v for k, v in counts.items() if isinstance(v, int)})
-    with open_backends(cfg, base, tok, chat, cfg.restem.sft_processes) as backends:
+    with open_backends(cfg, cfg.restem.sft_processes) as backends:
         run_rounds(KnowledgeTask(cfg, passages), run, base, tok, chat, cfg.model, cfg.restem.rounds, cfg.seed,
                    "unchanged (no self-edit earned a positive reward)", backends, data=counts)
     return run.path

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ...config import ConfigError
 from ...evaluation import evaluate_task
-from ...executors import Resident, make_executor
+from ...executors import open_executor
 from ...generation import HFGenerator
 from ...stats import cluster_bootstrap
 from ...task import Session
@@ -47,9 +47,9 @@ def evaluate(cfg: ArcConfig, argv: list[str], command: str = "arc-evaluate") -> 
     t_start = time.time()
     run, model, tok, chat, tasks, info = open_task_run(cfg, argv, command)
     sources = {"base": None, **({"rl": cfg.rl_model} if cfg.rl_model else {})}
-    gen = HFGenerator(model, tok)
-    with make_executor(cfg.executor, cfg.model, Resident(model, tok, gen, chat), cfg.threads) as executor:
-        evaluate_task(FewShotArc(cfg, tasks, info), run, Session(run.path, model, tok, chat, gen, executor),
+    with open_executor(cfg.executor, cfg.model, cfg.threads) as executor:
+        evaluate_task(FewShotArc(cfg, tasks, info), run, Session(run.path, model, tok, chat, HFGenerator(model, tok),
+                                                                 executor),
                       cfg.model, tasks, sources, cfg.selfedits, cfg.seed, started=t_start)
     return run.path
 

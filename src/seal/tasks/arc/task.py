@@ -169,7 +169,7 @@ def train(cfg: ArcConfig, argv: list[str], command: str = "arc-train") -> Path:
     if not cfg.tasks:
         raise ConfigError("seal arc train needs --tasks PATH (training tasks, e.g. seal:train)")
     run, base, tok, chat, tasks, _ = open_task_run(cfg, argv, command)
-    with open_backends(cfg, base, tok, chat, cfg.restem.sft_processes) as backends:
+    with open_backends(cfg, cfg.restem.sft_processes) as backends:
         run_rounds(FewShotArc(cfg, tasks), run, base, tok, chat, cfg.model, cfg.restem.rounds, cfg.seed,
                    "unchanged (no self-edit solved its task)", backends)
     return run.path
