@@ -123,6 +123,7 @@ def run_round_fast(spec: dict) -> dict:
     from .config import EvalConfig, InnerLoopConfig
     from .generation import HFGenerator
     from .engine import run_inner_jobs
+    from .models import model_device, pick_dtype
     from .racing import Race, rung_epochs
     from .tasks import knowledge as K
     model, tok, chat, jobs = _load(spec)
@@ -144,7 +145,8 @@ def run_round_fast(spec: dict) -> dict:
             "executed_train_tokens": sum(x["train"]["executed_tokens"] for x in res.values()),
             "train_seconds": sum(x["train_seconds"] for x in res.values()),
             "stopped_at": {k: x["race"]["stopped_at"] for k, x in res.items() if "race" in x},
-            "reward_metric": ev.reward, "race": spec.get("race"), "peak_rss_mib": B._rss_peak_mib()}
+            "reward_metric": ev.reward, "race": spec.get("race"), "peak_rss_mib": B._rss_peak_mib(),
+            "inner_dtype": str(pick_dtype(inner.dtype, model_device(model))).removeprefix("torch.")}
 
 
 def run_round_ref(spec: dict) -> dict:
@@ -188,30 +190,32 @@ def run_round_sample(spec: dict) -> dict:
 
     from .config import SelfEditConfig
     from .generation import HFGenerator
+    from .models import model_device, pick_dtype
     from .tasks import knowledge as K
     model, tok, chat, _ = _load(spec)
     wl = json.loads(Path(spec["workload"]).read_text())
     passages = [K.Passage(p["id"], p["title"], p["context"], []) for p in wl["passages"]]
     se = SelfEditConfig(k=wl["k"])
     sampler = spec.get("sampler", "hf")
-    gen = HFGenerator(model, tok, decoder=sampler)
+    gen = HFGenerator(model, tok, decoder=sampler, dtype=spec.get("dtype", "fp32"))
+    dtype = pick_dtype(gen.dtype, model_device(model))
     t = time.perf_counter()
     comps = K.sample_selfedits(gen, tok, chat, passages, se, se.k, B._job_seed(wl["seed"], "selfedit", "own"), {},
                                lambda p, c: None)
     secs = time.perf_counter() - t
     new_toks = sum(min(se.max_new_tokens, len(tok(c, add_special_tokens=False)["input_ids"]) + 1)
                    for cs in comps.values() for c in cs)
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weight_bytes = sum(p.numel() * dtype.itemsize for p in model.parameters())  # as the decode reads them
     dims = B.model_dims(model)
     bw = memory_bandwidth()
     peak = B.matmul_peak(1024, 256, 3)
-    flops_peak = peak["fp32"]["gflops"] * 1e9 if model.dtype == torch.float32 else peak["machine"]["gflops"] * 1e9
+    flops_peak = peak["fp32" if dtype == torch.float32 else "bf16"]["gflops"] * 1e9
     batch = min(se.batch_size, len(passages) * se.k)
     bw_limit = batch * bw * 1e9 / weight_bytes  # tokens/s if a step only had to read the weights once
     flop_limit = flops_peak / (2 * dims["matmul_params"])
     return {"path": spec["name"], "sampler": sampler, "seconds": secs, "completions": sum(len(c) for c in comps.values()),
             "generated_tokens": new_toks, "tokens_per_second": new_toks / secs, "batch_size": batch,
-            "max_new_tokens": se.max_new_tokens, "weight_bytes": weight_bytes, "dtype": str(model.dtype),
+            "max_new_tokens": se.max_new_tokens, "weight_bytes": weight_bytes, "dtype": str(dtype),
             "bandwidth_gbs": bw, "bandwidth_limit_tokens_per_second": bw_limit,
             "compute_limit_tokens_per_second": flop_limit,
             "fraction_of_bandwidth_limit": new_toks / secs / bw_limit,
@@ -292,10 +296,11 @@ def bench_round(args) -> dict:
     sampling = None
     if args.sampling:
         sampling = {}
-        for decoder in ("hf", "pruned"):
-            print(f"measuring self-edit sampling ({decoder} decoder) ...", flush=True)
-            sampling[decoder] = B.run_path({**base, "kind": "round-sample", "name": f"sampling-{decoder}",
-                                            "sampler": decoder}, args.in_process)
+        for decoder, dtype in (("hf", "fp32"), ("pruned", "fp32"), ("pruned", "auto")):
+            name = decoder if dtype == "fp32" else f"{decoder} {dtype}"
+            print(f"measuring self-edit sampling ({name}) ...", flush=True)
+            sampling[name] = B.run_path({**base, "kind": "round-sample", "name": f"sampling-{decoder}-{dtype}",
+                                         "sampler": decoder, "dtype": dtype}, args.in_process)
     ex = paths["exhaustive"]["rewards"]
     agree = {name: agreement(p["rewards"], ex) for name, p in paths.items() if name != "exhaustive"}
     agree["racing vs ref"] = agreement(paths["racing"]["rewards"], paths["ref"]["rewards"])
@@ -320,6 +325,8 @@ def render(r: dict) -> str:
              (f"machine: {m['cpu_model']}, flags {' '.join(m['cpu_flags'])}, torch {m['torch']}, {m['torch_threads']} "
              f"threads; GPU: {r['gpu']}"),
              f"racing: first rung at epoch {r['race']['first']}, eta {r['race']['eta']}, rung score {r['race']['score']}",
+             (f"precision: seal's inner loop {r['paths']['exhaustive'].get('inner_dtype', '?')} (inner.dtype auto: bf16 "
+              f"where the CPU has AVX-512 BF16 or AMX); ref fp32 (transformers.Trainer's default)"),
              "", (f"{'path':<12} {'evals':>5} {'stopped':>7} {'seconds':>8} {'s/eval':>7} {'vs ref':>7} "
              f"{'same kept':>9} {'kept loss':>9}")]
     for name, p in r["paths"].items():

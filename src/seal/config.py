@@ -465,6 +465,10 @@ class GenerationConfig:
     vLLM and a GPU; used for self-edit sampling in `seal train`)."""
     gpu_memory_utilization: float = setting(0.4, gt=0, le=1)
     """backend vllm: share of the GPU's memory vLLM may take (the rest is left to training)."""
+    dtype: str = setting("auto", choices=("auto", "fp32", "bf16"))
+    """backend hf: precision of self-edit sampling. `auto`: bf16 where the CPU has AVX-512 BF16
+    or AMX, or on a GPU (weights cast once per call, `models.low_precision`), else fp32. Grading
+    (greedy answers, log-probs) always runs in fp32, so rewards do not depend on the machine."""
     max_loras: int = setting(8, ge=1)
     """backend vllm: LoRA adapters vLLM keeps on the GPU at once (adapters are passed per
     request, never merged into the weights)."""

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from . import lora
-from .models import end_of_turn_ids, model_device
+from .models import end_of_turn_ids, low_precision, model_device, pick_dtype
 
 
 class Generator(Protocol):
@@ -90,6 +90,9 @@ class HFGenerator:
     decoder: str = "hf"
     """`hf`: transformers' `generate` (every row runs until the batch's longest is done); `pruned`:
     `decode_pruned` (a finished row leaves the batch; its own seeded random stream per row)."""
+    dtype: str = "fp32"
+    """`fp32`, `bf16` (weights cast once per call, autocast: `models.low_precision`) or `auto`
+    (bf16 where the CPU has AVX-512 BF16 or AMX, or on a GPU; `GenerationConfig.dtype`)."""
 
     @torch.no_grad()
     def generate(self, prompts, *, n=1, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=0, rows=None,
@@ -107,33 +110,34 @@ class HFGenerator:
         chat = bool(getattr(tok, "chat_template", None)) if self.chat is None else self.chat
         stop = end_of_turn_ids(tok, chat)
         stop_ids = stop if len(stop) > 1 else (stop[0] if stop else None)
-        try:
-            for start in range(0, len(flat), batch_size):
-                chunk = flat[start : start + batch_size]
-                enc = tok([p for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = {k: v.to(device) for k, v in enc.items()}
-                r = None if rows is None else [rows[i] for i, _ in chunk]
-                kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                              eos_token_id=stop_ids)
-                if temperature > 0:
-                    kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-                    torch.manual_seed(seed * 100003 + start)
-                else:
-                    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-                if self.decoder == "pruned":
-                    stops = [stop_ids] if isinstance(stop_ids, int) else list(stop_ids or [])
-                    new = decode_pruned(model, enc, max_new_tokens=max_new_tokens, temperature=temperature,
-                                        top_p=top_p, stop=stops, seed=seed * 100003 + start, rows=r)
-                else:
-                    with lora.use_rows(model, r):
-                        gen = model.generate(**enc, **kwargs)
-                    new = gen[:, enc["input_ids"].shape[1]:]
-                for (i, _), ids in zip(chunk, new):
-                    out[i].append(tok.decode(ids, skip_special_tokens=True))
-                if progress is not None:
-                    progress(len(chunk))
-        finally:
-            tok.padding_side = old_side
+        with low_precision(model, pick_dtype(self.dtype, device)):
+            try:
+                for start in range(0, len(flat), batch_size):
+                    chunk = flat[start : start + batch_size]
+                    enc = tok([p for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+                    enc = {k: v.to(device) for k, v in enc.items()}
+                    r = None if rows is None else [rows[i] for i, _ in chunk]
+                    kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                                  eos_token_id=stop_ids)
+                    if temperature > 0:
+                        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+                        torch.manual_seed(seed * 100003 + start)
+                    else:
+                        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+                    if self.decoder == "pruned":
+                        stops = [stop_ids] if isinstance(stop_ids, int) else list(stop_ids or [])
+                        new = decode_pruned(model, enc, max_new_tokens=max_new_tokens, temperature=temperature,
+                                            top_p=top_p, stop=stops, seed=seed * 100003 + start, rows=r)
+                    else:
+                        with lora.use_rows(model, r):
+                            gen = model.generate(**enc, **kwargs)
+                        new = gen[:, enc["input_ids"].shape[1]:]
+                    for (i, _), ids in zip(chunk, new):
+                        out[i].append(tok.decode(ids, skip_special_tokens=True))
+                    if progress is not None:
+                        progress(len(chunk))
+            finally:
+                tok.padding_side = old_side
         return out
 
 
@@ -168,12 +172,13 @@ def sample_resumable(gen: Generator, items: list, prompt_of, n: int, *, max_new_
     return out
 
 
-def make_generator(model, tok, backend: str = "hf", chat: bool | None = None, path: str = "", **vllm_kw) -> Generator:
+def make_generator(model, tok, backend: str = "hf", chat: bool | None = None, path: str = "", dtype: str = "fp32",
+                   **vllm_kw) -> Generator:
     """The generator `backend` names: `hf` on the in-process `model`, or `vllm` (a GPU engine,
     seal/generation_vllm.py) on the model folder or hub id `path`; `vllm_kw` are VLLMGenerator
-    settings (gpu_memory_utilization, max_loras, ...)."""
+    settings (gpu_memory_utilization, max_loras, ...); `dtype` is the hf backend's precision."""
     if backend == "hf":
-        return HFGenerator(model, tok, chat)
+        return HFGenerator(model, tok, chat, dtype=dtype)
     if backend == "vllm":
         from .generation_vllm import VLLMGenerator, import_vllm
         import_vllm()  # a one-line error, naming the setting, when vLLM is missing

@@ -26,6 +26,18 @@ float summation order):
   * mask_free: right padding needs no attention mask under causal attention; 6-11% off the
     model body's forward + backward on the 2-core CPU (bench/attention_mask_ab.py), and on GPUs
     a mask keeps SDPA off its flash kernel.
+  * low_precision_base (bf16 only): the frozen linear weights cast to bf16 once per update
+    (`FrozenCast`) instead of by autocast on every matmul; the tied output layer gets its own copy.
+  * dense_lora (bf16 only, n x rank <= DENSE_MAX_COLUMNS): every adapter's update computed on every
+    row and masked, 2 matmuls per layer instead of ~4 per adapter (lora.LoRALinear._dense).
+    With AMX, bf16 matmuls are ~7x the fp32 peak here and op count, not FLOPs, is what costs.
+Measured on a 2-core AMX Xeon (5 adapters, 2 epochs, one workload passage, interleaved A/B in
+one process): both on 10.5 s, both off 11.6-12.3 s, fp32 15.9-18.8 s. The model body itself
+(no adapters) reaches only ~20% of the bf16 peak at these sizes: a third of its time is
+elementwise ops (norms, rotary, SiLU) and a quarter the CPU flash-attention backward.
+`torch.compile` of the decoder layers took 8.4 s instead of 11.6 s on one passage and 7.0 s
+instead of 7.6 s on another, after a 56 s compile per process: not worth it for a round's ~8
+passages, so it is not used.
 Micro-batches are capped at `InnerLoopConfig.micro_batch_tokens` padded tokens: activations
 dominate memory (~2.6 MB per token here), and on this CPU larger micro-batches are not faster.
 
@@ -36,6 +48,7 @@ CPU supports bf16.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -46,7 +59,12 @@ import torch.nn.functional as F
 
 from . import lora
 from .config import InnerLoopConfig
-from .models import end_of_turn_ids, model_device, pick_dtype
+from .models import FrozenCast, end_of_turn_ids, model_device, pick_dtype
+
+
+DENSE_MAX_COLUMNS = 512
+"""`dense_lora` only while n adapters x rank stays at most this many columns: its adapter FLOPs
+grow with n, the per-segment path's do not."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,8 @@ class Speedups:
     foreach_adamw: bool = True  # the per-adapter AdamW as multi-tensor (_foreach) ops
     share_first_step: bool = True  # a sequence in several adapters' first step runs once (share_rows)
     fuse_lora_a: bool = True  # q/k/v and gate/up (one input each) compute their LoRA A products as one matmul
+    low_precision_base: bool = True  # under bf16: the frozen linear weights cast once per update, not per matmul
+    dense_lora: bool = True  # every adapter's update on every row, masked: 2 matmuls per layer (lora.LoRALinear._dense)
 
 
 @dataclass(frozen=True)
@@ -217,11 +237,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad = torch.empty(h.shape, dtype=torch.float32, device=h.device)
         for i in range(0, h.shape[0], chunk):
             hc = h[i : i + chunk].to(weight.dtype)
-            logits = F.linear(hc, weight, bias).float()
-            lse = torch.logsumexp(logits, -1, keepdim=True)
+            logp = torch.log_softmax(F.linear(hc, weight, bias), -1, dtype=torch.float32)  # one pass
             tc = tgt[i : i + chunk].unsqueeze(-1)
-            nll[i : i + chunk] = (lse - logits.gather(-1, tc)).squeeze(-1)
-            p = logits.sub_(lse).exp_()  # softmax, in place
+            nll[i : i + chunk] = -logp.gather(-1, tc).squeeze(-1)
+            p = logp.exp_()  # softmax, in place
             p.scatter_add_(-1, tc, torch.full_like(tc, -1.0, dtype=p.dtype))
             grad[i : i + chunk] = (p.to(weight.dtype) @ weight).float()
         ctx.save_for_backward(grad)
@@ -234,18 +253,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return (grad * g.unsqueeze(-1)).to(ctx.h_dtype), None, None, None, None
 
 
-def head_nll(head, h, tgt, chunk: int = 1024, fused: bool = True) -> torch.Tensor:
-    """Per-token cross-entropy of the output layer at hidden states h [n, d] against tgt [n]."""
+def head_nll(head, h, tgt, chunk: int = 1024, fused: bool = True, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token cross-entropy of the output layer at hidden states h [n, d] against tgt [n]
+    (`weight`: a low-precision copy of the frozen head's weight to use instead, see FrozenCast)."""
     if fused and type(head) is torch.nn.Linear and not head.weight.requires_grad and (
             head.bias is None or not head.bias.requires_grad):
-        return _LinearCrossEntropy.apply(h, head.weight, head.bias, tgt, chunk)
+        return _LinearCrossEntropy.apply(h, head.weight if weight is None else weight, head.bias, tgt, chunk)
     from torch.utils.checkpoint import checkpoint
     parts = [checkpoint(_chunk_nll, head, h[i : i + chunk], tgt[i : i + chunk], use_reentrant=False)
              for i in range(0, h.shape[0], chunk)]
     return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
 
 
-def token_losses(model, ids, attn, labels, dtype, chunk: int = 1024, speed: Speedups | None = None) -> torch.Tensor:
+def token_losses(model, ids, attn, labels, dtype, chunk: int = 256, speed: Speedups | None = None,
+                 head_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token next-token cross-entropy [b, T-1] (0 where labels are -100).
 
     The output layer (vocab x hidden, 28M of SmolLM2's 135M weights) runs only at positions
@@ -258,7 +279,7 @@ def token_losses(model, ids, attn, labels, dtype, chunk: int = 1024, speed: Spee
         h = _hidden(model, ids, attn, speed.mask_free)[:, :-1]
     tgt = labels[:, 1:]
     mask = tgt != -100
-    nll = head_nll(model.get_output_embeddings(), h[mask], tgt[mask], chunk, speed.fused_head)
+    nll = head_nll(model.get_output_embeddings(), h[mask], tgt[mask], chunk, speed.fused_head, head_weight)
     out = torch.zeros(tgt.shape, dtype=torch.float32, device=h.device)
     return out.masked_scatter(mask, nll) if nll.numel() else out
 
@@ -413,7 +434,12 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
         p.requires_grad_(True)
     speed = speed or Speedups()
     fused_before, state.fuse_shared_input = state.fuse_shared_input, speed.fuse_lora_a
+    # dense adapters pay off where matmuls are cheap next to op overhead (bf16 on AMX/GPU); in fp32
+    # on a CPU its extra FLOPs cost more than the ops it saves (18.8 s -> 20.2 s, 5 adapters)
+    dense_before, state.dense = state.dense, (speed.dense_lora and dtype != torch.float32
+                                              and n * state.cfg.rank <= DENSE_MAX_COLUMNS)
     max_tokens = max_tokens or cfg.micro_batch_tokens
+    cast = FrozenCast(model, dtype) if dtype != torch.float32 and speed.low_precision_base else None
     opt = _AdapterAdamW([state.parameters(a) for a in range(n)], cfg.lr, cfg.weight_decay, cfg.max_grad_norm,
                         foreach=speed.foreach_adamw)
     tokens = [0] * n
@@ -442,10 +468,11 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
         for group in micro_batches(rows, max_tokens):
             ids, attn, labels, r = collate(group, pad, device)
             executed += [len(t.ids) for _, t in group]
-            with lora.use_rows(model, r, mixes):
-                tl = token_losses(model, ids, attn, labels, dtype, speed=speed)
-            per_row = tl.sum(1)
-            (per_row * weight[r].to(per_row.device)).sum().backward()
+            with lora.use_rows(model, r, mixes), (cast or contextlib.nullcontext()):
+                tl = token_losses(model, ids, attn, labels, dtype, speed=speed,
+                                  head_weight=cast.head_weight if cast else None)
+                per_row = tl.sum(1)
+                (per_row * weight[r].to(per_row.device)).sum().backward()
             loss_sum += members[r].t() @ per_row.detach().cpu()
         if regularizer is not None:
             last_penalty = float(regularizer(s))
@@ -467,6 +494,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     for p in params:
         p.requires_grad_(False)
     state.fuse_shared_input = fused_before
+    state.dense = dense_before
     out = {"steps": steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd],
            "executed_lens": executed, "n_truncated": n_truncated, "n_dropped": n_dropped,
            "final_penalty": last_penalty}

@@ -12,6 +12,7 @@ repository code runs unless `trust_remote_code` is set.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -291,3 +292,62 @@ def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
 
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+class FrozenCast:
+    """bf16 copies of a model's frozen linear weights, swapped in around each training step.
+
+    Autocast casts an fp32 weight to bf16 on every matmul that reads it unless the weight
+    requires grad (its cast cache keeps only those), so the frozen base, i.e. nearly every
+    weight of a LoRA update, was cast again for every micro-batch, forward and backward. Here
+    each is cast once per `train_adapters` call.
+    The matmuls compute exactly what autocast computed (the same rounding of the same weights),
+    except the output layer, which `token_losses` ran in fp32 and now runs in bf16 like the rest.
+    A tied output layer shares its Parameter with the input embedding, whose lookup must stay
+    fp32 (the residual stream is fp32 under autocast), so it is not swapped but handed to
+    `head_nll` as `head_weight`. Swapping `.data` is O(1) and never bumps a version counter;
+    the original fp32 tensors are back in place after every `with`.
+
+    With `embedding=True` (inference: `low_precision`) the input embedding, and with it a tied
+    output layer, is swapped too: the residual stream is then bf16, as in a bf16 inference engine.
+    """
+
+    def __init__(self, model, dtype: torch.dtype, embedding: bool = False):
+        embed = model.get_input_embeddings()
+        tied = {id(embed.weight)} if embed is not None and not embedding else set()
+        self.pairs: list[tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = []
+        seen = set()
+        for m in model.modules():
+            w = getattr(m, "weight", None)
+            if type(m) not in (torch.nn.Linear, torch.nn.Embedding) or (type(m) is torch.nn.Embedding and not embedding) \
+                    or w is None or w.requires_grad or not w.is_floating_point() \
+                    or id(w) in seen or id(w) in tied or w.dtype == dtype:
+                continue
+            seen.add(id(w))
+            self.pairs.append((w, w.data, w.data.to(dtype)))
+        head = model.get_output_embeddings()
+        self.head_weight = None
+        if head is not None and id(head.weight) in tied and head.weight.dtype != dtype:
+            self.head_weight = head.weight.detach().to(dtype)
+
+    def __enter__(self):
+        for p, _, low in self.pairs:
+            p.data = low
+        return self
+
+    def __exit__(self, *exc):
+        for p, high, _ in self.pairs:
+            p.data = high
+        return False
+
+
+@contextlib.contextmanager
+def low_precision(model, dtype: torch.dtype):
+    """Inference in `dtype` (bf16): every frozen linear and embedding weight cast once (FrozenCast
+    with the embedding) and autocast around it. No-op for fp32. Weights that require grad, and
+    LoRA adapters (not plain nn.Linear), stay as they are and are cast per matmul by autocast."""
+    if dtype == torch.float32:
+        yield
+        return
+    with FrozenCast(model, dtype, embedding=True), torch.autocast(model_device(model).type, dtype=dtype):
+        yield

@@ -184,7 +184,7 @@ def policy_folder(model_cfg: ModelConfig, run_dir: Path, rnd: int) -> str:
 def policy_sampler(policy, s: Session, model_cfg: ModelConfig, gen_cfg: GenerationConfig, rnd: int):
     """What samples round `rnd`'s self-edits (see Backends.generation)."""
     if gen_cfg.backend == "hf":
-        return HFGenerator(policy if policy is not None else s.model, s.tok)
+        return HFGenerator(policy if policy is not None else s.model, s.tok, dtype=gen_cfg.dtype)
     return make_generator(None, s.tok, "vllm", path=policy_folder(model_cfg, s.run_dir, rnd),
                           gpu_memory_utilization=gen_cfg.gpu_memory_utilization, max_loras=gen_cfg.max_loras)
 

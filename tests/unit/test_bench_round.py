@@ -58,8 +58,12 @@ def test_bench_round_tiny(tmp_path, tiny_model_dir, squad_tiny):
     agree = res["agreement_with_exhaustive"]
     assert {"ref", "racing", "noise", "racing x2", "racing vs ref", "exhaustive vs ref"} <= set(agree)
     assert all(0 <= a["same_kept"] <= 1 for a in agree.values())
-    assert set(res["sampling"]) == {"hf", "pruned"}
+    assert set(res["sampling"]) == {"hf", "pruned", "pruned auto"}
     for s in res["sampling"].values():
         assert s["tokens_per_second"] > 0 and s["bandwidth_gbs"] > 0 and 0 < s["fraction_of_roofline"]
+    low = "bfloat16" if res["sampling"]["pruned auto"]["dtype"] == "torch.bfloat16" else "float32"
+    n_params = res["sampling"]["pruned"]["weight_bytes"] / 4  # fp32 weights: 4 bytes each
+    assert res["sampling"]["pruned auto"]["weight_bytes"] == n_params * (2 if low == "bfloat16" else 4)
+    assert res["paths"]["exhaustive"]["inner_dtype"] in ("float32", "bfloat16") and "precision:" in render(res)
     assert res["machine"]["cpu_flags"] is not None and "GPU" in render(res)
     assert (tmp_path / "out.md").read_text().startswith("# seal bench round")

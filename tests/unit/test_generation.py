@@ -48,3 +48,29 @@ def test_pruned_sampling_is_seeded(tiny):
     first = gen.generate(PROMPTS, n=2, **kw)
     assert first == gen.generate(PROMPTS, n=2, **kw)
     assert first != gen.generate(PROMPTS, n=2, **{**kw, "seed": 8})
+
+
+def test_bf16_generation_casts_once_and_leaves_the_model_in_fp32(tiny_model_dir):
+    """`dtype bf16` runs the decode with bf16 weights (models.low_precision) and puts every fp32
+    weight back."""
+    import torch
+
+    from seal.config import ModelConfig
+    from seal.generation import HFGenerator
+    from seal.models import load_model
+    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    prompts = ["Velmora is a harbor", "The pellicant frog"]
+    for decoder in ("hf", "pruned"):
+        seen.clear()
+        out = HFGenerator(model, tok, decoder=decoder, dtype="bf16").generate(prompts, max_new_tokens=5)
+        assert len(out) == 2 and all(len(o) == 1 for o in out)
+        assert seen and all(d == torch.bfloat16 for d in seen)
+        seen.clear()
+        HFGenerator(model, tok, decoder=decoder, dtype="fp32").generate(prompts, max_new_tokens=5)
+        assert seen and all(d == torch.float32 for d in seen)
+    hook.remove()
+    after = model.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())

@@ -133,3 +133,76 @@ def test_layers_reading_one_input_are_grouped_for_the_fused_a_product(tiny_model
     only_q = lora.attach(model, LoRAConfig(rank=4, alpha=8, targets=("q_proj", "o_proj")), 1)
     assert all(layer.shared is None for layer in only_q.layers.values())  # nothing to fuse with
     lora.detach(model)
+
+
+def _random_adapters(state, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in state.layers.values():
+            for p in [*layer.A, *layer.B]:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_dense_adapters_equal_per_segment_adapters(tiny_model_dir, fuse):
+    """Every adapter on every row, masked (lora.LoRALinear._dense), gives the per-segment path's
+    outputs and gradients, for plain rows, base rows (-1) and an adapter mix."""
+    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    state = lora.attach(model, LoRAConfig(rank=4, alpha=8), 3)
+    _random_adapters(state)
+    state.fuse_shared_input = fuse
+    ids = torch.randint(3, 200, (5, 7))
+    rows, mixes = [0, 0, 1, 3, -1], [[(1, 0.5), (2, 0.25)]]
+    outs = []
+    for dense in (False, True):
+        state.dense = dense
+        for p in state.parameters():
+            p.requires_grad_(True)
+            p.grad = None
+        with lora.use_rows(model, rows, mixes):
+            assert (state.coef is not None) == dense
+            h = _hidden(model, ids, None)
+        (h * torch.linspace(-1, 1, h.shape[-1])).sum().backward()
+        outs.append((h.detach(), [p.grad.clone() for p in state.parameters()]))
+    (h0, g0), (h1, g1) = outs
+    assert torch.allclose(h0, h1, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g0, g1))
+    assert sum(float(a.abs().sum()) for a in g0) > 0
+    lora.detach(model)
+
+
+def test_low_precision_base_trains_like_autocast_and_leaves_the_base_in_fp32(tiny_model_dir):
+    """bf16 with the frozen weights cast once (FrozenCast) trains what per-matmul autocast trains
+    (to bf16 tolerance), and every base weight is the same fp32 tensor afterwards."""
+    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = dataclasses.replace(CFG, dtype="bf16")
+    trained = []
+    for speed in (Speedups(), Speedups(low_precision_base=False, dense_lora=False)):
+        lora.attach(model, cfg.lora, 3)
+        stats = train_adapters(model, tok, TEXTS, cfg, [1, 2, 3], speed=speed)
+        trained.append(([lora.adapter_state(model._seal_lora, i) for i in range(3)], stats["final_loss"]))
+        lora.detach(model)
+    (a, la), (b, lb) = trained
+    assert la == pytest.approx(lb, abs=0.05)
+    for sa, sb in zip(a, b):
+        for k in sa:
+            if k.endswith("lora_B"):
+                assert float((sa[k] - sb[k]).norm()) <= 0.1 * float(sb[k].norm()) + 1e-6, k
+    after = model.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_frozen_cast_swaps_back_after_an_error(tiny_model_dir):
+    from seal.inner_loop import FrozenCast
+    model, _ = load_model(ModelConfig(name=str(tiny_model_dir)))
+    cast = FrozenCast(model, torch.bfloat16)
+    linear = next(m for m in model.modules() if type(m) is torch.nn.Linear and m is not model.get_output_embeddings())
+    with pytest.raises(RuntimeError):
+        with cast:
+            assert linear.weight.dtype == torch.bfloat16
+            raise RuntimeError("boom")
+    assert linear.weight.dtype == torch.float32
+    assert model.get_input_embeddings().weight.dtype == torch.float32  # tied: never swapped
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert (cast.head_weight is not None) == tied
