@@ -10,6 +10,7 @@ other) cannot. Peak RSS is not measured here (one process); see the --ablate tab
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import time
@@ -18,15 +19,17 @@ from pathlib import Path
 import torch
 
 from seal import lora
-from seal.bench import make_jobs, speedup_variants, workload_hash
+from seal.bench import machine_info, make_jobs, speedup_variants, workload_hash
 from seal.config import InnerLoopConfig, ModelConfig, to_dict
 from seal.inner_loop import Speedups, train_adapters
-from seal.models import load_model
+from seal.models import load_model, pick_dtype
 
 
-def variants() -> dict[str, tuple[int, Speedups]]:
-    out = {name: (pa, Speedups(**off)) for name, (pa, off) in speedup_variants().items()}
-    out["all on, one adapter at a time"] = (1, Speedups())
+def variants() -> dict[str, tuple[int, Speedups, str]]:
+    """name -> (parallel adapters, switches, inner.dtype)."""
+    out = {name: (pa, Speedups(**off), "auto") for name, (pa, off) in speedup_variants().items()}
+    out["all on, one adapter at a time"] = (1, Speedups(), "auto")
+    out["all on, fp32"] = (5, Speedups(), "fp32")  # what bf16 buys where `auto` picks it (AVX-512 BF16/AMX)
     return out
 
 
@@ -54,14 +57,15 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     tokens = 0
     for r in range(args.rounds):
-        for name, (pa, speed) in chosen.items():
+        for name, (pa, speed, dtype) in chosen.items():
             t = time.perf_counter()
             tokens = 0
             for s in range(0, len(jobs), pa):
                 group = jobs[s : s + pa]
                 lora.attach(model, inner.lora, len(group))
                 try:
-                    st = train_adapters(model, tok, [j.examples for j in group], inner, [j.seed for j in group], speed=speed)
+                    st = train_adapters(model, tok, [j.examples for j in group], dataclasses.replace(inner, dtype=dtype),
+                                        [j.seed for j in group], speed=speed)
                 finally:
                     lora.detach(model)
                 tokens += sum(st["tokens"])
@@ -70,12 +74,16 @@ def main() -> None:
     best_on = min(times["all on"])
     rows = {n: {"seconds": v, "best": min(v), "train_tokens_per_s": tokens / min(v), "vs_all_on": min(v) / best_on}
             for n, v in times.items()}
-    print(f"\n{'variant':<32}{'best s':>8}{'tok/s':>8}{'time vs all on':>16}")
+    m = machine_info(args.threads)
+    print(f"\nmachine: {m['cpu_model']}, flags {' '.join(m['cpu_flags'])}; inner.dtype auto = "
+          f"{pick_dtype('auto', torch.device('cpu'))}")
+    print(f"{'variant':<32}{'best s':>8}{'tok/s':>8}{'time vs all on':>16}")
     for n, x in rows.items():
         print(f"{n:<32}{x['best']:>8.1f}{x['train_tokens_per_s']:>8.0f}{x['vs_all_on']:>15.2f}x")
     out = {"command": "python bench/ab_inner_loop.py", "config": vars(args), "seed": wl["seed"],
            "workload_hash": workload_hash(wl), "workload_sha256": hashlib.sha256(Path(args.workload).read_bytes()).hexdigest(),
            "data_sha256": wl["data_sha256"], "passage_id": pid, "selfedits": len(jobs), "inner_loop_config": to_dict(inner),
+           "machine": machine_info(args.threads), "auto_dtype": str(pick_dtype("auto", torch.device("cpu"))),
            "torch": torch.__version__, "variants": rows}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
