@@ -30,9 +30,13 @@ float summation order):
     (`FrozenCast`) instead of by autocast on every matmul; the tied output layer gets its own copy.
   * dense_lora (bf16 only, n x rank <= DENSE_MAX_COLUMNS): every adapter's update computed on every
     row and masked, 2 matmuls per layer instead of ~4 per adapter (lora.LoRALinear._dense).
-    With AMX, bf16 matmuls are ~7x the fp32 peak here and op count, not FLOPs, is what costs.
-Measured on a 2-core AMX Xeon (5 adapters, 2 epochs, one workload passage, interleaved A/B in
-one process): both on 10.5 s, both off 11.6-12.3 s, fp32 15.9-18.8 s. The model body itself
+    Meant for hardware where bf16 matmuls are cheap next to op overhead (AMX: ~7x the fp32 peak
+    here): 8% faster on the model body's forward + backward, 1.04x on a whole update.
+Measured on a 2-core AMX Xeon (bench/ab_inner_loop.py, interleaved, one workload passage's 5
+self-edits, 5 epochs; results/bench_ab_amx.json, bench_ab_amx_dense.json): switching one off costs
+fused_head 1.31x, low_precision_base 1.09x, share_first_step 1.06x, fuse_lora_a 1.04x,
+dense_lora 1.04x (4 rounds; within the machine's ~10% noise, as are mask_free and foreach_adamw
+there); all off 1.37x, fp32 instead of bf16 1.64x. The model body itself
 (no adapters) reaches only ~20% of the bf16 peak at these sizes: a third of its time is
 elementwise ops (norms, rotary, SiLU) and a quarter the CPU flash-attention backward.
 `torch.compile` of the decoder layers took 8.4 s instead of 11.6 s on one passage and 7.0 s
