@@ -276,7 +276,9 @@ def token_losses(model, ids, attn, labels, dtype, chunk: int = 256, speed: Speed
     The output layer (vocab x hidden, 28M of SmolLM2's 135M weights) runs only at positions
     that have a target, one chunk at a time (`head_nll`), so neither padding nor the full
     [tokens x vocab] logits tensor costs compute or memory. (Assumes the model's logits are
-    lm_head(hidden), true of Llama-style models; no logit soft-capping.)
+    lm_head(hidden), true of Llama-style models; no logit soft-capping.) 256 tokens a chunk: the
+    head of 1870 tokens took 459 ms against 526 ms at 1024 on the AMX Xeon, where every fresh
+    200 MB fp32 logits buffer costs page faults.
     """
     speed = speed or Speedups()
     with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):

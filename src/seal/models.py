@@ -306,7 +306,8 @@ class FrozenCast:
     A tied output layer shares its Parameter with the input embedding, whose lookup must stay
     fp32 (the residual stream is fp32 under autocast), so it is not swapped but handed to
     `head_nll` as `head_weight`. Swapping `.data` is O(1) and never bumps a version counter;
-    the original fp32 tensors are back in place after every `with`.
+    the original fp32 tensors are back in place after every `with`. Memory: one bf16 copy of the
+    frozen weights (half the fp32 model) for as long as the object lives, i.e. one update.
 
     With `embedding=True` (inference: `low_precision`) the input embedding, and with it a tied
     output layer, is swapped too: the residual stream is then bf16, as in a bf16 inference engine.
