@@ -465,6 +465,11 @@ class GenerationConfig:
     vLLM and a GPU; used for self-edit sampling in `seal train`)."""
     gpu_memory_utilization: float = setting(0.4, gt=0, le=1)
     """backend vllm: share of the GPU's memory vLLM may take (the rest is left to training)."""
+    decoder: str = setting("pruned", choices=("pruned", "hf"))
+    """backend hf: `pruned` (generation.decode_pruned: a finished self-edit leaves the batch, one
+    seeded random stream per row, so a self-edit does not depend on its batch neighbours) or `hf`
+    (transformers' `generate`: every row runs until the batch's longest ends). `seal bench round`
+    measured pruned at 1.4-2.7x hf's tokens/s in fp32 (results/bench_round_t1, _t2, _amx)."""
     dtype: str = setting("auto", choices=("auto", "fp32", "bf16"))
     """backend hf: precision of self-edit sampling. `auto`: bf16 where the CPU has AVX-512 BF16
     or AMX, or on a GPU (weights cast once per call, `models.low_precision`), else fp32. Grading

@@ -53,8 +53,10 @@ def select_kept(rewards: dict[tuple[str, int], float], keep: str, keep_fraction:
                 ) -> list[tuple[str, int, float]]:
     """The filter of rejection sampling: which (context, sample) pairs become SFT data, sorted.
     `best-positive` (the paper): per context the best self-edit with r > 0; `all-positive`:
-    every one with r > 0; `top-fraction`: the best `keep_fraction` of all (ties in arrival order)."""
-    items = [(cid, j, r) for (cid, j), r in rewards.items() if r is not None]
+    every one with r > 0; `top-fraction`: the best `keep_fraction` of all. Ties go to the lowest
+    (context id, sample), never to the order rewards arrived in, which differs between executors
+    (Ray finishes jobs out of order) and between a resumed run and an uninterrupted one."""
+    items = sorted((cid, j, r) for (cid, j), r in rewards.items() if r is not None)
     if keep == "best-positive":
         best: dict[str, tuple[str, int, float]] = {}
         for cid, j, r in items:
@@ -184,7 +186,7 @@ def policy_folder(model_cfg: ModelConfig, run_dir: Path, rnd: int) -> str:
 def policy_sampler(policy, s: Session, model_cfg: ModelConfig, gen_cfg: GenerationConfig, rnd: int):
     """What samples round `rnd`'s self-edits (see Backends.generation)."""
     if gen_cfg.backend == "hf":
-        return HFGenerator(policy if policy is not None else s.model, s.tok, dtype=gen_cfg.dtype)
+        return HFGenerator(policy if policy is not None else s.model, s.tok, decoder=gen_cfg.decoder, dtype=gen_cfg.dtype)
     return make_generator(None, s.tok, "vllm", path=policy_folder(model_cfg, s.run_dir, rnd),
                           gpu_memory_utilization=gen_cfg.gpu_memory_utilization, max_loras=gen_cfg.max_loras)
 
@@ -282,8 +284,7 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
 
 def selfedit_rewards(task: Task, plan: Plan, records: dict[str, dict]) -> dict[tuple[str, int], float]:
     """r(SE) for every self-edit that has one, by (context id, sample), in the order their jobs'
-    records arrived (then plan order for rewards without a job): the top-fraction filter breaks
-    ties in this order."""
+    records arrived (then plan order for rewards without a job)."""
     owners: dict[str, list[tuple[str, int]]] = {}
     for se, keys in plan.scored_by.items():
         for k in keys:

@@ -294,3 +294,15 @@ def test_a_third_task_on_ray_with_no_code_of_its_own(tiny, ray_cluster, ray_exec
     if model.exists():
         wa, wb = load_file(str(model)), load_file(str(tmp_path / "ray/rounds/round_1/model/model.safetensors"))
         assert all(bool((wa[k] == wb[k]).all()) for k in wa)
+
+
+def test_kept_self_edits_do_not_depend_on_the_order_rewards_arrive_in():
+    """Tied rewards (a tiny model's are often all 0) must keep the same self-edits whichever
+    order the executor finished the jobs in."""
+    from seal.restem import select_kept
+    rewards = {("b", 1): 0.0, ("a", 1): 0.0, ("b", 0): 0.0, ("a", 0): 0.0, ("c", 0): 0.5, ("c", 1): 0.5}
+    for keep, frac in (("top-fraction", 0.5), ("best-positive", 1.0), ("all-positive", 1.0)):
+        first = select_kept(rewards, keep, frac)
+        assert select_kept(dict(reversed(list(rewards.items()))), keep, frac) == first, keep
+    assert select_kept(rewards, "top-fraction", 0.5) == [("a", 0, 0.0), ("c", 0, 0.5), ("c", 1, 0.5)]
+    assert select_kept(rewards, "best-positive") == [("c", 0, 0.5)]
