@@ -41,7 +41,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="default")
     ap.add_argument("--variants", nargs="*", default=[], metavar="NAME",
-                    help="only these variants (names as printed, e.g. 'all on' -fuse_lora_a); 'all on' is always run")
+                    help="only these variants (names as printed, e.g. 'all off'); 'all on' is always run. A name that "
+                         "starts with '-' goes as --variants=-fuse_lora_a (argparse reads a lone -x as an option)")
     ap.add_argument("--out", default="results/bench_ab_speedups.json")
     args = ap.parse_args()
     chosen = {n: v for n, v in variants().items() if not args.variants or n in args.variants or n == "all on"}
