@@ -283,15 +283,10 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
 
 
 def selfedit_rewards(task: Task, plan: Plan, records: dict[str, dict]) -> dict[tuple[str, int], float]:
-    """r(SE) for every self-edit that has one, by (context id, sample), in the order their jobs'
-    records arrived (then plan order for rewards without a job)."""
-    owners: dict[str, list[tuple[str, int]]] = {}
-    for se, keys in plan.scored_by.items():
-        for k in keys:
-            owners.setdefault(k, []).append(se)
-    order = list(dict.fromkeys([se for k in records for se in owners.get(k, [])] + list(plan.scored_by)))
+    """r(SE) for every self-edit that has one, by (context id, sample), in plan order (the same
+    whichever order the executor finished the jobs in; select_kept breaks ties by key)."""
     out = {}
-    for se in order:
+    for se in plan.scored_by:
         r = task.reward([records[k] for k in plan.scored_by[se] if k in records])
         if r is not None:
             out[se] = r
