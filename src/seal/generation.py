@@ -172,13 +172,12 @@ def sample_resumable(gen: Generator, items: list, prompt_of, n: int, *, max_new_
     return out
 
 
-def make_generator(model, tok, backend: str = "hf", chat: bool | None = None, path: str = "", dtype: str = "fp32",
-                   **vllm_kw) -> Generator:
+def make_generator(model, tok, backend: str = "hf", chat: bool | None = None, path: str = "", **vllm_kw) -> Generator:
     """The generator `backend` names: `hf` on the in-process `model`, or `vllm` (a GPU engine,
     seal/generation_vllm.py) on the model folder or hub id `path`; `vllm_kw` are VLLMGenerator
-    settings (gpu_memory_utilization, max_loras, ...); `dtype` is the hf backend's precision."""
+    settings (gpu_memory_utilization, max_loras, ...)."""
     if backend == "hf":
-        return HFGenerator(model, tok, chat, dtype=dtype)
+        return HFGenerator(model, tok, chat)
     if backend == "vllm":
         from .generation_vllm import VLLMGenerator, import_vllm
         import_vllm()  # a one-line error, naming the setting, when vLLM is missing
