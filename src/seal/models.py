@@ -315,14 +315,14 @@ class FrozenCast:
 
     def __init__(self, model, dtype: torch.dtype, embedding: bool = False):
         embed = model.get_input_embeddings()
+        kinds = (torch.nn.Linear, torch.nn.Embedding) if embedding else (torch.nn.Linear,)
         tied = {id(embed.weight)} if embed is not None and not embedding else set()
         self.pairs: list[tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = []
-        seen = set()
+        seen = set(tied)  # a weight is swapped once, and a tied one (without `embedding`) never
         for m in model.modules():
             w = getattr(m, "weight", None)
-            if type(m) not in (torch.nn.Linear, torch.nn.Embedding) or (type(m) is torch.nn.Embedding and not embedding) \
-                    or w is None or w.requires_grad or not w.is_floating_point() \
-                    or id(w) in seen or id(w) in tied or w.dtype == dtype:
+            if type(m) not in kinds or w is None or w.requires_grad or not w.is_floating_point() \
+                    or id(w) in seen or w.dtype == dtype:
                 continue
             seen.add(id(w))
             self.pairs.append((w, w.data, w.data.to(dtype)))
