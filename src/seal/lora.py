@@ -72,11 +72,19 @@ class _SharedInput:
         self.members = members
         self.ref = None
         self.version = -1
-        self.parts: dict[int, list[torch.Tensor]] = {}
+        self.kind = ""
+        self.parts: dict[int, list[torch.Tensor] | torch.Tensor] = {}
+
+    def _holds(self, x: torch.Tensor, kind: str) -> bool:
+        """Whether the parts are this kind of product (per segment or dense) of x, unmodified."""
+        return self.ref is not None and self.ref() is x and self.version == x._version and self.kind == kind
+
+    def _remember(self, x: torch.Tensor, kind: str) -> None:
+        self.ref, self.version, self.kind = weakref.ref(x), x._version, kind
 
     def take(self, layer: LoRALinear, x: torch.Tensor, segs, xs_list) -> list[torch.Tensor]:
         """The scaled A products (x_s A_a^T * scale * coef) of `layer`, per segment and mix entry."""
-        if self.ref is None or self.ref() is not x or self.version != x._version:
+        if not self._holds(x, "segments"):
             self.parts = {id(m): [] for m in self.members}
             state = layer.state
             for (adapter, _, _), xs in zip(segs, xs_list):
@@ -88,17 +96,16 @@ class _SharedInput:
                     fused = flat @ torch.cat([m.A[a] for m in self.members]).to(x.dtype).t()
                     for m, part in zip(self.members, fused.split([m.A[a].shape[0] for m in self.members], -1)):
                         self.parts[id(m)].append(part * (m.scale * c))
-            self.ref, self.version = weakref.ref(x), x._version
+            self._remember(x, "segments")
         return self.parts[id(layer)]
 
     def take_dense(self, layer: LoRALinear, x: torch.Tensor) -> torch.Tensor:
         """`layer`'s unmasked A product x [A_1; ...; A_n]^T, computed once for all members."""
-        if self.ref is None or self.ref() is not x or self.version != x._version:
-            a = torch.cat([w for m in self.members for w in m.A]).to(x.dtype)
-            fused = x @ a.t()
+        if not self._holds(x, "dense"):
+            fused = x @ torch.cat([w for m in self.members for w in m.A]).to(x.dtype).t()
             n_r = [sum(w.shape[0] for w in m.A) for m in self.members]
             self.parts = {id(m): part for m, part in zip(self.members, fused.split(n_r, -1))}
-            self.ref, self.version = weakref.ref(x), x._version
+            self._remember(x, "dense")
         return self.parts[id(layer)]
 
 
