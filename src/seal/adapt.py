@@ -80,6 +80,7 @@ from .registry import (
     NewDocument,
     Registry,
     RegistryError,
+    UnfinishedRegistry,
     read_adapter_folder,
 )
 from .tasks import knowledge as K
@@ -287,7 +288,12 @@ def stored_model(path: str) -> str | None:
     """The model a registry was made with, or None when there is no registry at `path` yet."""
     if not (Path(path) / "registry.sqlite").exists():
         return None
-    reg = Registry.open(path)
+    try:
+        reg = Registry.open(path)
+    except UnfinishedRegistry:
+        # another `seal adapt` is creating it (it holds the lock: this one then waits for it or is
+        # refused, with that message), or a creation was interrupted (this one finishes it)
+        return None
     try:
         return reg.model
     finally:

@@ -32,6 +32,10 @@ float summation order):
     row and masked, 2 matmuls per layer instead of ~4 per adapter (lora.LoRALinear._dense).
     Meant for hardware where bf16 matmuls are cheap next to op overhead (AMX: ~7x the fp32 peak
     here): 8% faster on the model body's forward + backward, 1.04x on a whole update.
+  * short_attention (bf16 on a CPU, sequences <= 320 tokens): causal attention as three matmuls
+    and an fp32 softmax (seal/attention.py) instead of SDPA's CPU flash kernel, whose bf16
+    backward is 2-7x slower at the 20-150-token lengths of self-edit lines; 1.09x on a whole
+    update (3 interleaved rounds, results/bench_ab_short_attention.json).
 Measured on a 2-core AMX Xeon (bench/ab_inner_loop.py, interleaved, one workload passage's 5
 self-edits, 5 epochs; results/bench_ab_amx.json, bench_ab_amx_dense.json): switching one off costs
 fused_head 1.31x, low_precision_base 1.09x, share_first_step 1.06x, fuse_lora_a 1.04x,
@@ -62,6 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from . import lora
+from .attention import use_short_attention
 from .config import InnerLoopConfig
 from .models import FrozenCast, end_of_turn_ids, model_device, pick_dtype
 
@@ -84,6 +89,7 @@ class Speedups:
     fuse_lora_a: bool = True  # q/k/v and gate/up (one input each) compute their LoRA A products as one matmul
     low_precision_base: bool = True  # under bf16: the frozen linear weights cast once per update, not per matmul
     dense_lora: bool = True  # every adapter's update on every row, masked: 2 matmuls per layer (lora.LoRALinear._dense)
+    short_attention: bool = True  # bf16 on a CPU, sequences <= 320 tokens: attention as matmuls, not SDPA's flash kernel (seal/attention.py)
 
 
 @dataclass(frozen=True)
@@ -236,17 +242,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, tgt, chunk: int):
+    def forward(ctx, h, weight, bias, tgt, chunk: int, workspace: dict | None):
         nll = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
         grad = torch.empty(h.shape, dtype=torch.float32, device=h.device)
+        ws = {} if workspace is None else workspace
         for i in range(0, h.shape[0], chunk):
             hc = h[i : i + chunk].to(weight.dtype)
-            logp = torch.log_softmax(F.linear(hc, weight, bias), -1, dtype=torch.float32)  # one pass
+            c = hc.shape[0]
+            logits = _buffer(ws, "logits", (chunk, weight.shape[0]), weight.dtype, h.device)[:c]
+            torch.mm(hc, weight.t(), out=logits)
+            if bias is not None:
+                logits += bias
+            wide = _buffer(ws, "wide", (chunk, weight.shape[0]), torch.float32, h.device)[:c]
+            logp = _buffer(ws, "logp", (chunk, weight.shape[0]), torch.float32, h.device)[:c]
+            wide.copy_(logits)
+            torch.ops.aten._log_softmax.out(wide, -1, False, out=logp)
             tc = tgt[i : i + chunk].unsqueeze(-1)
-            nll[i : i + chunk] = -logp.gather(-1, tc).squeeze(-1)
+            nll[i : i + c] = -logp.gather(-1, tc).squeeze(-1)
             p = logp.exp_()  # softmax, in place
             p.scatter_add_(-1, tc, torch.full_like(tc, -1.0, dtype=p.dtype))
-            grad[i : i + chunk] = (p.to(weight.dtype) @ weight).float()
+            logits.copy_(p)  # the [chunk, vocab] gradient, rounded to the weight's dtype
+            grad[i : i + c] = (logits @ weight).float()
         ctx.save_for_backward(grad)
         ctx.h_dtype = h.dtype
         return nll
@@ -254,15 +270,29 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (grad,) = ctx.saved_tensors
-        return (grad * g.unsqueeze(-1)).to(ctx.h_dtype), None, None, None, None
+        return (grad * g.unsqueeze(-1)).to(ctx.h_dtype), None, None, None, None, None
 
 
-def head_nll(head, h, tgt, chunk: int = 1024, fused: bool = True, weight: torch.Tensor | None = None) -> torch.Tensor:
+def _buffer(ws: dict, name: str, shape: tuple, dtype, device) -> torch.Tensor:
+    """A [chunk x vocab] scratch tensor kept in `ws` and reused while its shape fits. A fresh
+    50 MB buffer per chunk costs page faults on every first touch: the head's forward over an
+    update took 2.1 s instead of 3.7 s with buffers kept for the update (AMX Xeon, one passage's
+    5 self-edits)."""
+    b = ws.get(name)
+    if b is None or b.shape != shape or b.dtype != dtype or b.device != device:
+        b = ws[name] = torch.empty(shape, dtype=dtype, device=device)
+    return b
+
+
+def head_nll(head, h, tgt, chunk: int = 1024, fused: bool = True, weight: torch.Tensor | None = None,
+             workspace: dict | None = None) -> torch.Tensor:
     """Per-token cross-entropy of the output layer at hidden states h [n, d] against tgt [n]
-    (`weight`: a low-precision copy of the frozen head's weight to use instead, see FrozenCast)."""
+    (`weight`: a low-precision copy of the frozen head's weight to use instead, see FrozenCast;
+    `workspace`: a dict that keeps the fused head's scratch buffers between calls)."""
     if fused and type(head) is torch.nn.Linear and not head.weight.requires_grad and (
             head.bias is None or not head.bias.requires_grad):
-        return _LinearCrossEntropy.apply(h, head.weight if weight is None else weight, head.bias, tgt, chunk)
+        return _LinearCrossEntropy.apply(h, head.weight if weight is None else weight, head.bias, tgt, chunk,
+                                         workspace)
     from torch.utils.checkpoint import checkpoint
     parts = [checkpoint(_chunk_nll, head, h[i : i + chunk], tgt[i : i + chunk], use_reentrant=False)
              for i in range(0, h.shape[0], chunk)]
@@ -270,7 +300,7 @@ def head_nll(head, h, tgt, chunk: int = 1024, fused: bool = True, weight: torch.
 
 
 def token_losses(model, ids, attn, labels, dtype, chunk: int = 256, speed: Speedups | None = None,
-                 head_weight: torch.Tensor | None = None) -> torch.Tensor:
+                 head_weight: torch.Tensor | None = None, workspace: dict | None = None) -> torch.Tensor:
     """Per-token next-token cross-entropy [b, T-1] (0 where labels are -100).
 
     The output layer (vocab x hidden, 28M of SmolLM2's 135M weights) runs only at positions
@@ -285,7 +315,7 @@ def token_losses(model, ids, attn, labels, dtype, chunk: int = 256, speed: Speed
         h = _hidden(model, ids, attn, speed.mask_free)[:, :-1]
     tgt = labels[:, 1:]
     mask = tgt != -100
-    nll = head_nll(model.get_output_embeddings(), h[mask], tgt[mask], chunk, speed.fused_head, head_weight)
+    nll = head_nll(model.get_output_embeddings(), h[mask], tgt[mask], chunk, speed.fused_head, head_weight, workspace)
     out = torch.zeros(tgt.shape, dtype=torch.float32, device=h.device)
     return out.masked_scatter(mask, nll) if nll.numel() else out
 
@@ -453,6 +483,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     last_penalty = None
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     executed: list[int] = []  # lengths of the sequences actually run (after sharing)
+    workspace: dict = {}  # the fused head's scratch buffers, for this update
     for s in range(steps):
         rows = []
         for a in alive:
@@ -474,9 +505,10 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
         for group in micro_batches(rows, max_tokens):
             ids, attn, labels, r = collate(group, pad, device)
             executed += [len(t.ids) for _, t in group]
-            with lora.use_rows(model, r, mixes), (cast or contextlib.nullcontext()):
+            with lora.use_rows(model, r, mixes), (cast or contextlib.nullcontext()), \
+                    use_short_attention(model, speed.short_attention):
                 tl = token_losses(model, ids, attn, labels, dtype, speed=speed,
-                                  head_weight=cast.head_weight if cast else None)
+                                  head_weight=cast.head_weight if cast else None, workspace=workspace)
                 per_row = tl.sum(1)
                 (per_row * weight[r].to(per_row.device)).sum().backward()
             loss_sum += members[r].t() @ per_row.detach().cpu()

@@ -72,6 +72,11 @@ class RegistryError(RuntimeError):
     """A registry that cannot be used as asked; the message names its folder and the version."""
 
 
+class UnfinishedRegistry(RegistryError):
+    """A registry folder whose database has no version yet: never finished, or being created
+    right now by a `seal adapt` that holds the lock."""
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -218,7 +223,7 @@ class Registry:
             reg.lock(lock_wait)
         if not reg._initialized():
             if not create:
-                raise RegistryError(f"{path}: the registry was never finished (no version yet); run seal adapt")
+                raise UnfinishedRegistry(f"{path}: the registry was never finished (no version yet); run seal adapt")
             if reg._lock_fd is None:
                 raise RuntimeError("creating a registry needs its lock")
             reg._initialize(model)
