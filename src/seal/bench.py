@@ -411,6 +411,7 @@ def _ref_train(model, tok, job, inner, seed: int, pad_to: int, max_seqs: int, tm
 
 def run_ref(spec: dict) -> dict:
     from .config import EvalConfig, InnerLoopConfig
+    from .inner_loop import Speedups
     from .tasks import knowledge as K
     model, tok, chat, jobs, load_s = _setup(spec)
     rss_loaded = _rss_peak_mib()
@@ -431,7 +432,8 @@ def run_ref(spec: dict) -> dict:
             pm, s_setup, s_train, n_trained, n_rows = _ref_train(model, tok, j, inner, seed, pad_to, max_seqs, tmp)
             gen = _CountingGenerator(pm, tok, dims)
             t = time.perf_counter()
-            graded = K.score_rows(pm, tok, gen, chat, [j.questions], [-1], ev)[0]
+            # reference style: transformers' generate, and a forward of its own for the log-probs
+            graded = K.score_rows(pm, tok, gen, chat, [j.questions], [-1], ev, speed=Speedups(share_prefill=False))[0]
             s_eval = time.perf_counter() - t
             lens = _train_work(tok, [j], inner)[0]["lens"]
             if max_seqs:

@@ -94,14 +94,15 @@ def agreement(path: dict[str, float | None], reference: dict[str, float | None])
 
 # ----------------------------------------------------------------------------- workers
 
-def _base_grades(model, tok, chat, jobs, ev) -> tuple[dict, float]:
+def _base_grades(model, tok, chat, jobs, ev, speed=None) -> tuple[dict, float]:
     from .generation import HFGenerator
     from .tasks import knowledge as K
     seen = {}
     for j in jobs:
         seen.setdefault(j.passage_ids[0], j.questions)
     t = time.perf_counter()
-    graded = K.score_rows(model, tok, HFGenerator(model, tok), chat, list(seen.values()), [-1] * len(seen), ev)
+    graded = K.score_rows(model, tok, HFGenerator(model, tok), chat, list(seen.values()), [-1] * len(seen), ev,
+                          speed=speed)
     return {pid: K.mean_metrics(g) for pid, g in zip(seen, graded)}, time.perf_counter() - t
 
 
@@ -152,17 +153,19 @@ def run_round_fast(spec: dict) -> dict:
 def run_round_ref(spec: dict) -> dict:
     """The reference-style exhaustive E-step: one self-edit at a time (bench._ref_train)."""
     from .config import EvalConfig, InnerLoopConfig
+    from .inner_loop import Speedups
     from .generation import HFGenerator
     from .tasks import knowledge as K
     model, tok, chat, jobs = _load(spec)
     inner, ev = InnerLoopConfig(), EvalConfig()
-    base, base_s = _base_grades(model, tok, chat, jobs, ev)
+    ref_speed = Speedups(share_prefill=False)  # reference style: generate, then a log-prob forward of its own
+    base, base_s = _base_grades(model, tok, chat, jobs, ev, ref_speed)
     rewards, secs = {}, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for j in jobs:
             t = time.perf_counter()
             pm, *_ = B._ref_train(model, tok, j, inner, j.seed, 0, 0, tmp)
-            graded = K.score_rows(pm, tok, HFGenerator(pm, tok), chat, [j.questions], [-1], ev)[0]
+            graded = K.score_rows(pm, tok, HFGenerator(pm, tok), chat, [j.questions], [-1], ev, speed=ref_speed)[0]
             secs += time.perf_counter() - t
             rewards[j.key] = K.mean_metrics(graded)[ev.reward] - base[j.passage_ids[0]][ev.reward]
             del pm

@@ -26,16 +26,54 @@ class Generator(Protocol):
 
 
 @torch.no_grad()
+def _score_on_prompt(model, cache, cache_kw: str, attn, last_logits, answers: list[list[int]], rows) -> list[float]:
+    """Mean log-probability of each row's `answers` token ids right after its prompt, from the
+    prompt's KV cache (a copy: the caller's stays at the prompt) and the prompt's last-position
+    logits. The same quantity as inner_loop.answer_logprobs, without a second forward over the
+    prompts; 0.0 for an empty answer."""
+    import copy
+
+    n = attn.shape[0]
+    longest = max((len(a) for a in answers), default=0)
+    lp = torch.zeros(n, max(longest, 1))
+    first = torch.log_softmax(last_logits, -1)
+    for j, a in enumerate(answers):
+        if a:
+            lp[j, 0] = first[j, a[0]]
+    if longest > 1:  # every answer token but the last is an input
+        dev = attn.device
+        ids = torch.zeros(n, longest - 1, dtype=torch.long)
+        mask = torch.zeros(n, longest - 1, dtype=attn.dtype)
+        for j, a in enumerate(answers):
+            ids[j, : len(a) - 1] = torch.tensor(a[:-1], dtype=torch.long)
+            mask[j, : len(a) - 1] = 1
+        pos = attn.long().sum(-1, keepdim=True).cpu() + torch.arange(longest - 1)[None]
+        with lora.use_rows(model, rows):
+            logits = model(input_ids=ids.to(dev), attention_mask=torch.cat([attn, mask.to(dev)], 1),
+                           position_ids=pos.to(dev), use_cache=True,
+                           **{cache_kw: copy.deepcopy(cache)}).logits.float().cpu()
+        logp = torch.log_softmax(logits, -1)
+        for j, a in enumerate(answers):
+            for k in range(1, len(a)):
+                lp[j, k] = logp[j, k - 1, a[k]]
+    return [float(lp[j, : len(a)].sum()) / max(len(a), 1) for j, a in enumerate(answers)]
+
+
+@torch.no_grad()
 def decode_pruned(model, enc: dict, *, max_new_tokens: int, temperature: float, top_p: float, stop: list[int],
-                  seed: int, rows: list[int] | None = None) -> list[list[int]]:
+                  seed: int, rows: list[int] | None = None, score: list[list[int]] | None = None):
     """Batched decoding (KV cache) that drops each row from the batch as soon as it ends, so a
     step costs what the rows still writing need, not what the longest one needs (sampled
     self-edits range from a few to `max_new_tokens` tokens). Greedy when temperature == 0, else
     nucleus sampling with one random stream per row (seeded from `seed` and the row's index),
     so a row's text does not depend on which rows beside it are still running.
-    Returns each row's new token ids (without its stop token)."""
+    Returns each row's new token ids (without its stop token); with `score` (token ids per row),
+    also each row's mean log-probability of those ids after its prompt, from the same prefill
+    (`_score_on_prompt`): (new ids, log-probs)."""
     from transformers import DynamicCache
 
+    if score is not None and max_new_tokens < 1:
+        raise ValueError("scoring answers on the prefill needs max_new_tokens >= 1")
     ids, attn = enc["input_ids"], enc["attention_mask"]
     n = ids.shape[0]
     alive = torch.arange(n)
@@ -51,6 +89,8 @@ def decode_pruned(model, enc: dict, *, max_new_tokens: int, temperature: float, 
         with lora.use_rows(model, r):
             logits = model(input_ids=step_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1,
                            **{cache_kw: cache}).logits[:, -1].float().cpu()
+        if t == 0 and score is not None:
+            scored = _score_on_prompt(model, cache, cache_kw, attn, logits, score, r)
         if gens is None:
             nxt = logits.argmax(-1)
         else:
@@ -76,7 +116,7 @@ def decode_pruned(model, enc: dict, *, max_new_tokens: int, temperature: float, 
         attn = torch.cat([attn, attn.new_ones(len(alive), 1)], dim=1)
         pos = attn.long().sum(-1, keepdim=True) - 1
         step_ids = nxt[:, None].to(dev)
-    return out
+    return out if score is None else (out, scored)
 
 
 @dataclass
@@ -96,11 +136,18 @@ class HFGenerator:
 
     @torch.no_grad()
     def generate(self, prompts, *, n=1, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=0, rows=None,
-                 batch_size=16, progress=None):
+                 batch_size=16, progress=None, score: list[str] | None = None):
         """Greedy when temperature == 0, else nucleus sampling; `n` samples per prompt.
 
         Sampling is seeded per batch from `seed`, so the same call gives the same text.
+        `score` (decoder `pruned`, n == 1): a text per prompt whose mean token log-probability
+        after the prompt is computed from the generation's own prefill (as
+        inner_loop.answer_logprobs computes it with a forward of its own); returns
+        (completions, log-probs).
         """
+        if score is not None and (self.decoder != "pruned" or n != 1 or len(score) != len(prompts)):
+            raise ValueError("score needs decoder pruned, n == 1 and one text per prompt")
+        scored: list[float] = [0.0] * len(prompts)
         tok, model = self.tok, self.model
         device = model_device(model)
         old_side = tok.padding_side
@@ -126,8 +173,14 @@ class HFGenerator:
                         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
                     if self.decoder == "pruned":
                         stops = [stop_ids] if isinstance(stop_ids, int) else list(stop_ids or [])
+                        want = None if score is None else \
+                            [tok(score[i].strip(), add_special_tokens=False)["input_ids"] for i, _ in chunk]
                         new = decode_pruned(model, enc, max_new_tokens=max_new_tokens, temperature=temperature,
-                                            top_p=top_p, stop=stops, seed=seed * 100003 + start, rows=r)
+                                            top_p=top_p, stop=stops, seed=seed * 100003 + start, rows=r, score=want)
+                        if score is not None:
+                            new, lps = new
+                            for (i, _), lp in zip(chunk, lps):
+                                scored[i] = lp
                     else:
                         with lora.use_rows(model, r):
                             gen = model.generate(**enc, **kwargs)
@@ -138,7 +191,7 @@ class HFGenerator:
                         progress(len(chunk))
             finally:
                 tok.padding_side = old_side
-        return out
+        return out if score is None else (out, scored)
 
 
 def sample_resumable(gen: Generator, items: list, prompt_of, n: int, *, max_new_tokens: int, temperature: float,

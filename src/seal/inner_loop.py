@@ -90,6 +90,7 @@ class Speedups:
     low_precision_base: bool = True  # under bf16: the frozen linear weights cast once per update, not per matmul
     dense_lora: bool = True  # every adapter's update on every row, masked: 2 matmuls per layer (lora.LoRALinear._dense)
     short_attention: bool = True  # bf16 on a CPU, sequences <= 320 tokens: attention as matmuls, not SDPA's flash kernel (seal/attention.py)
+    share_prefill: bool = True  # grading: gold answers' log-probs from the greedy answers' own prefill (pruned decoder), no second forward
 
 
 @dataclass(frozen=True)

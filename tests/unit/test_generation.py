@@ -74,3 +74,43 @@ def test_bf16_generation_casts_once_and_leaves_the_model_in_fp32(tiny_model_dir)
     hook.remove()
     after = model.state_dict()
     assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_answer_logprobs_from_the_prefill_equal_a_separate_forward(tiny):
+    """`generate(score=)` scores each gold answer on the generation's own prompt cache: the same
+    log-probs as inner_loop.answer_logprobs (a second forward over prompt + answer), under each
+    row's adapter, with prompts and answers of different lengths, and the same completions."""
+    from seal.inner_loop import answer_logprobs
+    model, tok = tiny
+    state = lora.attach(model, LoRAConfig(rank=4, alpha=8), 2)
+    try:
+        lora.reset(state, [1, 2])
+        for layer in state.layers.values():
+            for b in layer.B:
+                torch.nn.init.normal_(b, std=0.5)
+        rows = [0, 1, -1]
+        golds = ["a harbor town on Orlet Island", "frog", " Ilsa Drosk "]
+        gen = HFGenerator(model, tok, decoder="pruned")
+        outs, lps = gen.generate(PROMPTS, max_new_tokens=6, temperature=0.0, rows=rows, score=golds, batch_size=2)
+        plain = gen.generate(PROMPTS, max_new_tokens=6, temperature=0.0, rows=rows, batch_size=2)
+        ref = answer_logprobs(model, tok, PROMPTS, golds, rows)
+    finally:
+        lora.detach(model)
+    assert outs == plain
+    assert lps == pytest.approx(ref, abs=1e-4)
+    assert len(set(round(x, 3) for x in lps)) == 3  # three different answers, three different scores
+    with pytest.raises(ValueError, match="decoder pruned"):
+        HFGenerator(model, tok).generate(PROMPTS, score=golds)
+
+
+def test_score_rows_grades_alike_with_either_decoder(tiny):
+    from seal.config import EvalConfig
+    from seal.tasks import knowledge as K
+    model, tok = tiny
+    qs = [[K.QA("Where is Velmora?", "Orlet Island", "Velmora"), K.QA("Who eats copper beetles?", "the frog", "Frogs")],
+          [K.QA("Who founded Drosk?", "Ilsa Drosk", "Drosk")]]
+    ev = EvalConfig(max_answer_tokens=5)
+    a = K.score_rows(model, tok, HFGenerator(model, tok), True, qs, [-1, -1], ev)
+    b = K.score_rows(model, tok, HFGenerator(model, tok, decoder="pruned"), True, qs, [-1, -1], ev)
+    assert [[q["answer"] for q in p] for p in a] == [[q["answer"] for q in p] for p in b]
+    assert [q["logprob"] for p in a for q in p] == pytest.approx([q["logprob"] for p in b for q in p], abs=1e-4)
