@@ -1,17 +1,31 @@
-"""A/B of the fused head's scratch buffers (inner_loop._buffer): the head as it was before them (fresh
-logits / log-prob tensors per chunk, `old_fwd` below) against the current one, interleaved in one
-process over one workload passage's 5 self-edits. Writes results/bench_ab_head_buffers.json.
+"""A/B of the fused head's scratch buffers (inner_loop._buffer): the head's forward as it was
+before them (fresh [chunk x vocab] logits and log-prob tensors per chunk, `_fresh_forward`
+below) against the current one, interleaved in one process, each training one workload
+passage's k adapters per round. Writes results/bench_ab_head_buffers.json.
 
-    python bench/ab_head_buffers.py
+    python bench/ab_head_buffers.py --passage 0 --rounds 3
 """
-import json, time, torch, torch.nn.functional as F
-from seal import lora, inner_loop as IL
-from seal.bench import make_jobs
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from seal import inner_loop as IL
+from seal import lora
+from seal.bench import machine_info, make_jobs, workload_hash
 from seal.config import InnerLoopConfig, ModelConfig
 from seal.models import load_model
-torch.set_num_threads(2)
-new_fwd = IL._LinearCrossEntropy.forward
-def old_fwd(ctx, h, weight, bias, tgt, chunk, workspace):
+
+
+def _fresh_forward(ctx, h, weight, bias, tgt, chunk, workspace):
+    """The fused head's forward before the scratch buffers (workspace unused)."""
     nll = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
     grad = torch.empty(h.shape, dtype=torch.float32, device=h.device)
     for i in range(0, h.shape[0], chunk):
@@ -22,23 +36,54 @@ def old_fwd(ctx, h, weight, bias, tgt, chunk, workspace):
         p = logp.exp_()
         p.scatter_add_(-1, tc, torch.full_like(tc, -1.0, dtype=p.dtype))
         grad[i : i + chunk] = (p.to(weight.dtype) @ weight).float()
-    ctx.save_for_backward(grad); ctx.h_dtype = h.dtype
+    ctx.save_for_backward(grad)
+    ctx.h_dtype = h.dtype
     return nll
-wl=json.load(open("bench/workload_round.json")); pid=wl["passages"][0]["id"]
-jobs=[j for j in make_jobs(wl) if j.passage_ids[0]==pid]
-model,tok=load_model(ModelConfig()); inner=InnerLoopConfig()
-T={"new":[], "old":[]}; losses={}
-for r in range(3):
-    for name,f in (("new",new_fwd),("old",old_fwd)):
-        IL._LinearCrossEntropy.forward=staticmethod(f)
-        lora.attach(model, inner.lora, len(jobs))
-        t=time.perf_counter(); st=IL.train_adapters(model,tok,[j.examples for j in jobs],inner,[j.seed for j in jobs]); T[name].append(time.perf_counter()-t)
-        losses[name]=st["final_loss"]; lora.detach(model)
-        print(r,name,round(T[name][-1],1),flush=True)
-from seal.bench import machine_info, workload_hash
-out={"command":"python bench/ab_head_buffers.py","workload":"bench/workload_round.json","workload_hash":workload_hash(wl),
-     "passage_id":pid,"inner_loop_config":__import__("dataclasses").asdict(inner),"machine":machine_info(2),
-     "seconds":T,"best":{k:min(v) for k,v in T.items()},"old_over_new_best":min(T["old"])/min(T["new"]),
-     "old_over_new_per_round":[o/n for o,n in zip(T["old"],T["new"])],"final_loss":losses}
-json.dump(out,open("results/bench_ab_head_buffers.json","w"),indent=1)
-print(out["best"], "old/new best %.3f"%out["old_over_new_best"], "per round", [round(x,3) for x in out["old_over_new_per_round"]])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", default="bench/workload_round.json")
+    ap.add_argument("--passage", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--out", default="results/bench_ab_head_buffers.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    wl = json.loads(Path(args.workload).read_text())
+    pid = wl["passages"][args.passage]["id"]
+    jobs = [j for j in make_jobs(wl) if j.passage_ids[0] == pid]
+    model, tok = load_model(ModelConfig(name=args.model))
+    inner = InnerLoopConfig()
+    forwards = {"buffers": IL._LinearCrossEntropy.forward, "fresh": staticmethod(_fresh_forward)}
+    secs: dict[str, list[float]] = {n: [] for n in forwards}
+    losses = {}
+    try:
+        for r in range(args.rounds):
+            for name, fwd in forwards.items():
+                IL._LinearCrossEntropy.forward = fwd
+                lora.attach(model, inner.lora, len(jobs))
+                t = time.perf_counter()
+                stats = IL.train_adapters(model, tok, [j.examples for j in jobs], inner, [j.seed for j in jobs])
+                secs[name].append(time.perf_counter() - t)
+                losses[name] = stats["final_loss"]
+                lora.detach(model)
+                print(f"round {r + 1}  {name:8s} {secs[name][-1]:.1f} s", flush=True)
+    finally:
+        IL._LinearCrossEntropy.forward = forwards["buffers"]
+    ratio = [f / b for f, b in zip(secs["fresh"], secs["buffers"])]
+    out = {"command": "python bench/ab_head_buffers.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+           "workload": args.workload, "workload_hash": workload_hash(wl), "passage_id": pid, "seed": wl.get("seed"),
+           "inner_loop_config": dataclasses.asdict(inner), "machine": machine_info(args.threads), "seconds": secs,
+           "fresh_over_buffers_per_round": ratio,
+           "fresh_over_buffers_best": min(secs["fresh"]) / min(secs["buffers"]),
+           "same_final_losses": losses["fresh"] == losses["buffers"]}
+    print(f"fresh / buffers: best {out['fresh_over_buffers_best']:.3f}x, per round {[round(x, 3) for x in ratio]}; "
+          f"same final losses: {out['same_final_losses']}")
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

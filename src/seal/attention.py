@@ -1,12 +1,18 @@
 """Causal self-attention for short training sequences in bf16 on a CPU (`Speedups.short_attention`).
 
 PyTorch's CPU flash-attention kernel is slow in bf16 at the lengths the inner loop trains on
-(self-edit lines of 20-150 tokens, passages of ~300-400): on a 2-core AMX Xeon its forward +
-backward took 2.7 ms for 5 x 28 tokens and 5.8 ms for 2 x 148 (SmolLM2's 9 query / 3 key-value
-heads of 64), where the same attention as three plain matmuls and an fp32 softmax took 0.8 and
-2.5 ms; at 375 tokens the flash kernel was faster again (33 vs 41 ms), and in fp32 it was as
-fast or faster at every length (`bench/attention_ab.py`). So this path runs only under bf16 on a
-CPU and for sequences of at most `MAX_TOKENS`; everything else goes to transformers' SDPA path.
+(self-edit lines of 20-150 tokens, passages of ~300-400). On a 2-core AMX Xeon, forward +
+backward with SmolLM2's heads (9 query, 3 key-value, 64 wide) on bf16 inputs
+(bench/attention_ab.py, results/bench_attention_ab.json) took 2.6 ms for 5 x 28 tokens, 5.1 ms
+for 2 x 148 and 10.3 ms for 4 x 200, where the same attention as three plain matmuls and an fp32
+softmax took 0.9, 3.9 and 6.5 ms; from 256 tokens on the flash kernel was faster in isolation
+(10.8 against 14.4 ms at 4 x 256, 27.8 against 44.2 at 5 x 375). In the inner loop itself (fp32
+queries under autocast), the cut-off at 320 tokens gained 1.09x best of 3 on one passage's update
+(per round 1.00-1.09x; results/bench_ab_short_attention.json), and a cut-off at 200 1.04x best of
+3 (per round 0.92-1.04x; results/bench_ab_short_attention_cut200.json): both within the machine's
+noise per round, so `MAX_TOKENS` stays at the better-measured 320 until a longer A/B decides. This path runs only under bf16 on a CPU; everything else goes to
+transformers' SDPA path. On SmolLM2 the final hidden states of a 4 x 200 batch are 0.57% from
+fp32 with it, 0.53% with bf16 SDPA.
 
 For query heads grouped over key-value heads (GQA, h = g * r + i uses key-value head g), the r
 query heads of a group are stacked along the rows, so each group is one matmul against its own

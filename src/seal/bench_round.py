@@ -11,7 +11,9 @@ per passage if its reward is > 0.
 Paths, each in a fresh subprocess:
   ref          exhaustive, reference style: per self-edit a deep copy, a PEFT LoRA and
                `transformers.Trainer` (batch 1, gradient accumulation to 8), then greedy
-               answers (bench._ref_train), one self-edit after another: the paper's E-step on a CPU
+               answers with transformers' `generate` and the gold answers' log-probs from a
+               forward of their own (bench._ref_train; `Speedups.share_prefill` off), one
+               self-edit after another: the paper's E-step on a CPU
   exhaustive   seal's inner loop, every self-edit trained and graded in full (k adapters side by
                side, one common seed per passage, as `seal train`)
   racing       the same with `restem.selection racing` at its defaults (seal/racing.py)

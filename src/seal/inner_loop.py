@@ -15,7 +15,7 @@ over adapters, so gradients never mix; AdamW and gradient clipping are per adapt
 
 Where the time goes, and what is done about it (`Speedups`; each switch is measured by
 `seal bench inner-loop --ablate` and `bench/ab_inner_loop.py`; none changes the update beyond
-float summation order):
+float summation order and rounding):
   * share_first_step: in its first step every adapter still has B = 0, so each adapter's model
     is the base model and a sequence that several adapters train on (SEAL appends the passage
     to every self-edit's data) runs once for all of them (`share_rows`). This is the largest
@@ -34,8 +34,14 @@ float summation order):
     here): 8% faster on the model body's forward + backward, 1.04x on a whole update.
   * short_attention (bf16 on a CPU, sequences <= 320 tokens): causal attention as three matmuls
     and an fp32 softmax (seal/attention.py) instead of SDPA's CPU flash kernel, whose bf16
-    backward is 2-7x slower at the 20-150-token lengths of self-edit lines; 1.09x on a whole
-    update (3 interleaved rounds, results/bench_ab_short_attention.json).
+    backward is 1.3-3x slower at the 20-200-token lengths of self-edit lines (seal/attention.py); 1.09x best of 3 on a
+    whole update (per round 1.00-1.09x, results/bench_ab_short_attention.json).
+  * share_prefill (grading, tasks/knowledge.score_rows): the greedy answers come from the pruned
+    decoder (generation.decode_pruned; the same tokens as transformers' generate), which also
+    scores the gold answers on the answers' own prompt cache, so the prompts run once, not twice;
+    grading one passage's 5 adapters took 1.2-1.3x less time, with the same answers and
+    log-probs within 1e-5 (bench/ab_grading.py, results/bench_ab_grading.json).
+The fused head keeps its [chunk x vocab] scratch tensors for the whole update (`_buffer`; 1.04x).
 Measured on a 2-core AMX Xeon (bench/ab_inner_loop.py, interleaved, one workload passage's 5
 self-edits, 5 epochs; results/bench_ab_amx.json, bench_ab_amx_dense.json): switching one off costs
 fused_head 1.31x, low_precision_base 1.09x, share_first_step 1.06x, fuse_lora_a 1.04x,
@@ -276,9 +282,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 def _buffer(ws: dict, name: str, shape: tuple, dtype, device) -> torch.Tensor:
     """A [chunk x vocab] scratch tensor kept in `ws` and reused while its shape fits. A fresh
-    50 MB buffer per chunk costs page faults on every first touch: the head's forward over an
-    update took 2.1 s instead of 3.7 s with buffers kept for the update (AMX Xeon, one passage's
-    5 self-edits)."""
+    50 MB buffer per chunk costs page faults on every first touch. On the AMX Xeon the whole
+    update gained 1.04x best of 3 (per round 0.89-1.11x, within the machine's noise;
+    bench/ab_head_buffers.py, one passage's 5 self-edits); the results are bit-identical."""
     b = ws.get(name)
     if b is None or b.shape != shape or b.dtype != dtype or b.device != device:
         b = ws[name] = torch.empty(shape, dtype=dtype, device=device)

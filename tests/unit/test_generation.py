@@ -18,6 +18,15 @@ def tiny(tiny_model_dir):
     return load_model(ModelConfig(name=str(tiny_model_dir)))
 
 
+def _two_random_adapters(model):
+    """Attach two adapters whose B is random (a fresh adapter's B = 0 would change nothing)."""
+    state = lora.attach(model, LoRAConfig(rank=4, alpha=8), 2)
+    lora.reset(state, [1, 2])
+    for layer in state.layers.values():
+        for b in layer.B:
+            torch.nn.init.normal_(b, std=0.5)
+
+
 def test_pruned_greedy_equals_generate(tiny):
     model, tok = tiny
     a = HFGenerator(model, tok).generate(PROMPTS, max_new_tokens=20, temperature=0.0)
@@ -27,12 +36,8 @@ def test_pruned_greedy_equals_generate(tiny):
 
 def test_pruned_greedy_equals_generate_with_adapter_rows(tiny):
     model, tok = tiny
-    state = lora.attach(model, LoRAConfig(rank=4, alpha=8), 2)
+    _two_random_adapters(model)
     try:
-        lora.reset(state, [1, 2])
-        for layer in state.layers.values():
-            for b in layer.B:
-                torch.nn.init.normal_(b, std=0.5)
         rows = [0, 1, -1]
         a = HFGenerator(model, tok).generate(PROMPTS, max_new_tokens=12, temperature=0.0, rows=rows)
         b = HFGenerator(model, tok, decoder="pruned").generate(PROMPTS, max_new_tokens=12, temperature=0.0, rows=rows)
@@ -82,12 +87,8 @@ def test_answer_logprobs_from_the_prefill_equal_a_separate_forward(tiny):
     row's adapter, with prompts and answers of different lengths, and the same completions."""
     from seal.inner_loop import answer_logprobs
     model, tok = tiny
-    state = lora.attach(model, LoRAConfig(rank=4, alpha=8), 2)
+    _two_random_adapters(model)
     try:
-        lora.reset(state, [1, 2])
-        for layer in state.layers.values():
-            for b in layer.B:
-                torch.nn.init.normal_(b, std=0.5)
         rows = [0, 1, -1]
         golds = ["a harbor town on Orlet Island", "frog", " Ilsa Drosk "]
         gen = HFGenerator(model, tok, decoder="pruned")
