@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from seal import lora
-from seal.bench import machine_info, make_jobs, workload_hash
+from seal.bench import machine_info, passage_jobs, workload_hash
 from seal.config import EvalConfig, InnerLoopConfig, ModelConfig
 from seal.generation import HFGenerator
 from seal.inner_loop import Speedups, train_adapters
@@ -44,8 +44,7 @@ def main() -> None:
     variants = {"separate forward": Speedups(share_prefill=False), "shared prefill": Speedups()}
     per_passage = []
     for pi in args.passages:
-        pid = wl["passages"][pi]["id"]
-        jobs = [j for j in make_jobs(wl) if j.passage_ids[0] == pid]
+        _, pid, jobs = passage_jobs(args.workload, pi)
         lora.attach(model, inner.lora, len(jobs))
         try:
             train_adapters(model, tok, [j.examples for j in jobs], inner, [j.seed for j in jobs])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from seal import inner_loop as IL
 from seal import lora
-from seal.bench import machine_info, make_jobs, workload_hash
+from seal.bench import machine_info, passage_jobs, workload_hash
 from seal.config import InnerLoopConfig, ModelConfig
 from seal.models import load_model
 
@@ -51,9 +51,7 @@ def main() -> None:
     ap.add_argument("--out", default="results/bench_ab_head_buffers.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    wl = json.loads(Path(args.workload).read_text())
-    pid = wl["passages"][args.passage]["id"]
-    jobs = [j for j in make_jobs(wl) if j.passage_ids[0] == pid]
+    wl, pid, jobs = passage_jobs(args.workload, args.passage)
     model, tok = load_model(ModelConfig(name=args.model))
     inner = InnerLoopConfig()
     forwards = {"buffers": IL._LinearCrossEntropy.forward, "fresh": staticmethod(_fresh_forward)}

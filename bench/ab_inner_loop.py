@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from seal import lora
-from seal.bench import machine_info, make_jobs, speedup_variants, workload_hash
+from seal.bench import machine_info, passage_jobs, speedup_variants, workload_hash
 from seal.config import InnerLoopConfig, ModelConfig, to_dict
 from seal.inner_loop import Speedups, train_adapters
 from seal.models import load_model, pick_dtype
@@ -50,9 +50,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown variant(s) {sorted(unknown)}; known: {list(variants())}")
     torch.set_num_threads(args.threads)
-    wl = json.loads(Path(args.workload).read_text())
-    pid = wl["passages"][args.passage]["id"]
-    jobs = [j for j in make_jobs(wl) if j.passage_ids[0] == pid]
+    wl, pid, jobs = passage_jobs(args.workload, args.passage)
     model, tok = load_model(ModelConfig(name=args.model))
     inner = InnerLoopConfig()
     times: dict[str, list[float]] = {}

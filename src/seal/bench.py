@@ -225,6 +225,14 @@ def workload_hash(wl: dict) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
 
 
+def passage_jobs(workload: str, index: int) -> tuple[dict, str, list]:
+    """The workload file's contents, its passage number `index`'s id, and that passage's jobs (the
+    one-passage A/B scripts in bench/ train these)."""
+    wl = json.loads(Path(workload).read_text())
+    pid = wl["passages"][index]["id"]
+    return wl, pid, [j for j in make_jobs(wl) if j.passage_ids[0] == pid]
+
+
 def make_jobs(wl: dict) -> list:
     """One inner-loop job per (passage, self-edit), built exactly as `seal evaluate` builds them."""
     from .tasks import knowledge as K
