@@ -498,8 +498,33 @@ def worker_for(kind: str):
     return WORKERS[kind]
 
 
+def worker_env(threads: int) -> dict:
+    """The environment of a benchmark worker process: its thread count, quiet and offline, and
+    this process's pid, so that the worker ends with it (`_die_with_parent`)."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TRANSFORMERS_VERBOSITY="error",
+                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", SEAL_BENCH_PARENT=str(os.getpid()))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel stop this process when `parent` (the benchmark that started it) ends, so a
+    killed benchmark leaves no worker burning the CPU under the next measurement (Linux
+    prctl(PR_SET_PDEATHSIG, SIGTERM); elsewhere nothing happens)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before the signal was armed
+        os._exit(1)
+
+
 def _worker_main(spec_path: str, out_path: str) -> None:
     import warnings
+    if os.environ.get("SEAL_BENCH_PARENT"):
+        _die_with_parent(int(os.environ["SEAL_BENCH_PARENT"]))
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     spec = json.loads(Path(spec_path).read_text())
@@ -514,9 +539,8 @@ def run_path(spec: dict, in_process: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         sp, op = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         sp.write_text(json.dumps(spec))
-        env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
-                   TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        r = subprocess.run([sys.executable, "-m", "seal.bench", "--worker", str(sp), str(op)], env=env)
+        r = subprocess.run([sys.executable, "-m", "seal.bench", "--worker", str(sp), str(op)],
+                           env=worker_env(spec["threads"]))
         if r.returncode != 0 or not op.exists():
             raise RuntimeError(f"benchmark path {spec['name']!r} failed (exit {r.returncode})")
         return json.loads(op.read_text())

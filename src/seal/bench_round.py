@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -234,9 +233,8 @@ WORKERS = {"round-fast": run_round_fast, "round-ref": run_round_ref, "round-samp
 def _spawn(spec: dict, tmp: str):
     sp, op = Path(tmp) / f"{spec['name']}.spec.json", Path(tmp) / f"{spec['name']}.out.json"
     sp.write_text(json.dumps(spec))
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
-               TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    return subprocess.Popen([sys.executable, "-m", "seal.bench", "--worker", str(sp), str(op)], env=env), op
+    return subprocess.Popen([sys.executable, "-m", "seal.bench", "--worker", str(sp), str(op)],
+                            env=B.worker_env(spec["threads"])), op
 
 
 def run_parallel(specs: list[dict], in_process: bool) -> list[dict]:

@@ -8,6 +8,9 @@ import dataclasses
 import json
 import math
 import re
+import sys
+
+import pytest
 
 from seal.bench import add_cli, render
 from seal.inner_loop import Speedups
@@ -85,3 +88,39 @@ def test_bench_inner_loop_tiny(tmp_path, tiny_model_dir, squad_tiny, capsys):
             assert abs(v - res2["paths"]["fast"]["rewards"][k]) < 1e-3, (name, k)
     assert "measured when the workload was created" in res2["generation"]["measured"] or \
         "when the workload was created" in res2["generation"]["measured"]
+
+
+def _running(pid: int) -> bool:
+    """Whether pid is a live process (a zombie awaiting its reaper counts as ended)."""
+    import os
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_benchmark_worker_ends_with_the_benchmark_that_started_it():
+    """A killed `seal bench` leaves no worker running (it would skew the next measurement)."""
+    import subprocess
+    import time
+    child = ("import os, sys, time; from seal.bench import _die_with_parent; "
+             "_die_with_parent(int(sys.argv[1])); print('armed', flush=True); time.sleep(120)")
+    parent = ("import subprocess, sys, os; c = subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid())], "
+              "stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True); c.stdout.readline(); print(c.pid, flush=True)")
+    out = subprocess.run([sys.executable, "-c", parent, child], capture_output=True, text=True, timeout=120)
+    pid = int(out.stdout.strip())
+    deadline = time.time() + 15
+    while _running(pid) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = _running(pid)
+    if alive:
+        import os
+        import signal
+        os.kill(pid, signal.SIGKILL)
+    assert not alive
