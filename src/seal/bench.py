@@ -271,11 +271,12 @@ class _CountingGenerator:
 
 
 def _logprob_eval_flops(tok, dims, chat, questions) -> float:
+    from .inner_loop import answer_ids
     from .tasks import knowledge as K
     f = 0.0
     for qa in questions:
         p = tok(K.qa_input(tok, qa, chat), add_special_tokens=False)["input_ids"]
-        a = tok(qa.answer.strip(), add_special_tokens=False)["input_ids"]
+        a = answer_ids(tok, qa.answer)
         f += _fwd_flops(dims, len(p) + len(a))
     return f
 

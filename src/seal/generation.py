@@ -145,6 +145,8 @@ class HFGenerator:
         inner_loop.answer_logprobs computes it with a forward of its own); returns
         (completions, log-probs).
         """
+        from .inner_loop import answer_ids
+
         if score is not None and (self.decoder != "pruned" or n != 1 or len(score) != len(prompts)):
             raise ValueError("score needs decoder pruned, n == 1 and one text per prompt")
         scored: list[float] = [0.0] * len(prompts)
@@ -173,8 +175,7 @@ class HFGenerator:
                         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
                     if self.decoder == "pruned":
                         stops = [stop_ids] if isinstance(stop_ids, int) else list(stop_ids or [])
-                        want = None if score is None else \
-                            [tok(score[i].strip(), add_special_tokens=False)["input_ids"] for i, _ in chunk]
+                        want = None if score is None else [answer_ids(tok, score[i]) for i, _ in chunk]
                         new = decode_pruned(model, enc, max_new_tokens=max_new_tokens, temperature=temperature,
                                             top_p=top_p, stop=stops, seed=seed * 100003 + start, rows=r, score=want)
                         if score is not None:

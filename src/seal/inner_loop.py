@@ -550,6 +550,12 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
 
 # ----------------------------------------------------------------------------- scoring
 
+def answer_ids(tok, answer: str) -> list[int]:
+    """The token ids of an answer as it is scored after its prompt: stripped of surrounding
+    space, no special tokens (`answer_logprobs`, and the decoder's own scoring of it)."""
+    return tok(answer.strip(), add_special_tokens=False)["input_ids"]
+
+
 @torch.no_grad()
 def answer_logprobs(model, tok, prompts: list[str], answers: list[str], rows: list[int],
                     max_tokens: int = 4096, mask_free: bool = True) -> list[float]:
@@ -562,7 +568,7 @@ def answer_logprobs(model, tok, prompts: list[str], answers: list[str], rows: li
     items = []
     for j, (p, a) in enumerate(zip(prompts, answers)):
         p_ids = tok(p, add_special_tokens=False)["input_ids"]
-        a_ids = tok(a.strip(), add_special_tokens=False)["input_ids"]
+        a_ids = answer_ids(tok, a)
         items.append((rows[j], Tokenized(p_ids + a_ids, len(p_ids)), j))
     out = [0.0] * len(items)
     by_j = {id(t): j for _, t, j in items}

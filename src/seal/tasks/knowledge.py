@@ -541,8 +541,9 @@ def score_rows(model, tok, gen, chat: bool, questions: list[list[QA]], rows: lis
     of the prompts (`speed.share_prefill`, the default); otherwise the log-probs take a forward of
     their own (inner_loop.answer_logprobs)."""
     from ..generation import HFGenerator
-    from ..inner_loop import answer_logprobs
+    from ..inner_loop import Speedups, answer_logprobs
 
+    speed = speed or Speedups()
     flat = [(i, qa) for i, qs in enumerate(questions) for qa in qs]
     prompts = [qa_input(tok, qa, chat) for _, qa in flat]
     flat_rows = [rows[i] for i, _ in flat]
@@ -550,13 +551,13 @@ def score_rows(model, tok, gen, chat: bool, questions: list[list[QA]], rows: lis
     answers = [None] * len(flat)
     kw = dict(n=1, max_new_tokens=eval_cfg.max_answer_tokens, temperature=0.0, rows=flat_rows,
               batch_size=eval_cfg.batch_size, progress=progress)
-    if eval_cfg.generate and (speed is None or speed.share_prefill) and isinstance(gen, HFGenerator) \
+    if eval_cfg.generate and speed.share_prefill and isinstance(gen, HFGenerator) \
             and gen.dtype == "fp32":
         # greedy answers from the pruned decoder (the same tokens as transformers' generate), which
         # scores the gold answers on the answers' own prefill: one forward over the prompts, not two
         outs, lps = dataclasses.replace(gen, decoder="pruned").generate(prompts, score=golds, **kw)
     else:
-        lps = answer_logprobs(model, tok, prompts, golds, flat_rows, mask_free=speed is None or speed.mask_free)
+        lps = answer_logprobs(model, tok, prompts, golds, flat_rows, mask_free=speed.mask_free)
         outs = gen.generate(prompts, **kw) if eval_cfg.generate else None
     if outs is not None:
         answers = [o[0] for o in outs]
