@@ -6,7 +6,8 @@ Workload: P passages of a SQuAD file x k self-edits sampled once and saved (defa
 the racing rule was chosen on other passages, scripts/race_curves.py). Every path scores the
 same self-edits at the inner-loop and reward defaults (LoRA r32 on all linear layers, lr 1e-3,
 5 epochs; containment reward from greedy answers), and ReSTEM's filter keeps the best self-edit
-per passage if its reward is > 0.
+per passage if its reward is > 0 (equal rewards ordered by the gold answers' log-prob, as
+`restem.tie_break` does by default; each path orders by its own log-probs).
 
 Paths, each in a fresh subprocess:
   ref          exhaustive, reference style: per self-edit a deep copy, a PEFT LoRA and
@@ -63,31 +64,41 @@ def round_jobs(wl: dict, seed_offset: int = 0, passages: list[str] | None = None
     return jobs
 
 
-def kept(rewards: dict[str, float | None]) -> dict[str, int | None]:
-    """ReSTEM's best-positive filter per passage (first best on ties; None: nothing > 0). Keys
-    'passage/sample'; a None reward (stopped by racing) is never kept."""
-    out: dict[str, int | None] = {}
-    for key in sorted(rewards, key=lambda k: (k.split("/")[0], int(k.split("/")[1]))):
-        pid, j = key.split("/")[0], int(key.split("/")[1])
-        out.setdefault(pid, None)
-        r = rewards[key]
-        if r is not None and r > 0 and (out[pid] is None or r > rewards[f"{pid}/{out[pid]}"]):
-            out[pid] = j
+def kept(rewards: dict[str, float | None], tiebreak: dict[str, float | None] | None = None) -> dict[str, int | None]:
+    """ReSTEM's best-positive filter per passage (restem.select_kept: equal rewards ordered by
+    `tiebreak`, then the first; None: nothing > 0). Keys 'passage/sample'; a None reward (stopped
+    by racing) is never kept."""
+    from .restem import select_kept
+
+    def split(key: str) -> tuple[str, int]:
+        pid, j = key.split("/")
+        return pid, int(j)
+
+    tb = {split(k): v for k, v in (tiebreak or {}).items() if v is not None}
+    out: dict[str, int | None] = {split(k)[0]: None for k in rewards}
+    for pid, j, _ in select_kept({split(k): r for k, r in rewards.items()}, "best-positive", tiebreak=tb):
+        out[pid] = j
     return out
 
 
-def agreement(path: dict[str, float | None], reference: dict[str, float | None]) -> dict:
+def agreement(path: dict, reference: dict) -> dict:
     """Per passage: the same self-edit kept (or none by both), and the reference reward lost by
-    keeping the path's choice instead of the reference's (0 when none is kept)."""
-    kp, kr = kept(path), kept(reference)
+    keeping the path's choice instead of the reference's (0 when none is kept). `path` and
+    `reference` are path results: 'rewards' by 'passage/sample' and optional 'tiebreak' (the
+    gold-answer log-probs that order equal rewards). `no_loss`: the share of passages where the
+    path's choice is worth as much as the reference's under the reference's rewards (a tie that
+    went the other way counts here, not in `same_kept`)."""
+    ref = reference["rewards"]
+    kp, kr = kept(path["rewards"], path.get("tiebreak")), kept(ref, reference.get("tiebreak"))
     pids = sorted(kr)
     same = [kp.get(p) == kr[p] for p in pids]
 
     def value(pid, j):
-        return 0.0 if j is None else (reference.get(f"{pid}/{j}") or 0.0)
+        return 0.0 if j is None else (ref.get(f"{pid}/{j}") or 0.0)
 
     loss = [value(p, kr[p]) - value(p, kp.get(p)) for p in pids]
     return {"passages": len(pids), "same_kept": sum(same) / len(pids) if pids else None,
+            "no_loss": sum(x <= 1e-12 for x in loss) / len(pids) if pids else None,
             "kept_reward_loss_mean": sum(loss) / len(loss) if loss else None,
             "kept_reward_loss_max": max(loss) if loss else None,
             "differ": [p for p, s in zip(pids, same) if not s]}
@@ -142,8 +153,9 @@ def run_round_fast(spec: dict) -> dict:
     secs = time.perf_counter() - t
     rewards = {j.key: None if res[j.key].get("raced_out") else res[j.key]["metrics"][ev.reward] - base[j.passage_ids[0]][ev.reward]
                for j in jobs}
+    tiebreak = {j.key: None if res[j.key].get("raced_out") else res[j.key]["metrics"].get("logprob") for j in jobs}
     return {"path": spec["name"], "evaluations": len(jobs), "seconds": secs, "base_seconds": base_s,
-            "rewards": rewards, "raced_out": sum(bool(x.get("raced_out")) for x in res.values()),
+            "rewards": rewards, "tiebreak": tiebreak, "raced_out": sum(bool(x.get("raced_out")) for x in res.values()),
             "executed_train_tokens": sum(x["train"]["executed_tokens"] for x in res.values()),
             "train_seconds": sum(x["train_seconds"] for x in res.values()),
             "stopped_at": {k: x["race"]["stopped_at"] for k, x in res.items() if "race" in x},
@@ -161,7 +173,7 @@ def run_round_ref(spec: dict) -> dict:
     inner, ev = InnerLoopConfig(), EvalConfig()
     ref_speed = Speedups(share_prefill=False)  # reference style: generate, then a log-prob forward of its own
     base, base_s = _base_grades(model, tok, chat, jobs, ev, ref_speed)
-    rewards, secs = {}, 0.0
+    rewards, tiebreak, secs = {}, {}, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for j in jobs:
             t = time.perf_counter()
@@ -169,9 +181,10 @@ def run_round_ref(spec: dict) -> dict:
             graded = K.score_rows(pm, tok, HFGenerator(pm, tok), chat, [j.questions], [-1], ev, speed=ref_speed)[0]
             secs += time.perf_counter() - t
             rewards[j.key] = K.mean_metrics(graded)[ev.reward] - base[j.passage_ids[0]][ev.reward]
+            tiebreak[j.key] = K.mean_metrics(graded).get("logprob")
             del pm
     return {"path": spec["name"], "evaluations": len(jobs), "seconds": secs, "base_seconds": base_s,
-            "rewards": rewards, "reward_metric": ev.reward, "peak_rss_mib": B._rss_peak_mib()}
+            "rewards": rewards, "tiebreak": tiebreak, "reward_metric": ev.reward, "peak_rss_mib": B._rss_peak_mib()}
 
 
 def memory_bandwidth(mib: int = 512, reps: int = 5) -> float:
@@ -260,6 +273,7 @@ def race_settings() -> dict:
 
 
 def bench_round(args) -> dict:
+    from .config import ReSTEMConfig
     from .tasks import knowledge as K
     t_start = time.time()
     wpath = Path(args.workload)
@@ -276,6 +290,7 @@ def bench_round(args) -> dict:
         raise K.DataError(f"{wpath}: workload version {wl.get('version')} (expected {B.WORKLOAD_VERSION})")
     base = {"model": args.model, "threads": args.threads, "workload": str(wpath)}
     race = race_settings()
+    ties = ReSTEMConfig().tie_break
     pids = [p["id"] for p in wl["passages"]]
     specs = [("ref", {"kind": "round-ref"}), ("exhaustive", {"kind": "round-fast"}),
              ("racing", {"kind": "round-fast", "race": race})]
@@ -294,6 +309,7 @@ def bench_round(args) -> dict:
         paths["racing x2"] = {"path": "racing x2", "evaluations": sum(p["evaluations"] for p in parts),
                               "seconds": max(p["seconds"] for p in parts), "parts": parts,
                               "rewards": {k: v for p in parts for k, v in p["rewards"].items()},
+                              "tiebreak": {k: v for p in parts for k, v in p["tiebreak"].items()},
                               "raced_out": sum(p["raced_out"] for p in parts)}
         print(f"  {paths['racing x2']['seconds']:.0f} s", flush=True)
     sampling = None
@@ -304,15 +320,18 @@ def bench_round(args) -> dict:
             print(f"measuring self-edit sampling ({name}) ...", flush=True)
             sampling[name] = B.run_path({**base, "kind": "round-sample", "name": f"sampling-{decoder}-{dtype}",
                                          "sampler": decoder, "dtype": dtype}, args.in_process)
-    ex = paths["exhaustive"]["rewards"]
-    agree = {name: agreement(p["rewards"], ex) for name, p in paths.items() if name != "exhaustive"}
-    agree["racing vs ref"] = agreement(paths["racing"]["rewards"], paths["ref"]["rewards"])
-    agree["exhaustive vs ref"] = agreement(ex, paths["ref"]["rewards"])
+    if ties == "first":  # the filter orders equal rewards by sample alone
+        for p in paths.values():
+            p.pop("tiebreak", None)
+    ex = paths["exhaustive"]
+    agree = {name: agreement(p, ex) for name, p in paths.items() if name != "exhaustive"}
+    agree["racing vs ref"] = agreement(paths["racing"], paths["ref"])
+    agree["exhaustive vs ref"] = agreement(ex, paths["ref"])
     ref_s = paths["ref"]["seconds"]
     return {
         "command": "seal bench round", "argv": sys.argv[1:], "seed": args.seed,
         "config": {k: v for k, v in vars(args).items() if k != "func"},
-        "inner_loop_config": B._inner_defaults(), "race": race,
+        "inner_loop_config": B._inner_defaults(), "race": race, "tie_break": ties,
         "workload": {"file": str(wpath), "hash": B.workload_hash(wl), "data": wl["data"], "data_sha256": wl["data_sha256"],
                      "passage_ids": pids, "k": wl["k"], "model": wl["model"]},
         "machine": B.machine_info(args.threads), "gpu": "none lent to this run (CPU only)",
@@ -327,20 +346,23 @@ def render(r: dict) -> str:
              f"({r['workload']['file']}, sha256 {r['workload']['hash'][:12]}, data {r['workload']['data_sha256'][:12]})"),
              (f"machine: {m['cpu_model']}, flags {' '.join(m['cpu_flags'])}, torch {m['torch']}, {m['torch_threads']} "
              f"threads; GPU: {r['gpu']}"),
-             f"racing: first rung at epoch {r['race']['first']}, eta {r['race']['eta']}, rung score {r['race']['score']}",
+             (f"racing: first rung at epoch {r['race']['first']}, eta {r['race']['eta']}, rung score {r['race']['score']}; "
+              f"equal rewards ordered by {r.get('tie_break', 'first')} (restem.tie_break)"),
              (f"precision: seal's inner loop {r['paths']['exhaustive'].get('inner_dtype', '?')} (inner.dtype auto: bf16 "
               f"where the CPU has AVX-512 BF16 or AMX); ref fp32 (transformers.Trainer's default)"),
              "", (f"{'path':<12} {'evals':>5} {'stopped':>7} {'seconds':>8} {'s/eval':>7} {'vs ref':>7} "
-             f"{'same kept':>9} {'kept loss':>9}")]
+             f"{'same kept':>9} {'no loss':>7} {'kept loss':>9}")]
     for name, p in r["paths"].items():
         a = r["agreement_with_exhaustive"].get(name)
         same = "-" if a is None else f"{a['same_kept']:.2f}"
+        no_loss = "-" if a is None or a.get("no_loss") is None else f"{a['no_loss']:.2f}"
         loss = "-" if a is None else f"{a['kept_reward_loss_mean']:+.3f}"
         lines.append(f"{name:<12} {p['evaluations']:>5} {p.get('raced_out', 0):>7} {p['seconds']:>8.0f} "
-                     f"{p['seconds'] / max(1, p['evaluations']):>7.1f} {r['speedup_vs_ref'][name]:>6.1f}x {same:>9} {loss:>9}")
+                     f"{p['seconds'] / max(1, p['evaluations']):>7.1f} {r['speedup_vs_ref'][name]:>6.1f}x {same:>9} {no_loss:>7} {loss:>9}")
     a = r["agreement_with_exhaustive"]
     lines += ["", ("same kept / kept loss: against the exhaustive path with the same seeds (loss: its reward minus the "
-              "reward, under exhaustive evaluation, of what the path kept; mean over passages)"),
+              "reward, under exhaustive evaluation, of what the path kept; mean over passages); no loss: the share of "
+              "passages where that loss is 0 (the same choice, or an equally rewarded one)"),
               (f"racing vs ref: same kept {a['racing vs ref']['same_kept']:.2f}; exhaustive vs ref: same kept "
               f"{a['exhaustive vs ref']['same_kept']:.2f} (implementation noise: PEFT + Trainer vs seal's loop)")]
     if "noise" in a:

@@ -254,6 +254,12 @@ class ReSTEMConfig:
     """Which sampled self-edits become SFT data: `best-positive` (the paper: the best one per
     passage if its reward > 0), `all-positive`, or `top-fraction` (best `keep_fraction` of all)."""
     keep_fraction: float = setting(0.25, gt=0, le=1)
+    tie_break: str = setting("logprob", choices=("logprob", "first"))
+    """best-positive / top-fraction: how self-edits with equal rewards are ordered. `logprob`: by
+    the task's finer score from the same grading (knowledge: the mean gold-answer log-prob after
+    the update; a containment reward over 4-5 questions tied at the top on 9 of 16 dev passages,
+    results/race_curves_logprob.json), then the lowest sample; `first`: the lowest sample alone (the paper does not say).
+    A task without a finer score (ARC) always breaks ties by the lowest sample."""
     sft_lr: float = setting(3e-4, gt=0)
     sft_epochs: int = setting(2, ge=1)
     sft_batch_size: int = setting(4, ge=1)

@@ -19,6 +19,9 @@ its departures from the paper. Departures common to both:
   inner-loop server does), so a round's reward reflects only the data the generator wrote;
 - the M-step trains a LoRA on the policy and merges it into its weights each round (the
   generator starts as a copy of the base model; the base itself never changes);
+- equal rewards are ordered by the task's finer score where it has one (`restem.tie_break`:
+  knowledge incorporation's gold-answer log-prob), not by sample index: with a containment
+  reward over a passage's 4-5 questions the best is tied on about half the passages;
 - seeds come from the run's seed and the piece of work (`engine.job_seed`), so a round samples,
   trains and scores the same whether or not it was interrupted.
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,25 +53,33 @@ from .stats import sd
 from .task import Plan, Session, Task
 
 
-def select_kept(rewards: dict[tuple[str, int], float], keep: str, keep_fraction: float = 1.0
-                ) -> list[tuple[str, int, float]]:
+def select_kept(rewards: dict[tuple[str, int], float], keep: str, keep_fraction: float = 1.0,
+                tiebreak: dict[tuple[str, int], float] | None = None) -> list[tuple[str, int, float]]:
     """The filter of rejection sampling: which (context, sample) pairs become SFT data, sorted.
     `best-positive` (the paper): per context the best self-edit with r > 0; `all-positive`:
-    every one with r > 0; `top-fraction`: the best `keep_fraction` of all. Ties go to the lowest
-    (context id, sample), never to the order rewards arrived in, which differs between executors
-    (Ray finishes jobs out of order) and between a resumed run and an uninterrupted one."""
-    items = sorted((cid, j, r) for (cid, j), r in rewards.items() if r is not None)
+    every one with r > 0; `top-fraction`: the best `keep_fraction` of all. Equal rewards are
+    ordered by `tiebreak` (larger first; the task's finer score, `Task.tiebreak`; a missing or NaN
+    one is last), then go to the lowest (context id, sample), never to the order rewards arrived
+    in, which differs between executors (Ray finishes jobs out of order) and between a resumed
+    run and an uninterrupted one."""
+    tb = tiebreak or {}
+
+    def rank(k: tuple[str, int]) -> tuple[float, float]:
+        t = tb.get(k)
+        return rewards[k], -math.inf if t is None or math.isnan(t) else t
+
+    keys = sorted(k for k, r in rewards.items() if r is not None)
     if keep == "best-positive":
-        best: dict[str, tuple[str, int, float]] = {}
-        for cid, j, r in items:
-            if r > 0 and (cid not in best or r > best[cid][2]):
-                best[cid] = (cid, j, r)
-        return sorted(best.values())
+        best: dict[str, tuple[str, int]] = {}
+        for k in keys:
+            if rewards[k] > 0 and (k[0] not in best or rank(k) > rank(best[k[0]])):
+                best[k[0]] = k
+        return sorted((cid, j, rewards[(cid, j)]) for cid, j in best.values())
     if keep == "all-positive":
-        return sorted(x for x in items if x[2] > 0)
-    items.sort(key=lambda x: -x[2])
-    n = max(1, int(round(keep_fraction * len(items)))) if items else 0
-    return sorted(items[:n])
+        return [(cid, j, rewards[(cid, j)]) for cid, j in keys if rewards[(cid, j)] > 0]
+    keys.sort(key=rank, reverse=True)  # stable even reversed: equal ranks stay in (context, sample) order
+    n = max(1, int(round(keep_fraction * len(keys)))) if keys else 0
+    return sorted((cid, j, rewards[(cid, j)]) for cid, j in keys[:n])
 
 
 def sft(model, tok, examples: list[TrainExample], inner: InnerLoopConfig, seed: int) -> dict:
@@ -233,7 +245,7 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
                       "reward": rewards[(cid, j)]} for cid, j in plan.scored_by if (cid, j) in rewards])
 
     # filter and M-step
-    kept = select_kept(rewards, task.keep, task.keep_fraction)
+    kept = select_kept(rewards, task.keep, task.keep_fraction, selfedit_tiebreaks(task, plan, records))
     by_id = {c.id: c for c in contexts}
     examples, sft_lines = [], []
     for cid, j, r in kept:
@@ -282,15 +294,24 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
     return policy, info
 
 
-def selfedit_rewards(task: Task, plan: Plan, records: dict[str, dict]) -> dict[tuple[str, int], float]:
+def selfedit_rewards(task: Task, plan: Plan, records: dict[str, dict], score=None) -> dict[tuple[str, int], float]:
     """r(SE) for every self-edit that has one, by (context id, sample), in plan order (the same
-    whichever order the executor finished the jobs in; select_kept breaks ties by key)."""
+    whichever order the executor finished the jobs in; select_kept breaks ties by key).
+    `score`: another function of a self-edit's records instead of `task.reward`."""
+    score = score or task.reward
     out = {}
     for se in plan.scored_by:
-        r = task.reward([records[k] for k in plan.scored_by[se] if k in records])
+        r = score([records[k] for k in plan.scored_by[se] if k in records])
         if r is not None:
             out[se] = r
     return out
+
+
+def selfedit_tiebreaks(task: Task, plan: Plan, records: dict[str, dict]) -> dict[tuple[str, int], float] | None:
+    """The task's finer score of every self-edit, for ordering equal rewards (`Task.tiebreak`,
+    optional: None where the task has none or `restem.tie_break` is `first`)."""
+    score = getattr(task, "tiebreak", None)
+    return None if score is None else selfedit_rewards(task, plan, records, score) or None
 
 
 def _quantiles(vals: list[float]) -> dict | None:

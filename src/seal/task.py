@@ -15,6 +15,7 @@ update and the check are. A `Task` supplies exactly that:
                       job_record(rnd, job, result, base)    one job's saved record (with its reward)
                       reward(records)                       r(SE) from the records of its jobs
     filter, M-step    keep, keep_fraction                   which rewarded SEs become SFT data
+                      tiebreak(records)  (optional)         a finer score that orders equal rewards
                       sft_example(ctx, SE, tok, chat)       the (prompt -> target) pair SFT trains on
                       sft_config                            the M-step's LoRA settings
     reporting         round_stats(...), round_notes(...)    the domain's extra numbers per round
@@ -165,6 +166,11 @@ class Task(Protocol):
     def reward(self, records: list[dict]) -> float | None:
         """r(SE) from the records of the jobs in `Plan.scored_by` (None: no reward, never kept)."""
         ...
+
+    # optional: def tiebreak(self, records: list[dict]) -> float | None
+    #     A finer score of a self-edit from the same records (larger is better) that orders
+    #     self-edits with equal rewards in the filter (restem.select_kept); a task without it,
+    #     or returning None, has ties go to the lowest sample.
 
     def sft_example(self, ctx, completion: str, tok, chat: bool) -> TrainExample | None:
         """The M-step's training pair for a kept self-edit (None: left out, e.g. too long)."""

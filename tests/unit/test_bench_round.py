@@ -13,15 +13,26 @@ from seal.bench_round import agreement, kept, render
 def test_kept_is_restems_best_positive_filter():
     rewards = {"a/0": 0.2, "a/1": 0.4, "a/2": 0.4, "b/0": 0.0, "b/1": -0.2, "c/0": None, "c/1": 0.1}
     assert kept(rewards) == {"a": 1, "b": None, "c": 1}
+    # equal rewards go to the larger log-prob; a missing one (racing stopped it) never wins a tie
+    assert kept(rewards, {"a/0": -0.1, "a/1": -2.0, "a/2": -1.0, "c/1": None})["a"] == 2
+    assert kept(rewards, {"a/1": None, "a/2": -1.0})["a"] == 2
 
 
 def test_agreement_counts_same_choice_and_reward_lost():
     ref = {"a/0": 0.2, "a/1": 0.6, "b/0": 0.4, "b/1": 0.0, "c/0": -0.1, "c/1": 0.0}
     path = {"a/0": 0.2, "a/1": None, "b/0": 0.4, "b/1": 0.0, "c/0": -0.1, "c/1": 0.0}
-    a = agreement(path, ref)
+    a = agreement({"rewards": path}, {"rewards": ref})
     assert a["passages"] == 3 and a["differ"] == ["a"]
-    assert abs(a["same_kept"] - 2 / 3) < 1e-9
+    assert abs(a["same_kept"] - 2 / 3) < 1e-9 and abs(a["no_loss"] - 2 / 3) < 1e-9
     assert abs(a["kept_reward_loss_mean"] - 0.4 / 3) < 1e-9 and abs(a["kept_reward_loss_max"] - 0.4) < 1e-9
+
+
+def test_agreement_orders_ties_by_each_paths_own_logprobs():
+    ref = {"rewards": {"a/0": 0.2, "a/1": 0.2}, "tiebreak": {"a/0": -3.0, "a/1": -1.0}}
+    path = {"rewards": {"a/0": 0.2, "a/1": 0.2}, "tiebreak": {"a/0": -0.5, "a/1": -1.0}}
+    a = agreement(path, ref)  # the path keeps 0, the reference 1: a different choice, no reward lost
+    assert a["same_kept"] == 0 and a["no_loss"] == 1 and a["kept_reward_loss_mean"] == 0
+    assert agreement({"rewards": path["rewards"]}, {"rewards": ref["rewards"]})["same_kept"] == 1  # first on ties
 
 
 def _workload(path, squad_tiny):
@@ -57,7 +68,11 @@ def test_bench_round_tiny(tmp_path, tiny_model_dir, squad_tiny):
         assert r is None or abs(r - v) < 1e-6
     agree = res["agreement_with_exhaustive"]
     assert {"ref", "racing", "noise", "racing x2", "racing vs ref", "exhaustive vs ref"} <= set(agree)
-    assert all(0 <= a["same_kept"] <= 1 for a in agree.values())
+    assert all(0 <= a["same_kept"] <= a["no_loss"] <= 1 for a in agree.values())
+    assert res["tie_break"] == "logprob" and "ordered by logprob" in render(res)
+    for name, p in res["paths"].items():  # survivors carry the log-prob that orders equal rewards
+        assert set(p["tiebreak"]) == set(p["rewards"]), name
+        assert all((v is None) == (p["rewards"][k] is None) for k, v in p["tiebreak"].items()), name
     assert set(res["sampling"]) == {"hf", "pruned", "pruned auto"}
     for s in res["sampling"].values():
         assert s["tokens_per_second"] > 0 and s["bandwidth_gbs"] > 0 and 0 < s["fraction_of_roofline"]

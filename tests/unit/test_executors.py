@@ -306,3 +306,17 @@ def test_kept_self_edits_do_not_depend_on_the_order_rewards_arrive_in():
         assert select_kept(dict(reversed(list(rewards.items()))), keep, frac) == first, keep
     assert select_kept(rewards, "top-fraction", 0.5) == [("a", 0, 0.0), ("c", 0, 0.5), ("c", 1, 0.5)]
     assert select_kept(rewards, "best-positive") == [("c", 0, 0.5)]
+
+
+def test_equal_rewards_are_ordered_by_the_tiebreak_then_by_sample():
+    from seal.restem import select_kept
+    rewards = {("a", 0): 0.5, ("a", 1): 0.5, ("a", 2): 0.25, ("b", 0): 0.0, ("b", 1): 0.0, ("c", 0): 0.25}
+    tb = {("a", 0): -2.0, ("a", 1): -1.0, ("a", 2): 0.0, ("b", 1): 5.0, ("c", 0): float("nan")}
+    assert select_kept(rewards, "best-positive", tiebreak=tb) == [("a", 1, 0.5), ("c", 0, 0.25)]
+    assert select_kept(rewards, "best-positive", tiebreak={("a", 0): float("nan"), ("a", 1): -9.0})[0] == ("a", 1, 0.5)
+    # the tiebreak never outranks a reward: a's best log-prob (sample 2) has the lower reward
+    assert select_kept(rewards, "top-fraction", 0.5, tb) == [("a", 0, 0.5), ("a", 1, 0.5), ("a", 2, 0.25)]
+    # top-fraction: within equal rewards the larger tiebreak first (b/1 before b/0), then sample order
+    assert select_kept(rewards, "top-fraction", 5 / 6, tb) == [("a", 0, 0.5), ("a", 1, 0.5), ("a", 2, 0.25),
+                                                               ("b", 1, 0.0), ("c", 0, 0.25)]
+    assert select_kept(rewards, "all-positive", tiebreak=tb) == select_kept(rewards, "all-positive")

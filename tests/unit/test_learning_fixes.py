@@ -163,3 +163,29 @@ def test_reward_agreement_counts_same_kept_and_rank_correlation():
     assert other["spearman_within_mean"] == -1.0 and other["same_kept"]["mean"] == 0.0
     assert abs(other["kept_gold_reward"]["probe"]["mean"] - (0.0 - 0.2) / 2) < 1e-9
     assert abs(other["kept_gold_reward"]["random"]["mean"] - (0.5 + 0.0) / 2) < 1e-9
+
+
+def test_equal_rewards_keep_the_self_edit_with_the_larger_gold_logprob(squad_tiny):
+    """restem.tie_break logprob: of two self-edits with the same reward the filter keeps the one
+    whose updates made the gold answers likelier (mean over seeds; a seed stopped by racing has no
+    say); `first` keeps the lower sample as before."""
+    from seal.restem import select_kept, selfedit_rewards, selfedit_tiebreaks
+    ps = K.load_passages(squad_tiny)[0][:1]
+    p = ps[0]
+    cfg = RunConfig()
+    cfg.inner.seeds = 2
+    task = KnowledgeTask(cfg, ps)
+    plan = task.plan(1, ps, {p.id: ["one fact about it here.", "another fact about it here."]}, None, False)
+    lp = {(0, 0): -2.0, (0, 1): -2.0, (1, 0): -1.0, (1, 1): -2.0}
+    records = {f"{p.id}/{j}/{s}": {"passage_id": p.id, "sample": j, "seed": s, "reward": 0.25,
+                                   "metrics": {"containment": 0.5, "logprob": v}} for (j, s), v in lp.items()}
+    records[f"{p.id}/0/1"] = {"passage_id": p.id, "sample": 0, "seed": 1, "reward": None, "raced_out": True,
+                              "metrics": {"logprob": 9.0}}
+    rewards = selfedit_rewards(task, plan, records)
+    assert rewards == {(p.id, 0): 0.25, (p.id, 1): 0.25}
+    tb = selfedit_tiebreaks(task, plan, records)
+    assert tb == {(p.id, 0): -2.0, (p.id, 1): -1.5}
+    assert select_kept(rewards, task.keep, task.keep_fraction, tb) == [(p.id, 1, 0.25)]
+    cfg.restem.tie_break = "first"
+    assert selfedit_tiebreaks(task, plan, records) is None
+    assert select_kept(rewards, task.keep, task.keep_fraction, None) == [(p.id, 0, 0.25)]

@@ -170,6 +170,14 @@ class KnowledgeTask:
         vals = [r["reward"] for r in records if r["reward"] is not None]
         return sum(vals) / len(vals) if vals else None
 
+    def tiebreak(self, records: list[dict]) -> float | None:
+        """The mean gold-answer log-prob after the update (over the reward questions, mean over
+        seeds), which orders self-edits with equal rewards (`restem.tie_break logprob`)."""
+        if self.cfg.restem.tie_break != "logprob":
+            return None
+        vals = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and "logprob" in r.get("metrics", {})]
+        return sum(vals) / len(vals) if vals else None
+
     # ------------------------------------------------------------------ M-step and reporting
 
     def sft_example(self, ctx: K.Passage, completion: str, tok, chat: bool) -> TrainExample:
