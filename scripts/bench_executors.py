@@ -1,5 +1,5 @@
-"""Wall time of one ReSTEM round's E-step inner loop: the local executor against the Ray executor
-with 2 workers, on the same machine, the same jobs and the same seeds, in one run.
+"""Wall time of one ReSTEM round's E-step inner loop: the local executor against the process and
+Ray executors with 2 workers, on the same machine, the same jobs and the same seeds, in one run.
 
     python scripts/bench_executors.py                       # default model, bench/workload_round.json
     python scripts/bench_executors.py --model tests/tiny --workload /tmp/wl.json --data tests/fixtures/squad_tiny.json
@@ -10,18 +10,21 @@ round_jobs: a passage's k self-edits in one batch, one common seed per passage),
 and reward defaults (LoRA r32 on all linear layers, lr 1e-3, 5 epochs, containment reward).
 
 Paths, each timed from the first job to the last result, model loading excluded:
-  local   `LocalExecutor`: batch after batch in this process, --threads torch threads
-  ray     `RayExecutor`: --workers actors, each --threads / --workers torch threads, same total
-          CPUs; its start (Ray + each actor loading the model) is timed separately
-The unadapted model's grades are computed once (not timed) and every reward is checked against
-the local one (max absolute difference, same self-edit kept per passage).
+  local      `LocalExecutor`: batch after batch in this process, --threads torch threads
+  processes  `ProcessExecutor`: --workers processes, each --threads / --workers torch threads
+  ray        `RayExecutor`: --workers actors, the same threads each (skipped when Ray is not
+             installed)
+A worker executor's start (Ray, each worker loading the model) is timed separately. The
+unadapted model's grades are computed once (not timed) and every reward is checked against the
+local one (max absolute difference, same self-edit kept per passage).
 
-Writes --out (JSON: config, seed, data sha256, machine, both times, speed-up, agreement).
+Writes --out (JSON: config, seed, data sha256, machine, the times, speed-ups, agreement).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -39,7 +42,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of a new workload")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="self-edit length cap of a new workload (0: default)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the local path; split among Ray workers")
-    ap.add_argument("--workers", type=int, default=2, help="Ray actors")
+    ap.add_argument("--workers", type=int, default=2, help="workers of the process and Ray executors")
+    ap.add_argument("--kinds", nargs="+", default=["processes", "ray"], choices=("processes", "ray"),
+                    help="executors timed against local (default both; ray is skipped when not installed)")
     ap.add_argument("--epochs", type=int, default=0, help="inner-loop epochs (0: the default, 5)")
     ap.add_argument("--out", default="results/bench_executors.json")
     args = ap.parse_args(argv)
@@ -81,29 +86,40 @@ def main(argv=None) -> int:
     def rewards(res):
         return {j.key: res[j.key]["metrics"][ev.reward] - base[j.passage_ids[0]][ev.reward] for j in jobs}
 
+    def tiebreaks(res):  # the log-probs that order equal rewards (restem.tie_break)
+        return {j.key: res[j.key]["metrics"].get("logprob") for j in jobs}
+
     paths = {}
     res: dict = {}
     t = time.perf_counter()
     run_inner_jobs(loop, resident.model, resident.tok, resident.gen, resident.chat, jobs,
                    lambda j, r: res.__setitem__(j.key, r), executor=LocalExecutor(resident))
-    paths["local"] = {"seconds": time.perf_counter() - t, "threads": args.threads, "rewards": rewards(res)}
+    paths["local"] = {"seconds": time.perf_counter() - t, "threads": args.threads, "rewards": rewards(res),
+                      "tiebreak": tiebreaks(res)}
     print(f"local: {paths['local']['seconds']:.1f} s", flush=True)
 
-    del resident  # the Ray workers load their own copies
+    del resident  # the workers load their own copies
     per = args.threads // args.workers
-    t = time.perf_counter()
-    ex = make_executor(ExecutorConfig(kind="ray", workers=args.workers, num_cpus=per), mcfg, threads=per)
-    start_s = time.perf_counter() - t
-    res = {}
-    t = time.perf_counter()
-    run_inner_jobs(loop, None, None, None, False, jobs, lambda j, r: res.__setitem__(j.key, r), executor=ex)
-    secs = time.perf_counter() - t
-    ex.close()
-    paths["ray"] = {"seconds": secs, "start_seconds": start_s, "workers": args.workers, "threads_per_worker": per,
-                    "rewards": rewards(res)}
-    print(f"ray ({args.workers} workers x {per} threads): {secs:.1f} s (+ {start_s:.1f} s to start)", flush=True)
+    for kind in args.kinds:
+        if kind == "ray" and importlib.util.find_spec("ray") is None:
+            print("ray: not installed (pip install 'seal[ray]'), skipped", flush=True)
+            continue
+        t = time.perf_counter()
+        ex = make_executor(ExecutorConfig(kind=kind, workers=args.workers, num_cpus=per), mcfg, threads=per)
+        start_s = time.perf_counter() - t
+        res = {}
+        t = time.perf_counter()
+        run_inner_jobs(loop, None, None, None, False, jobs, lambda j, r: res.__setitem__(j.key, r), executor=ex)
+        secs = time.perf_counter() - t
+        ex.close()
+        paths[kind] = {"seconds": secs, "start_seconds": start_s, "workers": args.workers, "threads_per_worker": per,
+                       "rewards": rewards(res), "tiebreak": tiebreaks(res)}
+        print(f"{kind} ({args.workers} workers x {per} threads): {secs:.1f} s (+ {start_s:.1f} s to start)", flush=True)
 
-    diff = max(abs(paths["ray"]["rewards"][k] - paths["local"]["rewards"][k]) for k in paths["local"]["rewards"])
+    local = paths["local"]
+    others = [k for k in paths if k != "local"]
+    agree = {k: {"max_abs_reward_diff": max(abs(paths[k]["rewards"][j] - local["rewards"][j]) for j in local["rewards"]),
+                 **agreement(paths[k], local)} for k in others}
     out = {"command": "scripts/bench_executors.py", "argv": sys.argv[1:], "seed": wl["seed"],
            "config": vars(args), "inner_loop": {"epochs": inner.epochs, "parallel_adapters": inner.parallel_adapters,
                                                 "rank": inner.lora.rank, "lr": inner.lr},
@@ -112,14 +128,16 @@ def main(argv=None) -> int:
                         "data_sha256": wl["data_sha256"], "k": wl["k"], "model": wl["model"],
                         "passage_ids": [p["id"] for p in wl["passages"]]},
            "machine": machine, "load_avg_at_end": list(os.getloadavg()),
-           "paths": paths, "speedup_ray_vs_local": paths["local"]["seconds"] / secs,
-           "speedup_with_start": paths["local"]["seconds"] / (secs + start_s),
-           "agreement": {"max_abs_reward_diff": diff, **agreement(paths["ray"]["rewards"], paths["local"]["rewards"])},
-           "wall_seconds": time.time() - t_start}
+           "paths": paths, "speedup_vs_local": {k: local["seconds"] / paths[k]["seconds"] for k in others},
+           "speedup_with_start": {k: local["seconds"] / (paths[k]["seconds"] + paths[k]["start_seconds"]) for k in others},
+           "agreement": agree, "wall_seconds": time.time() - t_start}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"speed-up ray/local {out['speedup_ray_vs_local']:.2f}x ({out['speedup_with_start']:.2f}x with the start); "
-          f"rewards max |diff| {diff:.2g}, same kept on {out['agreement']['same_kept']:.0%} of passages; -> {args.out}")
+    for k in others:
+        print(f"speed-up {k}/local {out['speedup_vs_local'][k]:.2f}x ({out['speedup_with_start'][k]:.2f}x with the start); "
+              f"rewards max |diff| {agree[k]['max_abs_reward_diff']:.2g}, same kept on {agree[k]['same_kept']:.0%} of "
+              "passages")
+    print(f"-> {args.out}")
     return 0
 
 

@@ -501,31 +501,16 @@ def worker_for(kind: str):
 
 def worker_env(threads: int) -> dict:
     """The environment of a benchmark worker process: its thread count, quiet and offline, and
-    this process's pid, so that the worker ends with it (`_die_with_parent`)."""
+    this process's pid, so that the worker ends with it (`executors.die_with_parent`)."""
     return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TRANSFORMERS_VERBOSITY="error",
                 HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", SEAL_BENCH_PARENT=str(os.getpid()))
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel stop this process when `parent` (the benchmark that started it) ends, so a
-    killed benchmark leaves no worker burning the CPU under the next measurement (Linux
-    prctl(PR_SET_PDEATHSIG, SIGTERM); elsewhere nothing happens)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent ended before the signal was armed
-        os._exit(1)
 
 
 def _worker_main(spec_path: str, out_path: str) -> None:
     import warnings
     if os.environ.get("SEAL_BENCH_PARENT"):
-        _die_with_parent(int(os.environ["SEAL_BENCH_PARENT"]))
+        from .executors import die_with_parent
+        die_with_parent(int(os.environ["SEAL_BENCH_PARENT"]))
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     spec = json.loads(Path(spec_path).read_text())

@@ -436,14 +436,15 @@ class ExecutorConfig:
     actors that each keep a copy of the base model resident. Results are the same either way:
     jobs that train side by side (a passage's k self-edits) always stay in one batch."""
 
-    kind: str = setting("local", choices=("local", "ray"))
-    """`local` (in this process, one batch after another) or `ray` (`workers` Ray actors; needs
-    `pip install 'seal[ray]'`)."""
+    kind: str = setting("local", choices=("local", "processes", "ray"))
+    """`local` (in this process, one batch after another), `processes` (`workers` processes on
+    this machine; on a CPU, N single-thread workers beat one N-thread process) or `ray`
+    (`workers` Ray actors, on this machine or a cluster; needs `pip install 'seal[ray]'`)."""
     workers: int = setting(2, ge=1)
-    """executor ray: actors, each holding one copy of the base model."""
+    """executor processes / ray: workers, each holding one copy of the base model."""
     num_cpus: float = setting(1.0, gt=0, le=1024)
-    """executor ray: CPUs reserved per actor; its torch threads are this, rounded (at least 1),
-    unless `threads` is set."""
+    """executor processes / ray: CPUs per worker (reserved, for Ray); its torch threads are this,
+    rounded (at least 1), unless `threads` is set."""
     num_gpus: float = setting(0.0, ge=0, le=64)
     """executor ray: GPUs per actor (a fraction shares one GPU between actors); an actor that
     gets one moves its model there."""

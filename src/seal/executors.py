@@ -23,6 +23,10 @@ so every task runs on every executor with no code of its own.
 
 - `LocalExecutor`: one batch after another in this process, on the model already loaded;
   what a laptop user gets (the default).
+- `ProcessExecutor`: `executor.workers` processes on this machine (standard library, no extra
+  dependency), each loading the base model once with `executor.num_cpus` torch threads: on a
+  CPU, N single-thread workers beat one N-thread process (`--executor.kind processes
+  --executor.workers 2` on 2 cores; results/bench_executors.md).
 - `RayExecutor`: `executor.workers` Ray actors, each loading the base model once
   (`executor.num_cpus` / `executor.num_gpus` each), fed one batch at a time as they free up.
   A batch whose actor dies (killed, out of memory, node lost) runs again on a fresh actor, up
@@ -128,6 +132,99 @@ class LocalExecutor(Executor):
                 on_result(batch.jobs[i], res)
             if progress is not None:
                 progress(len(results))
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel stop this process when `parent` (the process that started it) ends, so a
+    killed run or benchmark leaves no worker burning the CPU and holding a model (Linux
+    prctl(PR_SET_PDEATHSIG, SIGTERM); elsewhere nothing happens)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before the signal was armed
+        os._exit(1)
+
+
+_RESIDENT: Resident | None = None
+"""A worker process's base model (set once by `_start_process`)."""
+
+
+def _start_process(model_cfg: ModelConfig, threads: int, parent: int) -> None:
+    import torch
+
+    global _RESIDENT
+    die_with_parent(parent)
+    torch.set_num_threads(threads)
+    _RESIDENT = Resident.load(model_cfg)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+def _run_in_process(work: Work, batch: Batch):
+    return work(_RESIDENT, batch)
+
+
+class ProcessExecutor(Executor):
+    """`cfg.workers` processes on this machine (the standard library's, no Ray), each loading the
+    base model once with `threads` torch threads, fed the next batch as each frees up; results
+    come back here in completion order. Made for CPUs: two single-thread processes use a 2-core
+    CPU better than one two-thread process, because a matmul's speed grows only ~1.65x from 1 to
+    2 threads and the optimizer, grading and Python overhead not at all (results/bench_executors.md).
+    A worker that dies (killed, out of memory) stops the run with an ExecutorError; every result
+    returned before is already saved, so rerunning with the same --out resumes. An exception
+    raised by a job itself is raised here."""
+
+    def __init__(self, cfg: ExecutorConfig, model_cfg: ModelConfig, threads: int = 0):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if cfg.num_gpus:
+            raise ConfigError("executor.kind processes runs on CPUs: use executor.kind ray for executor.num_gpus")
+        self.threads = threads or max(1, int(round(cfg.num_cpus)))
+        self.pool = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_start_process, initargs=(model_cfg, self.threads, os.getpid()))
+        self.pids: set[int] = set()
+        """The worker processes seen so far (for tests)."""
+        try:  # a model that cannot load is refused now, before any work
+            self.pids.add(self.pool.submit(_ready).result(timeout=STARTUP_TIMEOUT))
+        except Exception as e:
+            self.close()
+            raise ExecutorError(f"executor processes: a worker could not start ({type(e).__name__}: {e}); check "
+                                "model.name") from None
+
+    def map(self, work, batches, on_result, progress=None):
+        from concurrent.futures import as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        futures = {self.pool.submit(_run_in_process, work, b): b for b in batches}
+        try:
+            for f in as_completed(futures):
+                batch = futures[f]
+                results = f.result()
+                for i, res in results:
+                    on_result(batch.jobs[i], res)
+                if progress is not None:
+                    progress(len(results))
+        except BrokenProcessPool:
+            raise ExecutorError("executor processes: a worker process died (killed, or out of memory); finished "
+                                "results are saved: rerun with the same --out (fewer executor.workers need less "
+                                "memory)") from None
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------- ray
@@ -323,8 +420,9 @@ def unreachable(address: str, timeout: float = 5.0) -> str | None:
 @contextmanager
 def open_executor(cfg: ExecutorConfig, model_cfg: ModelConfig, threads: int = 0):
     """A command's executor for `engine.run_inner_jobs`: None for `local` (batches then run in
-    this process on the session's model), Ray actors for `ray` (started now, so that a missing
-    Ray or an unreachable cluster is refused before any work; released at the end)."""
+    this process on the session's model), worker processes for `processes` and Ray actors for
+    `ray` (started now, so that a model that cannot load, a missing Ray or an unreachable cluster
+    is refused before any work; released at the end)."""
     if cfg.kind == "local":
         yield None
         return
@@ -335,15 +433,17 @@ def open_executor(cfg: ExecutorConfig, model_cfg: ModelConfig, threads: int = 0)
 def make_executor(cfg: ExecutorConfig, model_cfg: ModelConfig, resident: Resident | None = None,
                   threads: int = 0) -> Executor:
     """The executor `cfg.kind` names. `local` runs on `resident` (the caller's loaded model);
-    `ray` starts actors that load `model_cfg` themselves."""
+    `processes` and `ray` start workers that load `model_cfg` themselves."""
     if cfg.kind == "local":
         if resident is None:
             raise ValueError("executor local needs the loaded model (resident)")
         return LocalExecutor(resident)
+    if cfg.kind == "processes":
+        return ProcessExecutor(cfg, model_cfg, threads)
     if cfg.kind == "ray":
         return RayExecutor(cfg, model_cfg, threads)
-    raise ConfigError(f"executor.kind must be one of local, ray, got {cfg.kind!r}")
+    raise ConfigError(f"executor.kind must be one of local, processes, ray, got {cfg.kind!r}")
 
 
-__all__ = ["Batch", "Executor", "ExecutorError", "LocalExecutor", "RayExecutor", "Resident", "connect",
-           "import_ray", "inner_batch", "make_executor", "open_executor"]
+__all__ = ["Batch", "Executor", "ExecutorError", "LocalExecutor", "ProcessExecutor", "RayExecutor", "Resident",
+           "connect", "die_with_parent", "import_ray", "inner_batch", "make_executor", "open_executor"]

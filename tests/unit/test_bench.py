@@ -109,8 +109,8 @@ def test_a_benchmark_worker_ends_with_the_benchmark_that_started_it():
     """A killed `seal bench` leaves no worker running (it would skew the next measurement)."""
     import subprocess
     import time
-    child = ("import os, sys, time; from seal.bench import _die_with_parent; "
-             "_die_with_parent(int(sys.argv[1])); print('armed', flush=True); time.sleep(120)")
+    child = ("import os, sys, time; from seal.executors import die_with_parent; "
+             "die_with_parent(int(sys.argv[1])); print('armed', flush=True); time.sleep(120)")
     parent = ("import subprocess, sys, os; c = subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid())], "
               "stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True); c.stdout.readline(); print(c.pid, flush=True)")
     out = subprocess.run([sys.executable, "-c", parent, child], capture_output=True, text=True, timeout=120)

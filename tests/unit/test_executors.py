@@ -296,6 +296,66 @@ def test_a_third_task_on_ray_with_no_code_of_its_own(tiny, ray_cluster, ray_exec
         assert all(bool((wa[k] == wb[k]).all()) for k in wa)
 
 
+@pytest.fixture(scope="module")
+def process_executor(tiny):
+    cfg, _ = tiny
+    ex = make_executor(ExecutorConfig(kind="processes", workers=2), cfg)
+    yield ex
+    ex.close()
+
+
+def test_processes_give_the_local_results(tiny, process_executor, squad_tiny, local_results):
+    """Two worker processes (one torch thread each, as the module's model here) compute exactly
+    the in-process results, each reported once, with progress per batch."""
+    out, seen, ticks = {}, [], []
+    _run(tiny[1], _jobs(squad_tiny), lambda j, r: (seen.append(j.key), out.__setitem__(j.key, r)), process_executor,
+         progress=ticks.append)
+    assert _strip(out) == _strip(local_results) and sorted(seen) == sorted(local_results) == sorted(set(seen))
+    assert sum(ticks) == len(out) and os.getpid() not in process_executor.pids
+
+
+def _raise(res, batch):
+    raise ValueError(f"bad job {batch.jobs[0].key}")
+
+
+def test_a_failing_job_is_raised_and_a_dead_worker_is_one_line(tiny, squad_tiny):
+    cfg, _ = tiny
+    jobs = _jobs(squad_tiny)
+    with make_executor(ExecutorConfig(kind="processes", workers=1), cfg) as ex:
+        with pytest.raises(ValueError, match=f"bad job {jobs[0].key}"):
+            ex.map(_raise, [Batch(jobs[:2])], lambda j, r: None)
+        with pytest.raises(ExecutorError) as e:
+            ex.map(_always_exit, [Batch(jobs[:2])], lambda j, r: None)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and "worker process died" in msg and "same --out" in msg
+
+
+def test_processes_refuse_a_model_that_cannot_load_and_gpus(tmp_path):
+    with pytest.raises(ExecutorError, match="could not start"):
+        make_executor(ExecutorConfig(kind="processes", workers=1), ModelConfig(name=str(tmp_path / "no-model")))
+    with pytest.raises(ConfigError, match="ray"):
+        make_executor(ExecutorConfig(kind="processes", num_gpus=1), ModelConfig(name=str(tmp_path / "no-model")))
+
+
+def test_seal_train_on_processes_equals_local(squad_tiny, tiny_model_dir, tmp_path):
+    """`--executor.kind processes` through the command line: the rewards and the round's model of
+    the local executor."""
+    from safetensors.torch import load_file
+
+    from seal.cli import main
+
+    args = ["train", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--restem.rounds", "1",
+            "--restem.passages_per_round", "2", "--selfedit.k", "2", "--restem.keep", "top-fraction",
+            "--selfedit.max_new_tokens", "12", "--eval.max_answer_tokens", "4", "--inner.epochs", "1", "--threads", "1"]
+    assert main(args + ["--out", str(tmp_path / "local")]) == 0
+    assert main(args + ["--executor.kind", "processes", "--out", str(tmp_path / "proc")]) == 0
+    a, b = _rewards(tmp_path / "local"), _rewards(tmp_path / "proc")
+    assert a and a == b
+    wa = load_file(str(tmp_path / "local/rounds/round_1/model/model.safetensors"))
+    wb = load_file(str(tmp_path / "proc/rounds/round_1/model/model.safetensors"))
+    assert all(bool((wa[k] == wb[k]).all()) for k in wa)
+
+
 def test_kept_self_edits_do_not_depend_on_the_order_rewards_arrive_in():
     """Tied rewards (a tiny model's are often all 0) must keep the same self-edits whichever
     order the executor finished the jobs in."""
