@@ -252,20 +252,23 @@ def _ttt_strip(results: dict) -> str:
     return json.dumps({k: {f: v for f, v in r.items() if "seconds" not in f} for k, r in results.items()}, sort_keys=True)
 
 
-def test_arc_ttt_on_the_executors(tiny, ray_executor):
-    """ARC's test-time training (its TTTInnerLoop) runs on Ray with the in-process results,
+def _arc_ttt_matches_local(res: Resident, executor) -> None:
+    """ARC's test-time training (its TTTInnerLoop) on `executor` gives the in-process results,
     through the same engine call and with no executor code of its own."""
     from seal.tasks.arc.run import TTTInnerLoop
 
-    _, res = tiny
     cfg, jobs = _ttt_jobs(res.tok, res.chat)
     ttt = TTTInnerLoop(cfg)
     local, remote = {}, {}
     run_inner_jobs(ttt, res.model, res.tok, res.gen, res.chat, jobs, lambda j, r: local.__setitem__(j.key, r))
     run_inner_jobs(ttt, res.model, res.tok, res.gen, res.chat, jobs, lambda j, r: remote.__setitem__(j.key, r),
-                   done={jobs[0].key}, executor=ray_executor)
+                   done={jobs[0].key}, executor=executor)
     assert len(local) == len(jobs)
     assert _ttt_strip(remote) == _ttt_strip({k: v for k, v in local.items() if k != jobs[0].key})
+
+
+def test_arc_ttt_on_the_executors(tiny, ray_executor):
+    _arc_ttt_matches_local(tiny[1], ray_executor)
 
 
 def test_a_third_task_on_ray_with_no_code_of_its_own(tiny, ray_cluster, ray_executor, tmp_path):
@@ -302,6 +305,10 @@ def process_executor(tiny):
     ex = make_executor(ExecutorConfig(kind="processes", workers=2), cfg)
     yield ex
     ex.close()
+
+
+def test_arc_ttt_on_processes(tiny, process_executor):
+    _arc_ttt_matches_local(tiny[1], process_executor)
 
 
 def test_processes_give_the_local_results(tiny, process_executor, squad_tiny, local_results):
