@@ -518,18 +518,27 @@ def _worker_main(spec_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(res))
 
 
+def start_worker(spec: dict, tmp: str) -> tuple[subprocess.Popen, Path]:
+    """Start one path in a fresh subprocess (its own peak RSS) that writes its result to the
+    returned file in `tmp`; `finish_worker` waits for it."""
+    sp, op = Path(tmp) / f"{spec['name']}.spec.json", Path(tmp) / f"{spec['name']}.out.json"
+    sp.write_text(json.dumps(spec))
+    return subprocess.Popen([sys.executable, "-m", "seal.bench", "--worker", str(sp), str(op)],
+                            env=worker_env(spec["threads"])), op
+
+
+def finish_worker(proc: subprocess.Popen, out: Path, spec: dict) -> dict:
+    if proc.wait() != 0 or not out.exists():
+        raise RuntimeError(f"benchmark path {spec['name']!r} failed (exit {proc.returncode})")
+    return json.loads(out.read_text())
+
+
 def run_path(spec: dict, in_process: bool) -> dict:
-    """Run one path in a fresh subprocess (its own peak RSS), or here (tests)."""
+    """Run one path in a fresh subprocess, or here (tests)."""
     if in_process:
         return worker_for(spec["kind"])(spec)
     with tempfile.TemporaryDirectory() as tmp:
-        sp, op = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        sp.write_text(json.dumps(spec))
-        r = subprocess.run([sys.executable, "-m", "seal.bench", "--worker", str(sp), str(op)],
-                           env=worker_env(spec["threads"]))
-        if r.returncode != 0 or not op.exists():
-            raise RuntimeError(f"benchmark path {spec['name']!r} failed (exit {r.returncode})")
-        return json.loads(op.read_text())
+        return finish_worker(*start_worker(spec, tmp), spec)
 
 
 def _generation_worker(spec: dict) -> dict:

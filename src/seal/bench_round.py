@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
@@ -243,25 +242,13 @@ def run_round_sample(spec: dict) -> dict:
 WORKERS = {"round-fast": run_round_fast, "round-ref": run_round_ref, "round-sample": run_round_sample}
 
 
-def _spawn(spec: dict, tmp: str):
-    sp, op = Path(tmp) / f"{spec['name']}.spec.json", Path(tmp) / f"{spec['name']}.out.json"
-    sp.write_text(json.dumps(spec))
-    return subprocess.Popen([sys.executable, "-m", "seal.bench", "--worker", str(sp), str(op)],
-                            env=B.worker_env(spec["threads"])), op
-
-
 def run_parallel(specs: list[dict], in_process: bool) -> list[dict]:
     """Run specs at once, each in its own process (in turn when in_process, for tests)."""
     if in_process:
         return [B.worker_for(s["kind"])(s) for s in specs]
     with tempfile.TemporaryDirectory() as tmp:
-        procs = [_spawn(s, tmp) for s in specs]
-        out = []
-        for (p, op), s in zip(procs, specs):
-            if p.wait() != 0 or not op.exists():
-                raise RuntimeError(f"benchmark path {s['name']!r} failed (exit {p.returncode})")
-            out.append(json.loads(op.read_text()))
-        return out
+        started = [B.start_worker(s, tmp) for s in specs]
+        return [B.finish_worker(p, op, s) for (p, op), s in zip(started, specs)]
 
 
 # ----------------------------------------------------------------------------- the benchmark
