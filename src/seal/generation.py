@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from . import lora
+from .attention import use_short_attention
 from .models import end_of_turn_ids, low_precision, model_device, pick_dtype
 
 
@@ -59,6 +60,34 @@ def _score_on_prompt(model, cache, cache_kw: str, attn, last_logits, answers: li
     return [float(lp[j, : len(a)].sum()) / max(len(a), 1) for j, a in enumerate(answers)]
 
 
+NUCLEUS_CANDIDATES = 1024
+"""Nucleus sampling looks at the most probable 1024 tokens of a row first. When they hold more
+than top_p of its probability (nearly always for an LM's next token), the nucleus lies among
+them, so the full-vocabulary sort and the draw over every token are skipped: on SmolLM2's 49k
+vocabulary both cost more than a decode step's matmuls. 0: always sort the whole vocabulary."""
+
+
+def nucleus_draws(probs: torch.Tensor, top_p: float, gens: list[torch.Generator],
+                  candidates: int | None = None) -> torch.Tensor:
+    """One token per row of `probs` [rows, vocab] from its nucleus (Holtzman et al., 2020: the
+    smallest set of most probable tokens whose mass reaches top_p, renormalized), drawn with the
+    row's own generator. The distribution is exactly that of sorting the whole vocabulary (the
+    candidates are used only when they hold the whole nucleus); the random draws differ, since a
+    draw over fewer tokens uses fewer random numbers."""
+    k = NUCLEUS_CANDIDATES if candidates is None else candidates
+    vocab = probs.shape[-1]
+    top = probs.topk(k, -1) if 0 < k < vocab else None
+    out = []
+    for j, gen in enumerate(gens):
+        if top is not None and float(top.values[j].sum()) > top_p:
+            sp, si = top.values[j], top.indices[j]
+        else:  # the nucleus may reach past the candidates
+            sp, si = probs[j].sort(descending=True)
+        sp = sp.masked_fill(sp.cumsum(-1) - sp > top_p, 0.0)  # keep the smallest prefix whose mass reaches top_p
+        out.append(si[torch.multinomial(sp, 1, generator=gen)[0]])
+    return torch.stack(out)
+
+
 @torch.no_grad()
 def decode_pruned(model, enc: dict, *, max_new_tokens: int, temperature: float, top_p: float, stop: list[int],
                   seed: int, rows: list[int] | None = None, score: list[list[int]] | None = None):
@@ -86,7 +115,7 @@ def decode_pruned(model, enc: dict, *, max_new_tokens: int, temperature: float, 
     step_ids = ids
     for t in range(max_new_tokens):
         r = None if rows is None else [rows[i] for i in alive.tolist()]
-        with lora.use_rows(model, r):
+        with lora.use_rows(model, r), use_short_attention(model):  # bf16 decode steps: matmul attention
             logits = model(input_ids=step_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1,
                            **{cache_kw: cache}).logits[:, -1].float().cpu()
         if t == 0 and score is not None:
@@ -94,12 +123,7 @@ def decode_pruned(model, enc: dict, *, max_new_tokens: int, temperature: float, 
         if gens is None:
             nxt = logits.argmax(-1)
         else:
-            probs = torch.softmax(logits / temperature, -1)
-            sp, si = probs.sort(-1, descending=True)
-            drop = sp.cumsum(-1) - sp > top_p  # keep the smallest prefix whose mass reaches top_p
-            sp = sp.masked_fill(drop, 0.0)
-            nxt = torch.stack([si[j, torch.multinomial(sp[j], 1, generator=gens[int(i)])[0]]
-                               for j, i in enumerate(alive)])
+            nxt = nucleus_draws(torch.softmax(logits / temperature, -1), top_p, [gens[int(i)] for i in alive])
         done = torch.isin(nxt, stop_t)
         for j, i in enumerate(alive.tolist()):
             if not done[j]:

@@ -115,3 +115,35 @@ def test_score_rows_grades_alike_with_either_decoder(tiny):
     b = K.score_rows(model, tok, HFGenerator(model, tok, decoder="pruned"), True, qs, [-1, -1], ev)
     assert [[q["answer"] for q in p] for p in a] == [[q["answer"] for q in p] for p in b]
     assert [q["logprob"] for p in a for q in p] == pytest.approx([q["logprob"] for p in b for q in p], abs=1e-4)
+
+
+def test_nucleus_draws_follow_the_full_sort_distribution():
+    """The candidate shortcut samples from exactly the nucleus of the full-vocabulary sort: the
+    same support, and frequencies that match its renormalized probabilities; a row whose
+    candidates hold too little mass falls back to the whole vocabulary."""
+    import torch
+
+    from seal.generation import nucleus_draws
+    torch.manual_seed(0)
+    peaked = torch.softmax(torch.randn(50) * 4, -1)
+    flat = torch.full((50,), 1 / 50)
+    probs = torch.stack([peaked, flat])
+    top_p = 0.9
+    gens = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    draws = torch.stack([nucleus_draws(probs, top_p, gens, candidates=8) for _ in range(4000)])
+    sp, si = peaked.sort(descending=True)
+    keep = sp.cumsum(-1) - sp <= top_p
+    nucleus = set(si[keep].tolist())
+    assert float(sp[:8].sum()) > top_p and len(nucleus) <= 8  # the peaked row is served by its 8 candidates
+    assert set(draws[:, 0].tolist()) == nucleus
+    want = sp[keep] / sp[keep].sum()
+    got = torch.tensor([(draws[:, 0] == t).float().mean() for t in si[keep].tolist()])
+    assert float((got - want).abs().max()) < 0.03
+    # the flat row: 8 candidates hold 16% of the mass, so its nucleus (45 tokens) comes from the full sort
+    assert len(set(draws[:, 1].tolist())) > 8
+    # the same generators give the same draws; candidates=0 is the full sort alone, same support
+    a = nucleus_draws(probs, top_p, [torch.Generator().manual_seed(5) for _ in range(2)], candidates=8)
+    b = nucleus_draws(probs, top_p, [torch.Generator().manual_seed(5) for _ in range(2)], candidates=8)
+    assert torch.equal(a, b)
+    full = torch.stack([nucleus_draws(probs, top_p, gens, candidates=0) for _ in range(500)])
+    assert set(full[:, 0].tolist()) <= nucleus
