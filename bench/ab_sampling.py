@@ -2,9 +2,11 @@
 `seal train` samples them (pruned decoder, `auto` dtype, SelfEditConfig's temperature and top-p)
 by each variant in turn, `--rounds` times:
 
-  before                 nucleus sampling sorts the whole vocabulary every step; SDPA attention
+  before                 nucleus sampling sorts the whole vocabulary every step
   + nucleus candidates   the top-1024 candidates first (generation.NUCLEUS_CANDIDATES)
-  + matmul decode        and bf16 decode steps' attention as matmuls (attention._decode_step)
+
+(results/bench_ab_sampling.json also has a third variant, "+ matmul decode": bf16 decode steps'
+attention as matmuls, measured at commit 966cad7 and removed since, as no faster than SDPA.)
 
 Draws with candidates differ from the full sort's (fewer random numbers per draw), so the texts
 differ too: tokens/s is counted on what each variant wrote. Also counts how often a row's top
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from seal import attention, generation
+from seal import generation
 from seal.bench import machine_info, workload_hash
 from seal.config import ModelConfig, SelfEditConfig, to_dict
 from seal.generation import HFGenerator
@@ -57,13 +59,11 @@ def main() -> None:
         return draws(probs, top_p, gens, candidates)
 
     generation.nucleus_draws = counting
-    decode_applies = attention.decode_applies
-    variants = {"before": (0, False), "+ nucleus candidates": (1024, False), "+ matmul decode": (1024, True)}
+    variants = {"before": 0, "+ nucleus candidates": 1024}
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for r in range(args.rounds):
-        for name, (k, matmul_decode) in variants.items():
+        for name, k in variants.items():
             generation.NUCLEUS_CANDIDATES = k
-            attention.decode_applies = decode_applies if matmul_decode else (lambda *a: False)
             before = dict(fallbacks)
             t = time.perf_counter()
             comps = K.sample_selfedits(gen, tok, chat, passages, se, se.k, args.seed, {}, lambda p, c: None)

@@ -12,7 +12,10 @@ queries under autocast), the cut-off at 320 tokens gained 1.09x best of 3 on one
 3 (per round 0.92-1.04x; results/bench_ab_short_attention_cut200.json): both within the machine's
 noise per round, so `MAX_TOKENS` stays at the better-measured 320 until a longer A/B decides. This path runs only under bf16 on a CPU; everything else goes to
 transformers' SDPA path. On SmolLM2 the final hidden states of a 4 x 200 batch are 0.57% from
-fp32 with it, 0.53% with bf16 SDPA.
+fp32 with it, 0.53% with bf16 SDPA. Decode steps (one query against a KV cache) stay on SDPA: the
+same stacked-heads matmul for them changed bf16 self-edit sampling by +8% and -1% in two
+interleaved rounds (results/bench_ab_sampling.json, "+ matmul decode", code at commit 966cad7),
+no gain worth a second path.
 
 For query heads grouped over key-value heads (GQA, h = g * r + i uses key-value head g), the r
 query heads of a group are stacked along the rows, so each group is one matmul against its own
@@ -67,42 +70,12 @@ def applies(query: torch.Tensor, key: torch.Tensor, attention_mask, dropout: flo
             and kwargs.get("sliding_window") is None and kwargs.get("s_aux") is None)
 
 
-def decode_applies(query: torch.Tensor, key: torch.Tensor, attention_mask, dropout: float, kwargs: dict) -> bool:
-    """Whether a call is one decode step (a single new query per row against its KV cache, an
-    optional [b, 1, 1, T] padding mask) that the matmul path covers."""
-    b, t = query.shape[0], key.shape[2]
-    return (query.shape[2] == 1 and query.device.type == "cpu" and _low_precision(query) and not dropout
-            and query.shape[1] % key.shape[1] == 0 and kwargs.get("softcap") is None
-            and kwargs.get("position_bias") is None and kwargs.get("sliding_window") is None
-            and kwargs.get("s_aux") is None
-            and (attention_mask is None or tuple(attention_mask.shape) in ((b, 1, 1, t), (1, 1, 1, t))))
-
-
-def _decode_step(query, key, value, attention_mask, scale: float) -> torch.Tensor:
-    """query [b, h, 1, d] against key/value [b, g, T, d]: the r = h / g query heads of a group
-    stacked as rows (one [r, d] x [d, T] matmul per group, no repeated keys), the padding mask
-    (bool: True attends; or additive) applied to the scores, softmax in fp32."""
-    b, h, _, d = query.shape
-    g, t = key.shape[1], key.shape[2]
-    lowp = torch.bfloat16
-    s = ((query * scale).to(lowp).reshape(b, g, h // g, d) @ key.to(lowp).transpose(-1, -2)).float()
-    if attention_mask is not None:
-        m = attention_mask.reshape(-1, 1, 1, t)
-        s = s.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s + m.float()
-    p = torch.softmax(s, -1).to(lowp)
-    return (p @ value.to(lowp)).reshape(b, h, 1, d)
-
-
 def short_causal_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
                            scaling: float | None = None, **kwargs):
     """A transformers attention function (AttentionInterface): query [b, h, t, d], key/value
     [b, g, t, d] -> ([b, t, h, d], None). Calls it does not cover go to SDPA unchanged."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if decode_applies(query, key, attention_mask, dropout, kwargs):
-        d = query.shape[-1]
-        out = _decode_step(query, key, value, attention_mask, d ** -0.5 if scaling is None else scaling)
-        return out.transpose(1, 2).contiguous(), None
     if not applies(query, key, attention_mask, dropout, kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)

@@ -16,7 +16,6 @@ from typing import Protocol
 import torch
 
 from . import lora
-from .attention import use_short_attention
 from .models import end_of_turn_ids, low_precision, model_device, pick_dtype
 
 
@@ -115,7 +114,7 @@ def decode_pruned(model, enc: dict, *, max_new_tokens: int, temperature: float, 
     step_ids = ids
     for t in range(max_new_tokens):
         r = None if rows is None else [rows[i] for i in alive.tolist()]
-        with lora.use_rows(model, r), use_short_attention(model):  # bf16 decode steps: matmul attention
+        with lora.use_rows(model, r):
             logits = model(input_ids=step_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1,
                            **{cache_kw: cache}).logits[:, -1].float().cpu()
         if t == 0 and score is not None:

@@ -51,14 +51,14 @@ def test_causal_no_position_sees_a_later_one():
     assert not torch.equal(out0[:, 5:], out1[:, 5:])
 
 
-@pytest.mark.parametrize("case", ["mask", "fp32", "long", "one_token_fp32", "dropout"])
+@pytest.mark.parametrize("case", ["mask", "fp32", "long", "one_token", "dropout"])
 def test_calls_it_does_not_cover_go_to_sdpa_unchanged(case):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    t = {"long": A.MAX_TOKENS + 1, "one_token_fp32": 1}.get(case, 12)
-    q, k, v = _qkv(t=t, dtype=torch.float32 if "fp32" in case else torch.bfloat16)
+    t = {"long": A.MAX_TOKENS + 1, "one_token": 1}.get(case, 12)
+    q, k, v = _qkv(t=t, dtype=torch.float32 if case == "fp32" else torch.bfloat16)
     mask = torch.ones(1, 1, t, t, dtype=torch.bool).tril() if case == "mask" else None
     dropout = 0.5 if case == "dropout" else 0.0
-    assert not A.applies(q, k, mask, dropout, {}) and not A.decode_applies(q, k, mask, dropout, {})
+    assert not A.applies(q, k, mask, dropout, {})
 
     class M:  # what sdpa_attention_forward reads from the attention module
         num_key_value_groups = 3
@@ -70,48 +70,6 @@ def test_calls_it_does_not_cover_go_to_sdpa_unchanged(case):
     torch.manual_seed(1)
     want, _ = sdpa_attention_forward(M(), q, k, v, mask, dropout=dropout)
     assert torch.equal(got, want)
-
-
-def test_a_decode_step_matches_sdpa_with_a_padding_mask():
-    """One new query per row against its cache (left padding masked out), as decode_pruned runs:
-    the stacked-heads matmul equals SDPA within bf16 rounding, and a bool and an additive mask
-    give the same result."""
-    torch.manual_seed(0)
-    b, h, g, t, d = 3, 6, 2, 23, 8
-    q = torch.randn(b, h, 1, d, dtype=torch.bfloat16)
-    k, v = (torch.randn(b, g, t, d, dtype=torch.bfloat16) for _ in range(2))
-    keep = torch.ones(b, 1, 1, t, dtype=torch.bool)
-    keep[1, ..., :5] = False  # row 1: 5 padding positions on the left
-    keep[2, ..., :11] = False
-    assert A.decode_applies(q, k, keep, 0.0, {}) and not A.applies(q, k, keep, 0.0, {})
-    out, _ = A.short_causal_attention(None, q, k, v, keep)
-    assert out.shape == (b, 1, h, d) and out.dtype == torch.bfloat16
-    ref = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(3, 1), v.float().repeat_interleave(3, 1),
-                                         attn_mask=keep).transpose(1, 2)
-    assert torch.allclose(out.float(), ref, atol=3e-2), float((out.float() - ref).abs().max())
-    additive = torch.zeros(b, 1, 1, t).masked_fill(~keep, float("-inf"))
-    assert torch.equal(A.short_causal_attention(None, q, k, v, additive)[0], out)
-    # padding never leaks in: changing a masked key/value leaves the row's output as it was
-    k2, v2 = k.clone(), v.clone()
-    k2[2, :, :11] += 5.0
-    v2[2, :, :11] -= 5.0
-    assert torch.equal(A.short_causal_attention(None, q, k2, v2, keep)[0], out)
-
-
-def test_bf16_sampling_decodes_on_the_matmul_path(tiny_model_dir, monkeypatch):
-    from seal.generation import HFGenerator
-    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
-    calls = []
-    real = A._decode_step
-    monkeypatch.setattr(A, "_decode_step", lambda *a: calls.append(a[0].shape) or real(*a))
-    prompts = ["Velmora is a harbor", "The pellicant frog eats copper beetles on"]  # different lengths: padding
-    texts = HFGenerator(model, tok, decoder="pruned", dtype="bf16").generate(prompts, max_new_tokens=4, temperature=1.0,
-                                                                             seed=3)
-    assert len(texts) == 2 and calls and all(c[2] == 1 for c in calls)
-    assert model.config._attn_implementation == "sdpa"  # switched back after the call
-    calls.clear()
-    HFGenerator(model, tok, decoder="pruned").generate(prompts, max_new_tokens=4)  # fp32: SDPA, as before
-    assert not calls
 
 
 def test_applies_under_bf16_autocast_to_fp32_queries():
