@@ -9,37 +9,25 @@ log-probs. Writes results/bench_ab_grading.json.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
 from pathlib import Path
 
-import torch
-
 from seal import lora
-from seal.bench import machine_info, passage_jobs, workload_hash
-from seal.config import EvalConfig, InnerLoopConfig, ModelConfig
+from seal.bench import ab_arguments, ab_model, machine_info, passage_jobs, workload_hash
+from seal.config import EvalConfig, InnerLoopConfig
 from seal.generation import HFGenerator
 from seal.inner_loop import Speedups, train_adapters
-from seal.models import load_model, uses_chat
 from seal.tasks import knowledge as K
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", default="bench/workload_round.json")
+    ap = ab_arguments(__doc__, "results/bench_ab_grading.json")
     ap.add_argument("--passages", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--out", default="results/bench_ab_grading.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     wl = json.loads(Path(args.workload).read_text())
-    mcfg = ModelConfig(name=args.model)
-    model, tok = load_model(mcfg)
-    chat = uses_chat(tok, mcfg)
+    model, tok, chat = ab_model(args)
     inner, ev = InnerLoopConfig(), K.reward_eval_config(EvalConfig())
     variants = {"separate forward": Speedups(share_prefill=False), "shared prefill": Speedups()}
     per_passage = []

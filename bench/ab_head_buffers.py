@@ -8,7 +8,6 @@ passage's k adapters per round. Writes results/bench_ab_head_buffers.json.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -19,9 +18,8 @@ import torch.nn.functional as F
 
 from seal import inner_loop as IL
 from seal import lora
-from seal.bench import machine_info, passage_jobs, workload_hash
-from seal.config import InnerLoopConfig, ModelConfig
-from seal.models import load_model
+from seal.bench import ab_arguments, ab_model, machine_info, passage_jobs, workload_hash
+from seal.config import InnerLoopConfig
 
 
 def _fresh_forward(ctx, h, weight, bias, tgt, chunk, workspace):
@@ -42,17 +40,11 @@ def _fresh_forward(ctx, h, weight, bias, tgt, chunk, workspace):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", default="bench/workload_round.json")
+    ap = ab_arguments(__doc__, "results/bench_ab_head_buffers.json", rounds=3)
     ap.add_argument("--passage", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--out", default="results/bench_ab_head_buffers.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     wl, pid, jobs = passage_jobs(args.workload, args.passage)
-    model, tok = load_model(ModelConfig(name=args.model))
+    model, tok, _ = ab_model(args)
     inner = InnerLoopConfig()
     forwards = {"buffers": IL._LinearCrossEntropy.forward, "fresh": staticmethod(_fresh_forward)}
     secs: dict[str, list[float]] = {n: [] for n in forwards}

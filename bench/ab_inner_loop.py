@@ -9,7 +9,6 @@ other) cannot. Peak RSS is not measured here (one process); see the --ablate tab
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -19,10 +18,10 @@ from pathlib import Path
 import torch
 
 from seal import lora
-from seal.bench import machine_info, passage_jobs, speedup_variants, workload_hash
-from seal.config import InnerLoopConfig, ModelConfig, to_dict
+from seal.bench import ab_arguments, ab_model, machine_info, passage_jobs, speedup_variants, workload_hash
+from seal.config import InnerLoopConfig, to_dict
 from seal.inner_loop import Speedups, train_adapters
-from seal.models import load_model, pick_dtype
+from seal.models import pick_dtype
 
 
 def variants() -> dict[str, tuple[int, Speedups, str]]:
@@ -34,24 +33,18 @@ def variants() -> dict[str, tuple[int, Speedups, str]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", default="bench/workload.json")
+    ap = ab_arguments(__doc__, "results/bench_ab_speedups.json", workload="bench/workload.json")
     ap.add_argument("--passage", type=int, default=0, help="workload passage whose k self-edits are trained")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--model", default="default")
     ap.add_argument("--variants", nargs="*", default=[], metavar="NAME",
                     help="only these variants (names as printed, e.g. 'all off'); 'all on' is always run. A name that "
                          "starts with '-' goes as --variants=-fuse_lora_a (argparse reads a lone -x as an option)")
-    ap.add_argument("--out", default="results/bench_ab_speedups.json")
     args = ap.parse_args()
     chosen = {n: v for n, v in variants().items() if not args.variants or n in args.variants or n == "all on"}
     unknown = set(args.variants) - set(variants())
     if unknown:
         ap.error(f"unknown variant(s) {sorted(unknown)}; known: {list(variants())}")
-    torch.set_num_threads(args.threads)
     wl, pid, jobs = passage_jobs(args.workload, args.passage)
-    model, tok = load_model(ModelConfig(name=args.model))
+    model, tok, _ = ab_model(args)
     inner = InnerLoopConfig()
     times: dict[str, list[float]] = {}
     tokens = 0

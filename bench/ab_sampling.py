@@ -17,35 +17,23 @@ differ too: tokens/s is counted on what each variant wrote. Also counts how ofte
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-import torch
-
 from seal import generation
-from seal.bench import machine_info, workload_hash
-from seal.config import ModelConfig, SelfEditConfig, to_dict
+from seal.bench import ab_arguments, ab_model, machine_info, workload_hash
+from seal.config import SelfEditConfig, to_dict
 from seal.generation import HFGenerator
-from seal.models import load_model, uses_chat
 from seal.tasks import knowledge as K
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", default="bench/workload_round.json")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--model", default="default")
+    ap = ab_arguments(__doc__, "results/bench_ab_sampling.json")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="results/bench_ab_sampling.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     wl = json.loads(Path(args.workload).read_text())
-    mcfg = ModelConfig(name=args.model)
-    model, tok = load_model(mcfg)
-    chat = uses_chat(tok, mcfg)
+    model, tok, chat = ab_model(args)
     passages = [K.Passage(p["id"], p["title"], p["context"], []) for p in wl["passages"]]
     se = SelfEditConfig(k=wl["k"])
     gen = HFGenerator(model, tok, decoder="pruned", dtype="auto")
@@ -55,7 +43,7 @@ def main() -> None:
     def counting(probs, top_p, gens, candidates=None):
         # the count costs one top-k per step; both variants pay it, so the A/B stays fair
         fallbacks["rows"] += len(gens)
-        fallbacks["full_sort"] += int((probs.topk(1024, -1).values.sum(-1) <= top_p).sum())
+        fallbacks["full_sort"] += int((probs.topk(min(1024, probs.shape[-1]), -1).values.sum(-1) <= top_p).sum())
         return draws(probs, top_p, gens, candidates)
 
     generation.nucleus_draws = counting

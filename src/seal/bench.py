@@ -233,6 +233,32 @@ def passage_jobs(workload: str, index: int) -> tuple[dict, str, list]:
     return wl, pid, [j for j in make_jobs(wl) if j.passage_ids[0] == pid]
 
 
+def ab_arguments(doc: str, out: str, workload: str = "bench/workload_round.json", rounds: int = 2):
+    """The command line the interleaved A/B scripts in bench/ share (--workload, --rounds,
+    --threads, --model, --out); a script adds its own options to the returned parser."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", default=workload)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--out", default=out)
+    return ap
+
+
+def ab_model(args) -> tuple:
+    """An A/B script's model: `args.threads` torch threads, `args.model` loaded; (model, tokenizer,
+    whether prompts are chat turns)."""
+    import torch
+
+    from .config import ModelConfig
+    from .models import load_model, uses_chat
+    torch.set_num_threads(args.threads)
+    mcfg = ModelConfig(name=args.model)
+    model, tok = load_model(mcfg)
+    return model, tok, uses_chat(tok, mcfg)
+
+
 def make_jobs(wl: dict) -> list:
     """One inner-loop job per (passage, self-edit), built exactly as `seal evaluate` builds them."""
     from .tasks import knowledge as K

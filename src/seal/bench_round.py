@@ -73,9 +73,9 @@ def kept(rewards: dict[str, float | None], tiebreak: dict[str, float | None] | N
         pid, j = key.split("/")
         return pid, int(j)
 
-    tb = {split(k): v for k, v in (tiebreak or {}).items() if v is not None}
     out: dict[str, int | None] = {split(k)[0]: None for k in rewards}
-    for pid, j, _ in select_kept({split(k): r for k, r in rewards.items()}, "best-positive", tiebreak=tb):
+    for pid, j, _ in select_kept({split(k): r for k, r in rewards.items()}, "best-positive",
+                                 tiebreak={split(k): v for k, v in (tiebreak or {}).items()}):
         out[pid] = j
     return out
 
@@ -179,8 +179,9 @@ def run_round_ref(spec: dict) -> dict:
             pm, *_ = B._ref_train(model, tok, j, inner, j.seed, 0, 0, tmp)
             graded = K.score_rows(pm, tok, HFGenerator(pm, tok), chat, [j.questions], [-1], ev, speed=ref_speed)[0]
             secs += time.perf_counter() - t
-            rewards[j.key] = K.mean_metrics(graded)[ev.reward] - base[j.passage_ids[0]][ev.reward]
-            tiebreak[j.key] = K.mean_metrics(graded).get("logprob")
+            m = K.mean_metrics(graded)
+            rewards[j.key] = m[ev.reward] - base[j.passage_ids[0]][ev.reward]
+            tiebreak[j.key] = m.get("logprob")
             del pm
     return {"path": spec["name"], "evaluations": len(jobs), "seconds": secs, "base_seconds": base_s,
             "rewards": rewards, "tiebreak": tiebreak, "reward_metric": ev.reward, "peak_rss_mib": B._rss_peak_mib()}
