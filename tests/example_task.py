@@ -47,7 +47,7 @@ class WordsConfig:
     """Self-edits per word in a ReSTEM round."""
     max_new_tokens: int = 24
     inner: InnerLoopConfig = field(default_factory=lambda: InnerLoopConfig(epochs=2, lr=1e-2, parallel_adapters=4))
-    sft: InnerLoopConfig = field(default_factory=lambda: InnerLoopConfig(epochs=1, loss_on="completion",
+    sft: InnerLoopConfig = field(default_factory=lambda: InnerLoopConfig(epochs=1, loss_on="completion", steps="packed",
                                                                          parallel_adapters=1))
     bootstrap: int = 200
 

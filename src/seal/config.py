@@ -129,8 +129,18 @@ class InnerLoopConfig:
     """Chosen on dev passages (results/inner_sweep.md): 5 epochs at lr 1e-3 raised closed-book
     containment by +0.17 for passage-only updates at 13 s each; 10 epochs was slower and no better
     (it overfits the gold answer's log-prob), 3 epochs at rank 16 gained +0.05."""
+    steps: str = setting("sequence", choices=("sequence", "packed", "packed-weighted"))
+    """How an update's training sequences become optimizer steps (inner_loop.train_adapters):
+    `sequence`, one sequence a step, as the paper's reference code (batch size 1): a self-edit of
+    N items plus the passage takes (N+1) x epochs steps, the passage alone `epochs`; `packed`,
+    `batch_size` sequences a step with the loss averaged over the step's tokens: an update of up
+    to batch_size sequences takes `epochs` steps whatever the self-edit adds, and its items take
+    gradient away from the passage; `packed-weighted`, packed steps where each sequence's loss is
+    its mean over its own tokens and the passage weighs as much as the self-edit's items together.
+    Since under `sequence` a self-edit buys steps with its length, every `seal evaluate` table
+    pairs it with the passage trained for the same number of steps (`eval.controls`)."""
     batch_size: int = setting(8, ge=1)
-    """Sequences per optimizer step (per adapter)."""
+    """Sequences per optimizer step (per adapter) when `steps` is packed or packed-weighted."""
     max_seq_len: int = setting(1024, ge=8)
     """Training sequences are cut to this many tokens (counted and reported when it happens)."""
     weight_decay: float = setting(0.0, ge=0)
@@ -154,6 +164,11 @@ class InnerLoopConfig:
         if isinstance(self.lora, dict):
             self.lora = LoRAConfig(**self.lora)
         check_ranges(self)
+
+    @property
+    def sequences_per_step(self) -> int:
+        """Training sequences an adapter takes per optimizer step (1 under steps=sequence)."""
+        return 1 if self.steps == "sequence" else self.batch_size
 
 
 @dataclass
@@ -216,12 +231,20 @@ class EvalConfig:
     """Bootstrap resamples for the 95% intervals."""
     selfedits: int = setting(1, ge=1)
     """`seal evaluate`: self-edits per passage and condition (each its own inner-loop run)."""
+    controls: tuple[str, ...] = setting(factory=lambda: ("steps",), choices=("steps", "tokens"))
+    """Compute-matched controls, one row per self-edit row (mode single): `steps`, the passage alone
+    trained for as many optimizer steps as the self-edit's update (as many copies of the passage
+    as the update has training sequences; row `passage x steps`, or `passage x steps:<writer>`),
+    and `tokens`, for about as many training tokens (round(update tokens / passage tokens) copies,
+    at least 1; `passage x tokens`). Each self-edit row is paired against passage-only and its
+    controls, so a gain is separated from more training (`--eval.controls ''` for none)."""
     mode: str = setting("single", choices=("single", "cpt"))
     """`single`: one update per passage, graded on its questions (the paper's single-passage
     table). `cpt`: continued pretraining, one update on all passages' data, graded on all
     questions."""
 
     def __post_init__(self):
+        self.controls = tuple(dict.fromkeys(self.controls))
         check_ranges(self)
         if not self.generate and self.reward != "logprob":
             raise ConfigError(f"generate false leaves no answers to grade for reward {self.reward!r}; "

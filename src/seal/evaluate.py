@@ -24,6 +24,7 @@ from .engine import job_seed
 from .evaluation import evaluate_task
 from .executors import open_executor
 from .generation import HFGenerator
+from .inner_loop import tokenize_examples
 from .lora import check_targets
 from .models import check_model_name, context_window, load_model, uses_chat
 from .runs import open_run
@@ -135,46 +136,55 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
     return run.path
 
 
-def table_plan(cfg: RunConfig, passages, selfedits: dict[str, dict[str, list[str]]]) -> tuple[list[K.Job], dict]:
-    """The table's jobs (`passage` and one condition per source of self-edits) and what the
-    summary needs: (conditions, self-edits that parsed to nothing per condition)."""
-    conditions = ["passage"] + [_cond_name(s, cfg) for s in selfedits]
-    jobs, skipped = _make_jobs(cfg, passages, selfedits)
+def table_plan(cfg: RunConfig, passages, selfedits: dict[str, dict[str, list[str]]], tok=None) -> tuple[list[K.Job], dict]:
+    """The table's jobs (`passage`, one condition per source of self-edits and, in mode single,
+    each source's compute-matched controls, `eval.controls`) and what the summary needs:
+    (conditions, self-edits that parsed to nothing per condition, each control's self-edit
+    condition). `tok` counts tokens for the `tokens` control."""
+    conditions = ["passage"]
+    for s in selfedits:
+        cond = _cond_name(s, cfg)
+        conditions.append(cond)
+        if cfg.eval.mode == "single":
+            conditions += [control_name(c, cond) for c in cfg.eval.controls]
+    jobs, skipped = _make_jobs(cfg, passages, selfedits, tok)
     for cond, n in skipped.items():
         print(f"{cond}: {n} self-edit(s) parse to no training item ({cfg.selfedit.template} template); "
               "each is graded as a passage-only update and counted in summary.json (skipped_empty_selfedits)")
-    return jobs, {"conditions": conditions, "skipped": skipped}
+    controls = {control_name(c, cond): cond for s in selfedits for cond in [_cond_name(s, cfg)]
+                for c in cfg.eval.controls} if cfg.eval.mode == "single" else {}
+    return jobs, {"conditions": conditions, "skipped": skipped, "controls": controls}
 
 
-def _other_path(source: str, cfg: RunConfig) -> str:
-    others = other_models(cfg)
-    return others[0] if source == "other" else others[int(source.split(":")[1])]
+def control_name(control: str, selfedit_condition: str) -> str:
+    """`passage x steps` for the own self-edits' steps control, `passage x steps:round_2` for
+    another writer's, `passage x tokens:external`, ..."""
+    writer = selfedit_condition.split(":", 1)[1] if ":" in selfedit_condition else \
+        ("" if selfedit_condition == "self-edits" else selfedit_condition)
+    return f"passage x {control}" + (f":{writer}" if writer else "")
 
 
-def _cond_name(source: str, cfg: RunConfig) -> str:
-    if source in ("own", "external"):
-        return {"own": "self-edits", "external": "external"}[source]
-    other = Path(_other_path(source, cfg))
-    label = other.parent.name if other.name == "model" else other.name  # rounds/round_2/model -> round_2
-    return "self-edits:" + label
-
-
-def _make_jobs(cfg: RunConfig, passages, selfedits) -> tuple[list[K.Job], dict]:
+def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Job], dict]:
     skipped: dict[str, int] = {}
     jobs: list[K.Job] = []
     if cfg.eval.mode == "single":
         for p in passages:
+            seed = job_seed(cfg.seed, p.id)
             jobs.append(K.Job(f"passage/{p.id}/0", [p.id], K.training_examples(p, [], True), p.questions,
-                              job_seed(cfg.seed, p.id), group="passage"))
+                              seed, group="passage"))
             for source, comps in selfedits.items():
                 cond = _cond_name(source, cfg)
                 for j, c in enumerate(comps.get(p.id, [])[: cfg.eval.selfedits]):
                     items = K.parse_selfedit(c, cfg.selfedit.template)
                     if not items and cfg.selfedit.template != "none":
                         skipped[cond] = skipped.get(cond, 0) + 1  # counted; graded as passage-only
-                    jobs.append(K.Job(f"{cond}/{p.id}/{j}", [p.id],
-                                      K.training_examples(p, items, cfg.selfedit.include_passage),
-                                      p.questions, job_seed(cfg.seed, p.id), group=cond))
+                    examples = K.training_examples(p, items, cfg.selfedit.include_passage)
+                    jobs.append(K.Job(f"{cond}/{p.id}/{j}", [p.id], examples, p.questions, seed, group=cond))
+                    for control in cfg.eval.controls:
+                        name = control_name(control, cond)
+                        n = matched_copies(control, examples, p, cfg, tok)
+                        jobs.append(K.Job(f"{name}/{p.id}/{j}", [p.id], [K.passage_example(p)] * n, p.questions,
+                                          seed, group=name))
     else:  # cpt: one update on everything
         allq = [q for p in passages for q in p.questions]
         ids = [p.id for p in passages]
@@ -190,6 +200,33 @@ def _make_jobs(cfg: RunConfig, passages, selfedits) -> tuple[list[K.Job], dict]:
                     ex += K.training_examples(p, items, cfg.selfedit.include_passage)
                 jobs.append(K.Job(f"{cond}/all/{j}", ids, ex, allq, job_seed(cfg.seed, "cpt"), group=cond))
     return jobs, skipped
+
+
+def matched_copies(control: str, examples: list, passage: K.Passage, cfg: RunConfig, tok) -> int:
+    """How many copies of the passage match a self-edit update of `examples`: as many training
+    sequences (`steps`: then the control takes exactly the update's optimizer steps under every
+    `inner.steps`, one sequence a step or packed), or about as many target tokens (`tokens`:
+    round(update tokens / passage tokens), at least 1)."""
+    if control == "steps":
+        return max(1, len(examples))
+    if tok is None:
+        raise ValueError("the tokens control needs the tokenizer")
+    update = sum(t.targets for t in tokenize_examples(tok, examples, cfg.inner))
+    alone = sum(t.targets for t in tokenize_examples(tok, [K.passage_example(passage)], cfg.inner))
+    return max(1, round(update / max(1, alone)))
+
+
+def _other_path(source: str, cfg: RunConfig) -> str:
+    others = other_models(cfg)
+    return others[0] if source == "other" else others[int(source.split(":")[1])]
+
+
+def _cond_name(source: str, cfg: RunConfig) -> str:
+    if source in ("own", "external"):
+        return {"own": "self-edits", "external": "external"}[source]
+    other = Path(_other_path(source, cfg))
+    label = other.parent.name if other.name == "model" else other.name  # rounds/round_2/model -> round_2
+    return "self-edits:" + label
 
 
 def per_passage(cfg, passages, base, results, condition) -> dict[str, list[dict]]:
@@ -221,13 +258,30 @@ def per_passage(cfg, passages, base, results, condition) -> dict[str, list[dict]
     return out
 
 
-def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
+def summarize(cfg, passages, base, results, conditions, skipped, controls: dict | None = None) -> dict:
+    """summary.json's table: per condition the mean of per-passage means with its bootstrap
+    interval, its mean optimizer steps and trained tokens per update, and the paired gains (same
+    passages, bootstrap over passages): `gain_vs_no_adaptation` (every row), `gain_vs_passage`
+    (every row past passage-only), `gain_vs_own_selfedits` (another writer's self-edits against
+    the model's own), and `gain_vs_<kind>_control` (a self-edit row against its compute-matched
+    control, `controls`: control row -> self-edit row)."""
+    controls = controls or {}
     out = {"mode": cfg.eval.mode, "reward_metric": cfg.eval.reward, "seed": cfg.seed,
            "weighting": "mean over passages of each passage's mean over its questions (as the paper)", "order": [],
-           "conditions": {}, "gain_vs_no_adaptation": {}, "skipped_empty_selfedits": skipped}
-    base_pp = per_passage(cfg, passages, base, results, "no-adaptation")
+           "conditions": {}, "gain_vs_no_adaptation": {}, "skipped_empty_selfedits": skipped,
+           "inner_steps": cfg.inner.steps, "controls": controls}
+    rows = {cond: per_passage(cfg, passages, base, results, cond) for cond in conditions}
+
+    def paired(cond: str, other: str) -> dict:
+        a, b = rows[cond], rows[other]
+        ids = [p.id for p in passages if p.id in a and p.id in b]
+        return {m: paired_bootstrap([K.mean_metrics(a[i])[m] for i in ids], [K.mean_metrics(b[i])[m] for i in ids],
+                                    cfg.eval.bootstrap, cfg.seed)
+                for m in out["conditions"][cond]["metrics"] if m in out["conditions"][other]["metrics"]}
+
+    spb = cfg.inner.sequences_per_step
     for cond in conditions:
-        pp = per_passage(cfg, passages, base, results, cond)
+        pp = rows[cond]
         if not pp:
             continue
         ids = [p.id for p in passages if p.id in pp]
@@ -241,24 +295,24 @@ def summarize(cfg, passages, base, results, conditions, skipped) -> dict:
         out["order"].append(cond)
         out["conditions"][cond] = {"n_passages": len(ids), "n_questions": sum(len(pp[i]) for i in ids),
                                    "metrics": metrics}
+        updates = [r for r in results.values() if r["condition"] == cond]
+        if updates:  # each update's own optimizer steps (a batch's `steps` is its longest adapter's)
+            out["conditions"][cond]["steps_mean"] = sum(-(-r["train"]["examples"] // spb) * cfg.inner.epochs
+                                                        for r in updates) / len(updates)
+            out["conditions"][cond]["tokens_mean"] = sum(r["train"]["tokens"] for r in updates) / len(updates)
         if cond != "no-adaptation":
-            gains = {}
-            for m in metrics:
-                a = [K.mean_metrics(pp[i])[m] for i in ids]
-                b = [K.mean_metrics(base_pp[i])[m] for i in ids]
-                gains[m] = paired_bootstrap(a, b, cfg.eval.bootstrap, cfg.seed)
-            out["gain_vs_no_adaptation"][cond] = gains
-    # other writers of self-edits (a ReSTEM round's model, external files) against the model's own
-    own = per_passage(cfg, passages, base, results, "self-edits")
+            out["gain_vs_no_adaptation"][cond] = paired(cond, "no-adaptation")
+    present = out["conditions"]
     for cond in out["order"]:
-        if not (cond.startswith("self-edits:") or cond == "external") or not own:
-            continue
-        pp = per_passage(cfg, passages, base, results, cond)
-        ids = [p.id for p in passages if p.id in pp and p.id in own]
-        out.setdefault("gain_vs_own_selfedits", {})[cond] = {
-            m: paired_bootstrap([K.mean_metrics(pp[i])[m] for i in ids],
-                                [K.mean_metrics(own[i])[m] for i in ids], cfg.eval.bootstrap, cfg.seed)
-            for m in out["conditions"][cond]["metrics"]}
+        if cond not in ("no-adaptation", "passage") and "passage" in present:
+            out.setdefault("gain_vs_passage", {})[cond] = paired(cond, "passage")
+        # other writers of self-edits (a ReSTEM round's model, external files) against the model's own
+        if (cond.startswith("self-edits:") or cond == "external") and "self-edits" in present:
+            out.setdefault("gain_vs_own_selfedits", {})[cond] = paired(cond, "self-edits")
+    for ctrl, cond in controls.items():
+        if ctrl in present and cond in present:
+            kind = ctrl.split(" x ", 1)[1].split(":", 1)[0]
+            out.setdefault(f"gain_vs_{kind}_control", {})[cond] = paired(cond, ctrl)
     # how well the reward metric tracks accuracy, over every (passage, self-edit) update
     if cfg.eval.mode == "single" and cfg.eval.generate:
         base_mean = {pid: K.mean_metrics(q) for pid, q in base.items()}
@@ -290,23 +344,28 @@ def passage_lines(passages, base, results) -> list[dict]:
             for p in passages]
 
 
+GAIN_SECTIONS = (("gain over no adaptation", "gain_vs_no_adaptation"),
+                 ("gain over passage-only (paired)", "gain_vs_passage"),
+                 ("gain over the passage trained for the same steps (paired)", "gain_vs_steps_control"),
+                 ("gain over the passage trained for about the same tokens (paired)", "gain_vs_tokens_control"),
+                 ("gain over the model's own self-edits (paired)", "gain_vs_own_selfedits"))
+
+
 def print_table(summary: dict) -> None:
     metrics = [m for m in K.METRICS if any(m in c["metrics"] for c in summary["conditions"].values())]
-    head = f"{'condition':<28}" + "".join(f"{m:>24}" for m in metrics) + f"{'passages':>10}"
-    print(f"mean over passages [95% interval]; {summary.get('weighting', '')}")
+    head = f"{'condition':<28}" + "".join(f"{m:>24}" for m in metrics) + f"{'passages':>10}{'steps':>8}"
+    print(f"mean over passages [95% interval]; {summary.get('weighting', '')}; inner.steps "
+          f"{summary.get('inner_steps', '?')}, steps = mean optimizer steps per update")
     print(head)
     print("-" * len(head))
     n_max = max(c["n_passages"] for c in summary["conditions"].values())
     for cond in summary["order"]:
         c = summary["conditions"][cond]
-        cells = ""
-        for m in metrics:
-            v = c["metrics"].get(m)
-            cells += _cell(v, "")
+        cells = "".join(_cell(c["metrics"].get(m), "") for m in metrics)
+        steps = f"{c['steps_mean']:>8.1f}" if c.get("steps_mean") is not None else " " * 8
         note = "" if c["n_passages"] == n_max else f"  (only {c['n_passages']} of {n_max} passages)"
-        print(f"{cond:<28}{cells}{c['n_passages']:>10}{note}")
-    for title, key in (("gain over no adaptation", "gain_vs_no_adaptation"),
-                       ("gain over the model's own self-edits (paired)", "gain_vs_own_selfedits")):
+        print(f"{cond:<28}{cells}{c['n_passages']:>10}{steps}{note}")
+    for title, key in GAIN_SECTIONS:
         if summary.get(key):
             print(f"\n{title}")
             for cond, gains in summary[key].items():
@@ -322,27 +381,61 @@ def _cell(v: dict | None, sign: str) -> str:
     return f"{v['mean']:>{sign}8.3f} [{v['lo']:{sign}.3f},{v['hi']:{sign}.3f}]".rjust(24)
 
 
+def verdict(gain: dict | None) -> str:
+    """'taught more than' / 'taught less than' when the paired 95% interval excludes 0, else
+    'could not be told apart from' (the interval holds 0)."""
+    if not gain or gain.get("lo") is None:
+        return "could not be compared with"
+    return "taught more than" if gain["lo"] > 0 else "taught less than" if gain["hi"] < 0 else \
+        "could not be told apart from"
+
+
 def plain_summary(summary: dict) -> str:
-    """One plain sentence on what the table means, for the demo's closing line."""
+    """Plain sentences on what the table means (the demo's closing lines), judged by the
+    reward's metric (`reward_metric`, containment by default) and its paired 95% intervals."""
     c = summary["conditions"]
+    metric = summary.get("reward_metric", "containment")
+    if not any(metric in v["metrics"] for v in c.values()):
+        metric = "containment"
 
-    def acc(cond):
-        return c[cond]["metrics"]["containment"]["mean"] if cond in c and "containment" in c[cond]["metrics"] else None
+    def value(cond):
+        v = c.get(cond, {}).get("metrics", {}).get(metric, {}).get("mean")
+        return None if v is None else (f"{v:.0%}" if metric in ("containment", "em", "f1") else f"{v:+.2f}")
 
-    base, passage, own = acc("no-adaptation"), acc("passage"), acc("self-edits")
-    if base is None or passage is None:
+    def gain(g):
+        fmt = "{:+.0%}" if metric in ("containment", "em", "f1") else "{:+.2f}"
+        return f"{fmt.format(g['mean'])} [{fmt.format(g['lo'])}, {fmt.format(g['hi'])}]"
+
+    what = {"containment": "answered (the gold answer appears in its reply)", "em": "answered exactly",
+            "f1": "scored F1", "logprob": "gave the gold answers a mean log-prob per token of"}[metric]
+    if value("no-adaptation") is None or value("passage") is None:
         return ""
-    text = (f"Before any update the model answered {base:.0%} of the questions right (the gold answer appears in its "
-            f"reply); after training on the passage alone it answered {passage:.0%}")
-    if own is not None:
-        text += f", and after training on the passage plus its own self-edits {own:.0%}"
-    text += "."
-    for cond, g in (summary.get("gain_vs_own_selfedits") or {}).items():
-        lp, ct = g.get("logprob"), g.get("containment")
-        if lp and ct:
-            verdict = ("taught more than" if lp["lo"] > 0 else "taught less than" if lp["hi"] < 0
-                       else "cannot yet be told apart from")
-            text += (f" Self-edits written by the {cond.split(':', 1)[-1]} model {verdict} the base model's own "
-                     f"(gold-answer log-prob {lp['mean']:+.2f} [{lp['lo']:+.2f}, {lp['hi']:+.2f}] per token, "
-                     f"95% interval; accuracy {ct['mean']:+.0%} [{ct['lo']:+.0%}, {ct['hi']:+.0%}]).")
+    parts = [f"after training on the passage alone {value('passage')}"]
+    for cond in summary["order"]:
+        if cond.startswith("passage x ") and value(cond) is not None:
+            kind = cond.split(" x ", 1)[1].split(":", 1)[0]
+            writer = cond.split(":", 1)[1] if ":" in cond else "own"
+            parts.append(f"on the passage alone for as many {kind} as the {writer} self-edits' update {value(cond)}")
+    if value("self-edits") is not None:
+        parts.append(f"on the passage plus its own self-edits {value('self-edits')}")
+    text = f"Before any update the model {what} {value('no-adaptation')} of the questions; " + "; ".join(parts) + "."
+    for cond in summary["order"]:
+        if not (cond == "self-edits" or cond.startswith("self-edits:") or cond == "external"):
+            continue
+        who = "Its own self-edits" if cond == "self-edits" else \
+            ("External self-edits" if cond == "external" else f"Self-edits written by the {cond.split(':', 1)[1]} model")
+        clauses = []
+        for key, against in (("gain_vs_passage", "the passage alone"), ("gain_vs_steps_control", "the passage "
+                             "trained for the same steps"), ("gain_vs_tokens_control", "the passage trained for the "
+                             "same tokens"), ("gain_vs_own_selfedits", "the base model's own")):
+            g = (summary.get(key) or {}).get(cond, {}).get(metric)
+            if g and g.get("mean") is not None:
+                clauses.append(f"{verdict(g)} {against} ({gain(g)})")
+        if clauses:
+            text += f" {who} " + ", ".join(clauses) + "."
+    rows = [(v["metrics"][metric]["mean"], cond) for cond, v in c.items()
+            if cond != "no-adaptation" and v["metrics"].get(metric, {}).get("mean") is not None]
+    if rows:
+        best = max(rows)[1]
+        text += f" Most taught: {best} (paired 95% intervals in summary.json; differences inside them are noise)."
     return text

@@ -105,12 +105,20 @@ class TrainExample:
 
     completion: str
     prompt: str = ""
+    weight: float = 1.0
+    """Relative weight of this sequence's mean token loss in a step (only under
+    `inner.steps packed-weighted`; see `row_weights`)."""
 
 
 @dataclass
 class Tokenized:
     ids: list[int]
     loss_from: int  # first position whose token is a target
+    weight: float = 1.0  # TrainExample.weight
+
+    @property
+    def targets(self) -> int:
+        return len(self.ids) - self.loss_from
 
 
 def tokenize_examples(tok, examples: list[TrainExample], cfg: InnerLoopConfig,
@@ -137,7 +145,7 @@ def tokenize_examples(tok, examples: list[TrainExample], cfg: InnerLoopConfig,
         ids = full[: cfg.max_seq_len]
         loss_from = 1 if cfg.loss_on == "all" else max(1, len(bos) + len(p))
         if len(ids) > loss_from:
-            out.append(Tokenized(ids, loss_from))
+            out.append(Tokenized(ids, loss_from, ex.weight))
             n_truncated += len(full) > len(ids)
         else:
             n_dropped += 1
@@ -151,11 +159,33 @@ def schedule(n_examples: int, cfg: InnerLoopConfig, seed: int) -> list[list[int]
     """Batches of example indices for all epochs (shuffled each epoch from `seed`)."""
     rng = random.Random(seed)
     batches = []
+    b = cfg.sequences_per_step
     for _ in range(cfg.epochs):
         order = list(range(n_examples))
         rng.shuffle(order)
-        batches += [order[i : i + cfg.batch_size] for i in range(0, n_examples, cfg.batch_size)]
+        batches += [order[i : i + b] for i in range(0, n_examples, b)]
     return batches
+
+
+def row_weights(rows: list[tuple[int, Tokenized]], n: int, steps: str) -> list[float]:
+    """Each row's weight on the sum of its token losses, so that adapter a's loss in a step is
+
+        packed, sequence:  sum_r sum_t l_rt / sum_r T_r           (the mean over its tokens)
+        packed-weighted:   sum_r w_r (sum_t l_rt / T_r) / sum_r w_r  (a weighted mean of the
+                           sequences' own token means)
+
+    over a's rows r of T_r target tokens (w_r: TrainExample.weight). The token mean lets a long
+    sequence dominate a step; the weighted form fixes each sequence's share (SEAL's passage:
+    half, its self-edit's items the other half, `tasks.knowledge.training_examples`)."""
+    if steps == "packed-weighted":
+        total = [0.0] * n
+        for a, t in rows:
+            total[a] += t.weight
+        return [t.weight / (max(1, t.targets) * max(total[a], 1e-12)) for a, t in rows]
+    tokens = [0] * n
+    for a, t in rows:
+        tokens[a] += t.targets
+    return [1.0 / max(1, tokens[a]) for a, _ in rows]
 
 
 def epoch_aligned(plans: list[list[list[int]]], n_examples: list[int], batch_size: int,
@@ -394,7 +424,7 @@ class _AdapterAdamW:
         return norms
 
 
-def share_rows(rows: list[tuple[int, Tokenized]], weight: torch.Tensor, n: int):
+def share_rows(rows: list[tuple[int, Tokenized]], weights: list[float], n: int):
     """Run each sequence that several fresh adapters train on once, for all of them.
 
     On its first step every adapter still has B = 0, so each adapter's model *is* the base
@@ -405,27 +435,31 @@ def share_rows(rows: list[tuple[int, Tokenized]], weight: torch.Tensor, n: int):
     gets exactly the gradient it would get from its own copy. With SEAL's passage in every
     self-edit's data, this runs the passage once instead of k times in the first step.
 
-    Returns the new rows (a mix j appears as adapter id n + j), the mixes, and each mix's weight
-    W and member counts (how many of its copies each adapter had) for the loss bookkeeping.
+    `weights[i]` is row i's loss weight (`row_weights`). Returns the new rows (a mix j appears as
+    adapter id n + j), their weights (a mix's is W), the mixes, and each mix's member counts (how
+    many of its copies each adapter had) for the loss bookkeeping.
     """
-    by_seq: dict[tuple, tuple[Tokenized, list[int]]] = {}
-    for a, t in rows:
-        by_seq.setdefault((tuple(t.ids), t.loss_from), (t, []))[1].append(a)
-    out, mixes, mix_w, mix_m = [], [], [], []
-    for t, adapters in by_seq.values():
-        if len(adapters) == 1:
-            out.append((adapters[0], t))
+    by_seq: dict[tuple, tuple[Tokenized, list[tuple[int, float]]]] = {}
+    for (a, t), w in zip(rows, weights):
+        by_seq.setdefault((tuple(t.ids), t.loss_from), (t, []))[1].append((a, w))
+    out, out_w, mixes, mix_m = [], [], [], []
+    for t, copies in by_seq.values():
+        if len(copies) == 1:
+            out.append((copies[0][0], t))
+            out_w.append(copies[0][1])
             continue
-        counts = torch.bincount(torch.tensor(adapters), minlength=n).float()
-        w = counts * weight
+        counts, w = torch.zeros(n), torch.zeros(n)
+        for a, wa in copies:
+            counts[a] += 1
+            w[a] += wa
         total = float(w.sum())
         mixes.append([(a, float(w[a]) / total) for a in range(n) if counts[a] > 0])
-        mix_w.append(total)
         mix_m.append(counts)
         out.append((n + len(mixes) - 1, t))
+        out_w.append(total)
     if not mixes:
-        return rows, None, torch.zeros(0), torch.zeros(0, n)
-    return out, mixes, torch.tensor(mix_w), torch.stack(mix_m)
+        return rows, weights, None, torch.zeros(0, n)
+    return out, out_w, mixes, torch.stack(mix_m)
 
 
 def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoopConfig,
@@ -468,7 +502,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
         step_plan = [[p[s] if s < len(p) else None for p in plans] for s in range(max((len(p) for p in plans), default=0))]
         epoch_end: dict[int, int] = {}
     else:
-        step_plan, epoch_end = epoch_aligned(plans, [len(t) for t in tokd], cfg.batch_size, cfg.epochs)
+        step_plan, epoch_end = epoch_aligned(plans, [len(t) for t in tokd], cfg.sequences_per_step, cfg.epochs)
     steps = len(step_plan)
     alive = list(range(n))
     epochs_trained = [0] * n
@@ -500,14 +534,15 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
         denom = torch.zeros(n)
         for a, t in rows:
             active[a] = True
-            denom[a] += len(t.ids) - t.loss_from
-        # row weight (adapter a's rows: 1 / its target tokens) and which adapters' losses a row adds to
-        weight = 1.0 / denom.clamp(min=1)
+            denom[a] += t.targets
+        # each row's loss weight, and which adapters' losses a row adds to
+        weights = row_weights(rows, n, cfg.steps)
         members = torch.eye(n)
         mixes = None
         if s == 0 and speed.share_first_step:
-            rows, mixes, mix_w, mix_m = share_rows(rows, weight, n)
-            weight, members = torch.cat([weight, mix_w]), torch.cat([members, mix_m])
+            rows, weights, mixes, mix_m = share_rows(rows, weights, n)
+            members = torch.cat([members, mix_m])
+        weight_of = {(a, id(t)): w for (a, t), w in zip(rows, weights)}
         loss_sum = torch.zeros(n)
         for group in micro_batches(rows, max_tokens):
             ids, attn, labels, r = collate(group, pad, device)
@@ -517,7 +552,8 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
                 tl = token_losses(model, ids, attn, labels, dtype, speed=speed,
                                   head_weight=cast.head_weight if cast else None, workspace=workspace)
                 per_row = tl.sum(1)
-                (per_row * weight[r].to(per_row.device)).sum().backward()
+                w = torch.tensor([weight_of[(a, id(t))] for a, t in group], dtype=per_row.dtype)
+                (per_row * w.to(per_row.device)).sum().backward()
             loss_sum += members[r].t() @ per_row.detach().cpu()
         if regularizer is not None:
             last_penalty = float(regularizer(s))

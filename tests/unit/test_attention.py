@@ -15,7 +15,7 @@ PASSAGE = TrainExample("Velmora\nVelmora is a harbor town on Orlet Island, found
 TEXTS = [[TrainExample("Velmora is a harbor town founded by salt traders."), PASSAGE],
          [TrainExample("The pellicant frog eats copper beetles on Orlet Island."), PASSAGE],
          [PASSAGE]]
-CFG = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=3, batch_size=3, dtype="bf16")
+CFG = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=3, steps="packed", batch_size=3, dtype="bf16")
 
 
 def _qkv(b=3, h=6, g=2, t=17, d=8, dtype=torch.bfloat16):

@@ -20,7 +20,7 @@ from seal.engine import job_batches, run_inner_jobs
 from seal.executors import Batch, ExecutorError, LocalExecutor, Resident, inner_batch, make_executor, unreachable
 from seal.tasks import knowledge as K
 
-INNER = InnerLoopConfig(epochs=1, parallel_adapters=2, batch_size=4, dtype="fp32")
+INNER = InnerLoopConfig(epochs=1, parallel_adapters=2, steps="packed", batch_size=4, dtype="fp32")
 EVAL = EvalConfig(max_answer_tokens=3, batch_size=8)
 QA = K.QAInnerLoop(INNER, EVAL)
 TIMING = ("seconds", "train_seconds")

@@ -13,7 +13,7 @@ TEXTS = [
 
 
 def _cfg(**kw):
-    base = dict(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=3, batch_size=2, dtype="fp32")
+    base = dict(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=3, steps="packed", batch_size=2, dtype="fp32")
     base.update(kw)
     return InnerLoopConfig(**base)
 

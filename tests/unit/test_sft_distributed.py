@@ -21,7 +21,7 @@ from seal.models import load_model
 from seal.restem import sft
 from seal.sft_distributed import read_examples, sft_data_parallel, write_examples
 
-INNER = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=3e-3, epochs=2, batch_size=3, loss_on="completion",
+INNER = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=3e-3, epochs=2, steps="packed", batch_size=3, loss_on="completion",
                         dtype="fp32", parallel_adapters=1)
 
 

@@ -28,7 +28,7 @@ TEXTS = [  # each self-edit's data ends with the same passage, as SEAL trains on
     [TrainExample("The pellicant frog eats copper beetles on Orlet Island."), PASSAGE],
     [PASSAGE, PASSAGE],  # the same sequence twice in one adapter's batch
 ]
-CFG = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=3, batch_size=3, dtype="fp32")
+CFG = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=3, steps="packed", batch_size=3, dtype="fp32")
 
 
 def test_fused_head_matches_checkpointed_cross_entropy():

@@ -12,7 +12,7 @@ from seal.models import end_of_turn_ids, format_prompt, load_model
 from seal.restem import sft
 from seal.tasks.knowledge_task import sft_config
 
-CFG = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=1, batch_size=2, dtype="fp32")
+CFG = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=1, steps="packed", batch_size=2, dtype="fp32")
 
 
 def _qwen_like(tiny_model_dir):

@@ -436,11 +436,18 @@ def parse_selfedit(completion: str, template: str) -> list[str]:
 
 
 def training_examples(passage: Passage, items: list[str], include_passage: bool) -> list[TrainExample]:
-    """Title-prefixed items, plus the passage itself (as the paper trains on both)."""
+    """Title-prefixed items, plus the passage itself (as the paper trains on both). The passage
+    weighs as much as the items together under `inner.steps packed-weighted` (its weight is the
+    number of items; each item's is 1)."""
     seqs = [TrainExample(f"{passage.title}\n{item}" if passage.title else item) for item in items]
     if include_passage:
-        seqs.append(TrainExample(f"{passage.title}\n{passage.context}" if passage.title else passage.context))
+        seqs.append(passage_example(passage, weight=max(1, len(items))))
     return seqs
+
+
+def passage_example(passage: Passage, weight: float = 1.0) -> TrainExample:
+    """The passage as one title-prefixed training sequence."""
+    return TrainExample(f"{passage.title}\n{passage.context}" if passage.title else passage.context, weight=weight)
 
 
 # ----------------------------------------------------------------------------- QA grading

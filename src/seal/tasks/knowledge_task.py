@@ -49,7 +49,8 @@ from . import knowledge as K
 def sft_config(cfg: RunConfig) -> InnerLoopConfig:
     """The M-step's settings (`restem.sft_*`): a LoRA trained on the self-edit tokens only."""
     r = cfg.restem
-    return InnerLoopConfig(lora=r.sft_lora, lr=r.sft_lr, epochs=r.sft_epochs, batch_size=r.sft_batch_size,
+    return InnerLoopConfig(lora=r.sft_lora, lr=r.sft_lr, epochs=r.sft_epochs, steps="packed",
+                           batch_size=r.sft_batch_size,
                            max_seq_len=r.sft_max_seq_len, loss_on="completion", dtype=cfg.inner.dtype,
                            max_grad_norm=cfg.inner.max_grad_norm, parallel_adapters=1)
 
@@ -226,7 +227,7 @@ class KnowledgeTask:
     def table_plan(self, contexts, selfedits, tok, chat):
         from ..evaluate import table_plan
 
-        return table_plan(self.cfg, contexts, selfedits)
+        return table_plan(self.cfg, contexts, selfedits, tok)
 
     def table_record(self, job: K.Job, result: dict) -> dict:
         cond, pid, idx = job.key.split("/")
@@ -237,7 +238,7 @@ class KnowledgeTask:
 
         base = {pid: r["questions"] for pid, r in baseline.items()}
         return summarize(self.cfg, contexts, base, records, ["no-adaptation"] + details["conditions"],
-                         details["skipped"])
+                         details["skipped"], details.get("controls"))
 
     def table_files(self, contexts, baseline, details, records) -> dict[str, list[dict]]:
         from ..evaluate import passage_lines

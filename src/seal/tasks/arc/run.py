@@ -161,7 +161,8 @@ def make_job(task: ArcTask, config: SelfEditConfig, tok, chat: bool, cfg: ArcCon
 
 
 def inner_config(job: TTTJob, cfg: ArcConfig) -> InnerLoopConfig:
-    return InnerLoopConfig(lora=cfg.lora, lr=job.config.learning_rate, epochs=job.epochs, batch_size=cfg.batch_size,
+    return InnerLoopConfig(lora=cfg.lora, lr=job.config.learning_rate, epochs=job.epochs, steps="packed",
+                           batch_size=cfg.batch_size,
                            max_seq_len=cfg.max_seq_len, dtype=cfg.dtype, max_grad_norm=cfg.max_grad_norm,
                            parallel_adapters=cfg.parallel_adapters, loss_on=job.config.loss_on)
 

@@ -44,7 +44,8 @@ def canonical_selfedit(config) -> str:
 
 def sft_config(cfg: ArcConfig) -> InnerLoopConfig:
     r = cfg.restem
-    return InnerLoopConfig(lora=r.sft_lora, lr=r.sft_lr, epochs=r.sft_epochs, batch_size=r.sft_batch_size,
+    return InnerLoopConfig(lora=r.sft_lora, lr=r.sft_lr, epochs=r.sft_epochs, steps="packed",
+                           batch_size=r.sft_batch_size,
                            max_seq_len=r.sft_max_seq_len, loss_on="completion", dtype=cfg.dtype,
                            max_grad_norm=cfg.max_grad_norm, parallel_adapters=1)
 

@@ -1,0 +1,119 @@
+"""How training sequences become optimizer steps (`inner.steps`), and the compute-matched
+controls of the evaluation table (`eval.controls`)."""
+
+import pytest
+import torch
+
+from seal import lora
+from seal.config import ConfigError, EvalConfig, InnerLoopConfig, LoRAConfig, ModelConfig, RunConfig
+from seal.evaluate import control_name, matched_copies, table_plan
+from seal.inner_loop import Tokenized, TrainExample, row_weights, schedule, train_adapters
+from seal.models import load_model
+from seal.tasks import knowledge as K
+
+PASSAGE = K.Passage("p0", "Velmora", "Velmora is a harbor town founded by salt traders in 1612. Its lighthouse, the "
+                    "Ambertine Tower, was built of green stone from the Orlet quarries.",
+                    [K.QA("Who founded Velmora?", "salt traders", "Velmora")])
+ITEMS = ["Velmora was founded by salt traders.", "The Ambertine Tower is made of green stone.",
+         "The green stone came from the Orlet quarries."]
+
+
+def _cfg(**kw):
+    base = dict(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=2, dtype="fp32")
+    base.update(kw)
+    return InnerLoopConfig(**base)
+
+
+def test_steps_setting_decides_sequences_per_step():
+    assert _cfg(steps="sequence", batch_size=8).sequences_per_step == 1
+    assert _cfg(steps="packed", batch_size=8).sequences_per_step == 8
+    assert _cfg(steps="packed-weighted", batch_size=3).sequences_per_step == 3
+    with pytest.raises(ConfigError, match="steps"):
+        InnerLoopConfig(steps="per-token")
+    # a self-edit of 3 items + the passage: (3+1) x epochs steps one sequence a step, epochs packed
+    assert len(schedule(4, _cfg(steps="sequence", epochs=5), 0)) == 20
+    assert len(schedule(4, _cfg(steps="packed", epochs=5), 0)) == 5
+    assert len(schedule(1, _cfg(steps="sequence", epochs=5), 0)) == 5
+
+
+def test_row_weights_token_mean_and_passage_weighted():
+    short, long_, passage = Tokenized([1] * 6, 1), Tokenized([1] * 21, 1), Tokenized([1] * 41, 1, weight=2.0)
+    rows = [(0, short), (0, long_), (0, passage), (1, short)]
+    tok_w = row_weights(rows, 2, "packed")
+    assert tok_w == pytest.approx([1 / 65, 1 / 65, 1 / 65, 1 / 5])  # 1 / the adapter's target tokens
+    w = row_weights(rows, 2, "packed-weighted")
+    # each row's share of adapter 0's loss: weight / total weight, spread over its own tokens
+    shares = [w[i] * rows[i][1].targets for i in range(3)]
+    assert shares == pytest.approx([0.25, 0.25, 0.5])  # the passage (weight 2 = its 2 items) weighs half
+    assert w[3] * short.targets == pytest.approx(1.0)
+
+
+def test_training_examples_give_the_passage_the_items_weight():
+    ex = K.training_examples(PASSAGE, ITEMS, True)
+    assert [e.weight for e in ex] == [1.0, 1.0, 1.0, 3.0]
+    assert ex[-1].completion.startswith("Velmora\nVelmora is a harbor town")
+    assert K.training_examples(PASSAGE, [], True)[0].weight == 1.0
+
+
+def _train(model, tok, datasets, cfg, seeds):
+    lora.attach(model, cfg.lora, len(datasets))
+    try:
+        stats = train_adapters(model, tok, datasets, cfg, seeds)
+        return [lora.adapter_state(model._seal_lora, i) for i in range(len(datasets))], stats
+    finally:
+        lora.detach(model)
+
+
+def test_sequence_steps_are_packed_steps_of_one(tiny_model_dir):
+    """steps=sequence trains exactly as packed batches of one sequence, and takes (N+1) x epochs
+    steps for N items plus the passage (the reference code's inner loop)."""
+    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    data = [K.training_examples(PASSAGE, ITEMS, True), K.training_examples(PASSAGE, ITEMS[:1], True)]
+    a, sa = _train(model, tok, data, _cfg(steps="sequence", batch_size=8), [3, 3])
+    b, sb = _train(model, tok, data, _cfg(steps="packed", batch_size=1), [3, 3])
+    for x, y in zip(a, b):
+        for k in x:
+            torch.testing.assert_close(x[k], y[k], rtol=0, atol=0)
+    assert sa["steps"] == sb["steps"] == 4 * 2
+    _, sp = _train(model, tok, data, _cfg(steps="packed", batch_size=8), [3, 3])
+    assert sp["steps"] == 2
+
+
+def test_packed_weighted_counts_weight_not_copies(tiny_model_dir):
+    """Under packed-weighted a sequence's share of the loss is its weight: two copies of an item
+    at weight 0.5 train the adapter as one copy at weight 1 does (under the token mean they
+    would count twice)."""
+    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    cfg = _cfg(steps="packed-weighted", batch_size=8, epochs=1)
+    once = [TrainExample(ITEMS[0]), TrainExample(ITEMS[1], weight=2.0)]
+    twice = [TrainExample(ITEMS[0], weight=0.5), TrainExample(ITEMS[0], weight=0.5), TrainExample(ITEMS[1], weight=2.0)]
+    (a,), _ = _train(model, tok, [once], cfg, [5])
+    (b,), _ = _train(model, tok, [twice], cfg, [5])
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    (c,), _ = _train(model, tok, [twice], _cfg(steps="packed", batch_size=8, epochs=1), [5])
+    assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-6) for k in a)
+
+
+def test_controls_match_the_selfedit_update(tiny_model_dir):
+    """The steps control trains the passage alone on as many sequences (so as many optimizer
+    steps) as its self-edit update; the tokens control on about as many tokens."""
+    _, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    cfg = RunConfig(eval=EvalConfig(controls=("steps", "tokens")))
+    completion = "\n".join(ITEMS)
+    jobs, details = table_plan(cfg, [PASSAGE], {"own": {"p0": [completion]}, "external": {"p0": [ITEMS[0] + "\n" + ITEMS[1]]}},
+                               tok)
+    by = {j.key.rsplit("/", 2)[0]: j for j in jobs}
+    assert details["conditions"] == ["passage", "self-edits", "passage x steps", "passage x tokens", "external",
+                                     "passage x steps:external", "passage x tokens:external"]
+    assert details["controls"]["passage x steps:external"] == "external"
+    assert len(by["passage x steps"].examples) == len(by["self-edits"].examples) == 4
+    assert len(by["passage x steps:external"].examples) == len(by["external"].examples) == 3
+    assert all(e.completion == K.passage_example(PASSAGE).completion for e in by["passage x steps"].examples)
+    assert {j.seed for j in jobs} == {by["passage"].seed}  # common random numbers across rows
+    n_tok = matched_copies("tokens", by["self-edits"].examples, PASSAGE, cfg, tok)
+    assert len(by["passage x tokens"].examples) == n_tok
+    assert 1 <= n_tok < 4  # the items are shorter than the passage: fewer copies than sequences
+    assert control_name("steps", "self-edits:round_2") == "passage x steps:round_2"
+    none, d = table_plan(RunConfig(eval=EvalConfig(controls=())), [PASSAGE], {"own": {"p0": [completion]}}, tok)
+    assert d["conditions"] == ["passage", "self-edits"] and len(none) == 2
