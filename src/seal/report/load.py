@@ -1,0 +1,313 @@
+"""Reading what `seal report` is given, defensively: every file but a run's manifest.json is
+optional, a truncated JSONL line (a run killed mid-write) is skipped with a warning, and a field
+missing from an older run's summary is simply not shown.
+
+Four kinds of input:
+  run        a run folder (manifest.json): `seal train` rounds (rounds/round_<r>/), an evaluation
+             table (summary.json, at the top or in eval/ for demo runs) with its detail files
+             (base.jsonl, results.jsonl, selfedits.jsonl, passages.jsonl), forgetting.json,
+             or a `seal continual` result (continual.json)
+  registry   a `seal adapt` registry folder (registry.sqlite), or `seal history --json` saved
+  bench      a `seal bench` JSON result (or an A/B script's)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ReportError(ValueError):
+    """Input that cannot be reported on (or matplotlib missing); the message is one line."""
+
+
+class ReportWarning(UserWarning):
+    """Something in a run folder was skipped (a truncated line, an unreadable optional file)."""
+
+
+def warn(msg: str) -> None:
+    warnings.warn(msg, ReportWarning, stacklevel=3)
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON, or None (with a warning when the file exists but cannot be read)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        warn(f"{path}: ignored, not readable JSON ({e})")
+        return None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a JSONL file ([] when it is missing); bad lines are skipped with a warning."""
+    if not path.is_file():
+        return []
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError as e:
+        warn(f"{path}: ignored ({e})")
+        return []
+    out = []
+    for k, line in enumerate(lines):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            warn(f"{path}: ignoring " + ("truncated last line" if k == len(lines) - 1 else "a malformed line"))
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def num(x: Any) -> float | None:
+    """A finite number as float, else None (bools, strings, NaN and missing values alike)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def stat(x: Any) -> tuple[float | None, float | None, float | None]:
+    """(mean, lo, hi) of a {"mean", "lo", "hi"} interval or a bare number."""
+    if isinstance(x, dict):
+        return num(x.get("mean")), num(x.get("lo")), num(x.get("hi"))
+    return num(x), None, None
+
+
+def as_dict(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+# ----------------------------------------------------------------------------- run folders
+
+@dataclass
+class Round:
+    """One ReSTEM round's folder: done.json, the rewards (per self-edit: mean over inner-loop
+    seeds, as restem.selfedit_rewards), the sampled self-edits and which ones sft.jsonl kept."""
+
+    index: int
+    done: dict = field(default_factory=dict)
+    rewards: dict[tuple[str, int], float] = field(default_factory=dict)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    kept: set[tuple[str, int]] = field(default_factory=set)
+
+
+@dataclass
+class Table:
+    """An evaluation table: summary.json and, when present, its per-question detail files."""
+
+    where: Path
+    summary: dict
+    base: dict[str, list[dict]] = field(default_factory=dict)        # passage -> graded questions
+    results: list[dict] = field(default_factory=list)                # results.jsonl
+    selfedits: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # source -> passage -> texts
+    titles: dict[str, str] = field(default_factory=dict)             # passage -> title
+
+    @property
+    def conditions(self) -> list[str]:
+        """Every condition, in the summary's order, then any the order does not name."""
+        conds, order = self.summary["conditions"], self.summary.get("order")
+        order = [c for c in order if c in conds] if isinstance(order, list) else []
+        return order + [c for c in conds if c not in order]
+
+    def info(self, cond: str) -> dict:
+        return as_dict(self.summary["conditions"].get(cond))
+
+    def metrics(self) -> list[str]:
+        return union(list(as_dict(self.info(c).get("metrics"))) for c in self.conditions)
+
+    def level(self, cond: str, metric: str):
+        return stat(as_dict(self.info(cond).get("metrics")).get(metric))
+
+    @property
+    def reward_metric(self) -> str:
+        m = self.summary.get("reward_metric")
+        return m if isinstance(m, str) and m in self.metrics() else (
+            "containment" if "containment" in self.metrics() else (self.metrics() or ["?"])[0])
+
+    def gains(self) -> dict[str, dict[str, dict]]:
+        """Every paired comparison the summary has: `gain_vs_<reference>` -> condition -> metric -> interval."""
+        return {k: {c: as_dict(g) for c, g in v.items()} for k, v in self.summary.items()
+                if k.startswith("gain_vs_") and isinstance(v, dict) and v}
+
+
+@dataclass
+class Run:
+    path: Path
+    label: str
+    manifest: dict
+    config_text: str | None = None
+    metrics: list[dict] = field(default_factory=list)
+    rounds: dict[int, Round] = field(default_factory=dict)
+    table: Table | None = None
+    forgetting: dict | None = None
+    continual: dict | None = None
+
+    @property
+    def round_events(self) -> dict[int, dict]:
+        """Per round, done.json, else metrics.jsonl's `round` event (older or killed runs)."""
+        out = {}
+        for e in self.metrics:
+            r = e.get("round", e.get("step"))
+            if e.get("event") == "round" and isinstance(r, int):
+                out[r] = e
+        for r, rd in self.rounds.items():
+            if rd.done:
+                out[r] = rd.done
+        return dict(sorted(out.items()))
+
+
+def union(lists) -> list:
+    out: list = []
+    for xs in lists:
+        out += [x for x in xs if x not in out]
+    return out
+
+
+def load_run(path: Path) -> Run:
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise ReportError(f"{path}: not a run folder (no manifest.json), registry or bench JSON")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{mpath}: unreadable manifest ({e})") from None
+    if not isinstance(manifest, dict):
+        raise ReportError(f"{mpath}: manifest is not a JSON object")
+    run = Run(path=path, label=path.resolve().name or str(path), manifest=manifest)
+    if (path / "config.yaml").is_file():
+        run.config_text = (path / "config.yaml").read_text(encoding="utf-8", errors="replace")
+    run.metrics = read_jsonl(path / "metrics.jsonl")
+    for rdir in sorted((path / "rounds").glob("round_*")) if (path / "rounds").is_dir() else ():
+        if m := re.fullmatch(r"round_(\d+)", rdir.name):
+            rd = load_round(rdir, int(m.group(1)))
+            if rd.done or rd.rewards:
+                run.rounds[rd.index] = rd
+    run.rounds = dict(sorted(run.rounds.items()))
+    for sub in ("", "eval"):  # evaluate/arc runs at the top, demo runs in eval/
+        s = read_json(path / sub / "summary.json") if run.table is None else None
+        if isinstance(s, dict) and isinstance(s.get("conditions"), dict) and s["conditions"]:
+            run.table = load_table(path / sub, s)
+        run.forgetting = run.forgetting or check_forgetting(path / sub / "forgetting.json")
+    c = read_json(path / "continual.json")
+    if isinstance(c, dict) and isinstance(c.get("summary"), dict):
+        run.continual = c
+    return run
+
+
+def load_round(rdir: Path, index: int) -> Round:
+    rd = Round(index, done=as_dict(read_json(rdir / "done.json")))
+    by_se: dict[tuple[str, int], list[float]] = {}
+    for rec in read_jsonl(rdir / "rewards.jsonl"):
+        pid, j, r = rec.get("passage_id", rec.get("task_id")), rec.get("sample"), num(rec.get("reward"))
+        if isinstance(pid, str) and isinstance(j, int) and r is not None:
+            by_se.setdefault((pid, j), []).append(r)
+    rd.rewards = {k: sum(v) / len(v) for k, v in by_se.items()}
+    for rec in read_jsonl(rdir / "samples.jsonl"):
+        pid, comps = rec.get("passage_id", rec.get("task_id")), rec.get("completions")
+        if isinstance(pid, str) and isinstance(comps, list):
+            rd.samples[pid] = [str(c) for c in comps]
+    rd.kept = {(rec.get("passage_id", rec.get("task_id")), rec.get("sample"))
+               for rec in read_jsonl(rdir / "sft.jsonl")}
+    return rd
+
+
+def load_table(where: Path, summary: dict) -> Table:
+    t = Table(where, summary)
+    for rec in read_jsonl(where / "base.jsonl"):
+        if isinstance(rec.get("passage_id"), str) and isinstance(rec.get("questions"), list):
+            t.base[rec["passage_id"]] = rec["questions"]
+    t.results = [r for r in read_jsonl(where / "results.jsonl")
+                 if isinstance(r.get("condition"), str) and isinstance(r.get("passage_id"), str)]
+    for rec in read_jsonl(where / "selfedits.jsonl"):
+        src, pid, comps = rec.get("source"), rec.get("passage_id"), rec.get("completions")
+        if isinstance(src, str) and isinstance(pid, str) and isinstance(comps, list):
+            t.selfedits.setdefault(src, {})[pid] = [str(c) for c in comps]
+    for rec in read_jsonl(where / "passages.jsonl"):
+        if isinstance(rec.get("passage_id"), str):
+            t.titles[rec["passage_id"]] = str(rec.get("title") or "")
+    return t
+
+
+def check_forgetting(where: Path) -> dict | None:
+    if not isinstance(f := read_json(where), dict):
+        return None
+    after, on, mat = (f.get(k) or [] for k in ("after", "on", "matrix"))
+    if (isinstance(mat, list) and after and on and len(mat) == len(after)
+            and all(isinstance(r, list) and len(r) == len(on) for r in mat)):
+        return f
+    warn(f"{where}: ignored, matrix shape does not match 'after' x 'on'")
+    return None
+
+
+# ----------------------------------------------------------------------------- registries, bench results
+
+@dataclass
+class Registry:
+    path: Path
+    label: str
+    history: dict
+
+
+@dataclass
+class Bench:
+    path: Path
+    label: str
+    result: dict
+
+
+def registry_history(path: Path) -> dict:
+    """`seal history --json` of the registry folder `path` (read without the writer's lock)."""
+    from ..adapt import history
+    from ..registry import RegistryError
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return history(str(path), as_json=True)
+    except RegistryError as e:
+        raise ReportError(str(e).splitlines()[0]) from None
+
+
+def is_history(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("versions"), list) and "current" in obj
+
+
+def load_any(path: Path) -> Run | Registry | Bench:
+    """A run folder, registry folder, saved `seal history --json`, or bench JSON."""
+    label = path.resolve().name or str(path)
+    if path.is_dir() and (path / "registry.sqlite").is_file():
+        return Registry(path, label, registry_history(path))
+    if path.is_file():
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ReportError(f"{path}: not readable JSON ({e})") from None
+        if is_history(obj):
+            return Registry(path, label, obj)
+        if isinstance(obj, dict) and any(k in obj for k in ("paths", "variants", "runs", "speedup_vs_ref")):
+            return Bench(path, label, obj)
+        raise ReportError(f"{path}: neither a bench result nor `seal history --json` output")
+    if not path.exists():
+        raise ReportError(f"{path}: no such run folder or file")
+    return load_run(path)
+
+
+def label_items(items: list) -> None:
+    """Folder names as labels; parent/name (then #k) where names clash."""
+    names = [x.label for x in items]
+    for x in items:
+        if names.count(x.label) > 1:
+            x.label = "/".join(x.path.resolve().parts[-2:])
+    seen: dict[str, int] = {}
+    for x in items:
+        seen[x.label] = seen.get(x.label, 0) + 1
+        if seen[x.label] > 1:
+            x.label = f"{x.label} #{seen[x.label]}"
