@@ -196,6 +196,14 @@ class SelfEditConfig:
     gain over them."""
     include_passage: bool = True
     """Append the passage itself to the self-edit's training sequences, as the paper does."""
+    permutations: int = setting(0, ge=0)
+    """Also train on this many copies of the passage with its sentences in a seeded random order
+    (diverse restatement: Allen-Zhu & Li, arXiv:2309.14316, found that a small model stores facts
+    it reads in several orders and wordings, and barely those it reads once)."""
+    pool: int = setting(1, ge=1)
+    """`seal evaluate`: train one update on the items of this many sampled self-edits of a passage
+    together (their union, repeated lines once), so `eval.selfedits` updates take selfedits x pool
+    samples; 1: one self-edit per update. `seal train` rewards each self-edit alone (pool 1)."""
 
     def __post_init__(self):
         check_ranges(self)
@@ -314,6 +322,13 @@ class ReSTEMConfig:
     a data file without questions is then accepted). With `probes`, a passage's own questions,
     when it has them, are graded beside the probes and saved as `gold_reward`, never used for
     selection, and each round's done.json reports how well the two rewards agree."""
+    reward_against: str = setting("no-adaptation", choices=("no-adaptation", "steps-control"))
+    """What a self-edit's reward is a gain over: `no-adaptation` (the paper: the unadapted model
+    on the same questions) or `steps-control` (the passage alone trained for as many optimizer
+    steps as the self-edit's update, knowledge task: a self-edit then earns reward only for what
+    its content adds beyond more training on the passage, which under `inner.steps sequence` a
+    longer self-edit buys with its length). One control update per passage, seed and distinct
+    sequence count; not with `selection racing`."""
     sft_processes: int = setting(1, ge=1)
     """Processes the M-step's SFT runs on: 1 in this process; more launches `accelerate launch
     --num_processes N -m seal.cli sft` (one per GPU, or CPU processes without one), data-parallel
@@ -326,6 +341,9 @@ class ReSTEMConfig:
         if isinstance(self.sft_lora, dict):
             self.sft_lora = LoRAConfig(**self.sft_lora)
         check_ranges(self)
+        if self.reward_against == "steps-control" and self.selection == "racing":
+            raise ConfigError("reward_against steps-control needs selection exhaustive (racing would race the "
+                              "controls against the self-edits)")
 
 
 @dataclass

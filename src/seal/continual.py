@@ -428,7 +428,7 @@ def replay_examples(learner: Learner, n: int, seed: int) -> list:
 
 def _own_examples(cfg: RunConfig, p: K.Passage, completion: str):
     items = K.parse_selfedit(completion, cfg.selfedit.template)
-    return items, K.training_examples(p, items, cfg.selfedit.include_passage)
+    return items, K.selfedit_examples(p, items, cfg.selfedit, job_seed(cfg.seed, "permute", p.id, 0))
 
 
 def _adapter_path(su: Setup, s: int, t: int) -> Path:

@@ -128,11 +128,12 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
     # which models write self-edits: the model itself and each --selfedit.model; then the file's
     sources: dict = {s: None if s == "own" else _other_path(s, cfg) for s in _sources(cfg)}
     if external:
-        sources["external"] = {pid: c[: cfg.eval.selfedits] for pid, c in external.items()}
+        sources["external"] = {pid: c[: cfg.eval.selfedits * cfg.selfedit.pool] for pid, c in external.items()}
     with open_executor(cfg.executor, cfg.model, cfg.threads) as executor:
         evaluate_task(KnowledgeTask(cfg, passages), run, Session(run.path, model, tok, chat, HFGenerator(model, tok),
                                                                  executor),
-                      cfg.model, passages, sources, cfg.eval.selfedits, cfg.seed, started=t_start, extra=extra)
+                      cfg.model, passages, sources, cfg.eval.selfedits * cfg.selfedit.pool, cfg.seed, started=t_start,
+                      extra=extra)
     return run.path
 
 
@@ -174,11 +175,13 @@ def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Jo
                               seed, group="passage"))
             for source, comps in selfedits.items():
                 cond = _cond_name(source, cfg)
-                for j, c in enumerate(comps.get(p.id, [])[: cfg.eval.selfedits]):
-                    items = K.parse_selfedit(c, cfg.selfedit.template)
+                pool = cfg.selfedit.pool
+                mine = comps.get(p.id, [])[: cfg.eval.selfedits * pool]
+                for j in range(-(-len(mine) // pool)):
+                    items = K.pooled_items(mine[j * pool : (j + 1) * pool], cfg.selfedit.template)
                     if not items and cfg.selfedit.template != "none":
                         skipped[cond] = skipped.get(cond, 0) + 1  # counted; graded as passage-only
-                    examples = K.training_examples(p, items, cfg.selfedit.include_passage)
+                    examples = K.selfedit_examples(p, items, cfg.selfedit, job_seed(cfg.seed, "permute", p.id, j))
                     jobs.append(K.Job(f"{cond}/{p.id}/{j}", [p.id], examples, p.questions, seed, group=cond))
                     for control in cfg.eval.controls:
                         name = control_name(control, cond)
@@ -196,8 +199,9 @@ def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Jo
                 ex = []
                 for p in passages:
                     c = comps.get(p.id, [])
-                    items = K.parse_selfedit(c[j], cfg.selfedit.template) if j < len(c) else []
-                    ex += K.training_examples(p, items, cfg.selfedit.include_passage)
+                    pool = c[j * cfg.selfedit.pool : (j + 1) * cfg.selfedit.pool]
+                    ex += K.selfedit_examples(p, K.pooled_items(pool, cfg.selfedit.template), cfg.selfedit,
+                                              job_seed(cfg.seed, "permute", p.id, j))
                 jobs.append(K.Job(f"{cond}/all/{j}", ids, ex, allq, job_seed(cfg.seed, "cpt"), group=cond))
     return jobs, skipped
 

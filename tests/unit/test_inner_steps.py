@@ -117,3 +117,65 @@ def test_controls_match_the_selfedit_update(tiny_model_dir):
     assert control_name("steps", "self-edits:round_2") == "passage x steps:round_2"
     none, d = table_plan(RunConfig(eval=EvalConfig(controls=())), [PASSAGE], {"own": {"p0": [completion]}}, tok)
     assert d["conditions"] == ["passage", "self-edits"] and len(none) == 2
+
+
+def test_permuted_passages_restate_every_sentence_in_another_order():
+    perms = K.permuted_passages(PASSAGE, 3, seed=1)
+    assert len(perms) == 3 and perms == K.permuted_passages(PASSAGE, 3, seed=1)
+    sentences = sorted(PASSAGE.context.replace(". ", ".\n").splitlines())
+    for text in perms:
+        assert sorted(text.replace(". ", ".\n").splitlines()) == sentences
+        assert text != PASSAGE.context
+    ex = K.selfedit_examples(PASSAGE, ITEMS, K.SelfEditConfig(permutations=2), seed=1)
+    assert len(ex) == len(ITEMS) + 1 + 2 and all(e.completion.startswith("Velmora\n") for e in ex)
+
+
+def test_pool_trains_several_selfedits_in_one_update(tiny_model_dir):
+    _, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    cfg = RunConfig(eval=EvalConfig(selfedits=2, controls=("steps",)), selfedit=K.SelfEditConfig(pool=2))
+    comps = [ITEMS[0], ITEMS[1] + "\n" + ITEMS[0], ITEMS[2], "ok"]  # the 4th parses to nothing
+    jobs, details = table_plan(cfg, [PASSAGE], {"own": {"p0": comps}}, tok)
+    by = {j.key: j for j in jobs}
+    first = [e.completion for e in by["self-edits/p0/0"].examples]
+    assert first == [f"Velmora\n{ITEMS[0]}", f"Velmora\n{ITEMS[1]}", K.passage_example(PASSAGE).completion]
+    assert len(by["self-edits/p0/1"].examples) == 2  # ITEMS[2] + the passage
+    assert len(by["passage x steps/p0/0"].examples) == 3
+    assert details["skipped"] == {}
+    with pytest.raises(ConfigError, match="pool"):
+        from seal.tasks.knowledge_task import train
+        train(cfg, [], passages=[PASSAGE], data_sha="x")
+
+
+def test_restem_reward_against_the_steps_control(tiny_model_dir, squad_tiny, tmp_path, fixed_selfedits):
+    """restem.reward_against steps-control: every self-edit's reward is its gain less the gain of
+    the passage trained on as many sequences with the same seed; one control job per passage
+    and sequence count, recorded beside the self-edits' jobs."""
+    import json
+
+    from seal.cli import main
+    from seal.runs import read_jsonl
+
+    out = tmp_path / "t"
+    assert main(["train", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--restem.rounds", "1",
+                 "--restem.passages_per_round", "2", "--selfedit.k", "3", "--restem.keep", "all-positive",
+                 "--restem.reward_against", "steps-control", "--selfedit.max_new_tokens", "12",
+                 "--eval.max_answer_tokens", "4", "--inner.epochs", "1", "--threads", "1", "--out", str(out)]) == 0
+    recs = read_jsonl(out / "rounds/round_1/rewards.jsonl")
+    ctrl = {(r["passage_id"], r["control_copies"]): r for r in recs if r.get("control_copies")}
+    own = [r for r in recs if not r.get("control_copies")]
+    assert len(own) == 6 and ctrl
+    for r in own:  # each self-edit's update has a control of as many sequences (the same steps)
+        assert (r["passage_id"], r["train"]["examples"]) in ctrl
+        c = ctrl[(r["passage_id"], r["train"]["examples"])]
+        assert c["train"]["examples"] == r["train"]["examples"] and c["train"]["steps"] == r["train"]["steps"]
+    expected = {(r["passage_id"], r["sample"]): r["reward"] - ctrl[(r["passage_id"], r["train"]["examples"])]["reward"]
+                for r in own}
+    kept = read_jsonl(out / "rounds/round_1/sft.jsonl")
+    assert [(k["passage_id"], k["sample"]) for k in kept] == sorted(k for k, v in expected.items() if v > 0)
+    for k in kept:
+        assert k["reward"] == pytest.approx(expected[(k["passage_id"], k["sample"])])
+    done = json.loads((out / "rounds/round_1/done.json").read_text())
+    assert done["mean_reward"] == pytest.approx(sum(expected.values()) / len(expected))
+    with pytest.raises(ConfigError, match="racing"):
+        from seal.config import ReSTEMConfig
+        ReSTEMConfig(reward_against="steps-control", selection="racing")

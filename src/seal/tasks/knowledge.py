@@ -445,6 +445,39 @@ def training_examples(passage: Passage, items: list[str], include_passage: bool)
     return seqs
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def permuted_passages(passage: Passage, n: int, seed: int) -> list[str]:
+    """`n` restatements of the passage with its sentences in seeded random orders (a passage of
+    one sentence is returned as it is)."""
+    sentences = [x for x in _SENTENCE_END.split(passage.context.strip()) if x.strip()]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        order = list(range(len(sentences)))
+        for _ in range(3):  # a different order from the passage's own, where a few shuffles find one
+            rng.shuffle(order)
+            if order != sorted(order):
+                break
+        out.append(" ".join(sentences[i] for i in order))
+    return out
+
+
+def selfedit_examples(passage: Passage, items: list[str], cfg: SelfEditConfig, seed: int) -> list[TrainExample]:
+    """A self-edit update's training sequences: `training_examples` (the items and, with
+    `cfg.include_passage`, the passage) plus `cfg.permutations` sentence-shuffled passages."""
+    out = training_examples(passage, items, cfg.include_passage)
+    title = f"{passage.title}\n" if passage.title else ""
+    return out + [TrainExample(title + text) for text in permuted_passages(passage, cfg.permutations, seed)]
+
+
+def pooled_items(completions: list[str], template: str) -> list[str]:
+    """The items of several self-edits of one passage as one update's data (`selfedit.pool`):
+    in order, a repeated item once."""
+    return list(dict.fromkeys(item for c in completions for item in parse_selfedit(c, template)))
+
+
 def passage_example(passage: Passage, weight: float = 1.0) -> TrainExample:
     """The passage as one title-prefixed training sequence."""
     return TrainExample(f"{passage.title}\n{passage.context}" if passage.title else passage.context, weight=weight)

@@ -122,9 +122,13 @@ class KnowledgeTask:
 
     def plan(self, rnd: int, contexts: list[K.Passage], samples: dict[str, list[str]], tok, chat: bool) -> Plan:
         """Every parsable self-edit x `inner.seeds` seeds; the k self-edits of a passage share
-        each seed and one batch group (common random numbers)."""
+        each seed and one batch group (common random numbers). With `restem.reward_against
+        steps-control`, each self-edit is also scored by the passage alone trained on as many
+        sequences (so as many steps) with the same seed: one control job per passage, seed and
+        sequence count, in a batch group of its own."""
         cfg = self.cfg
-        jobs, scored_by, empty = [], {}, []
+        controlled = cfg.restem.reward_against == "steps-control"
+        jobs, scored_by, empty, controls = [], {}, [], set()
         for p in contexts:
             n_reward = reward_question_count(p) if self.label_free else len(p.questions)
             for j, c in enumerate(samples[p.id]):
@@ -132,13 +136,19 @@ class KnowledgeTask:
                 if not items:
                     empty.append((p.id, j))  # unusable self-edit: no reward, never kept
                     continue
-                examples = K.training_examples(p, items, cfg.selfedit.include_passage)
+                examples = K.selfedit_examples(p, items, cfg.selfedit, job_seed(cfg.seed, "permute", p.id, j))
                 keys = []
                 for s in range(cfg.inner.seeds):
+                    seed = job_seed(cfg.seed, "inner", rnd, p.id, s)
                     keys.append(f"{p.id}/{j}/{s}")
-                    jobs.append(K.Job(keys[-1], [p.id], examples, p.questions,
-                                      job_seed(cfg.seed, "inner", rnd, p.id, s), group=f"{p.id}/{s}",
+                    jobs.append(K.Job(keys[-1], [p.id], examples, p.questions, seed, group=f"{p.id}/{s}",
                                       reward_questions=n_reward))
+                    if controlled:
+                        keys.append(f"{p.id}/c{len(examples)}/{s}")
+                        if keys[-1] not in controls:
+                            controls.add(keys[-1])
+                            jobs.append(K.Job(keys[-1], [p.id], [K.passage_example(p)] * len(examples), p.questions,
+                                              seed, group=f"{p.id}/{s}/control", reward_questions=n_reward))
                 scored_by[(p.id, j)] = keys
         return Plan(jobs, scored_by, empty,
                     f"parse to no training item ({cfg.selfedit.template} template); they get no reward and are "
@@ -148,7 +158,10 @@ class KnowledgeTask:
         """rewards.jsonl's record of one inner-loop run: its reward (the metric's gain over the
         base on the reward questions) and, label-free, the gold reward beside it."""
         pid, j, s = job.key.split("/")
-        rec = {"round": rnd, "passage_id": pid, "sample": int(j), "seed": int(s), "reward": None}
+        rec = {"round": rnd, "passage_id": pid, "sample": int(j) if j[0] != "c" else None, "seed": int(s),
+               "reward": None}
+        if j[0] == "c":  # a steps control (restem.reward_against steps-control): the passage x copies
+            rec["control_copies"] = int(j[1:])
         if result.get("raced_out"):  # stopped at a rung: no reward, never kept
             return {**rec, "raced_out": True, "race": result["race"], "train": result["train"],
                     "seconds": result["seconds"]}
@@ -164,19 +177,27 @@ class KnowledgeTask:
         return rec
 
     def record_key(self, record: dict) -> str:
+        if record.get("control_copies"):
+            return f"{record['passage_id']}/c{record['control_copies']}/{record['seed']}"
         return f"{record['passage_id']}/{record['sample']}/{record['seed']}"
 
     def reward(self, records: list[dict]) -> float | None:
-        """The mean over inner-loop seeds (seeds stopped by racing have none)."""
-        vals = [r["reward"] for r in records if r["reward"] is not None]
-        return sum(vals) / len(vals) if vals else None
+        """The mean over inner-loop seeds (seeds stopped by racing have none) of the gain over the
+        unadapted model, less, with `restem.reward_against steps-control`, the mean gain of its
+        steps controls (the same seeds)."""
+        own = [r["reward"] for r in records if r["reward"] is not None and not r.get("control_copies")]
+        if not own:
+            return None
+        ctrl = [r["reward"] for r in records if r.get("control_copies") and r["reward"] is not None]
+        return sum(own) / len(own) - (sum(ctrl) / len(ctrl) if ctrl else 0.0)
 
     def tiebreak(self, records: list[dict]) -> float | None:
         """The mean gold-answer log-prob after the update (over the reward questions, mean over
         seeds), which orders self-edits with equal rewards (`restem.tie_break logprob`)."""
         if self.cfg.restem.tie_break != "logprob":
             return None
-        vals = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and "logprob" in r.get("metrics", {})]
+        vals = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and not r.get("control_copies")
+                and "logprob" in r.get("metrics", {})]
         return sum(vals) / len(vals) if vals else None
 
     # ------------------------------------------------------------------ M-step and reporting
@@ -188,18 +209,25 @@ class KnowledgeTask:
         template = self.cfg.selfedit.template
         gold: dict[tuple[str, int], list[float]] = {}
         for r in records.values():
-            if r.get("gold_reward") is not None:
+            if r.get("gold_reward") is not None and not r.get("control_copies"):
                 gold.setdefault((r["passage_id"], r["sample"]), []).append(r["gold_reward"])
         agreement = reward_agreement(rewards, {k: sum(v) / len(v) for k, v in gold.items()}, self.cfg) if gold \
             else None
         return {"reward_questions": self.cfg.restem.reward_questions, "n_empty": len(plan.unusable),
                 "n_raced_out": sum(bool(r.get("raced_out")) for r in records.values()),
-                "selfedits": selfedit_stats([c for p in contexts for c in samples[p.id]], tok, template),
-                "kept_selfedits": selfedit_stats([samples[pid][j] for pid, j, _ in kept], tok, template),
+                "selfedits": selfedit_stats([c for p in contexts for c in samples[p.id]], tok, template,
+                                            update_steps(self.cfg)),
+                "kept_selfedits": selfedit_stats([samples[pid][j] for pid, j, _ in kept], tok, template,
+                                                 update_steps(self.cfg)),
                 "agreement_with_gold": agreement}
 
     def round_notes(self, rnd: int, info: dict) -> list[str]:
         notes = [f"round {rnd}: distinct-2 of the self-edits {_fmt(info['selfedits']['distinct_2'])}"]
+        for what, key in (("sampled", "selfedits"), ("kept", "kept_selfedits")):
+            st = info[key]
+            if st["n"]:
+                notes.append(f"round {rnd}: {what} self-edits ({st['n']}): {st['mean_tokens']:.0f} tokens, "
+                             f"{st['mean_items']:.1f} items, {_fmt(st.get('mean_steps'))} inner-loop steps on average")
         if a := info["agreement_with_gold"]:
             notes.append(f"round {rnd}: probe vs gold reward over {a['n_selfedits']} self-edits: Spearman within a "
                          f"passage {_fmt(a['spearman_within_mean'])} (mean of {a['spearman_within_n']}), pooled "
@@ -320,17 +348,26 @@ def reward_agreement(probe: dict[tuple[str, int], float], gold: dict[tuple[str, 
                     "keeps (0 where it keeps none); random: the mean over all its self-edits"}
 
 
-def selfedit_stats(completions: list[str], tok, template: str) -> dict:
-    """Length and diversity of self-edits: mean tokens, mean parsed items, and distinct-2 (unique
+def selfedit_stats(completions: list[str], tok, template: str, steps=None) -> dict:
+    """Length and diversity of self-edits: mean tokens, mean parsed items, mean inner-loop steps
+    (`steps(n items)`, when given), and distinct-2 (unique
     word bigrams / all bigrams over the set), whose fall across rounds signals the collapse of
     diversity that self-edit RL is known for."""
     if not completions:
-        return {"n": 0, "mean_tokens": None, "mean_items": None, "distinct_2": None}
+        return {"n": 0, "mean_tokens": None, "mean_items": None, "mean_steps": None, "distinct_2": None}
     toks = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in completions]
+    items = [len(K.parse_selfedit(c, template)) for c in completions]
     bigrams = [tuple(w[i : i + 2]) for c in completions for w in [c.lower().split()] for i in range(len(w) - 1)]
-    return {"n": len(completions), "mean_tokens": sum(toks) / len(toks),
-            "mean_items": sum(len(K.parse_selfedit(c, template)) for c in completions) / len(completions),
+    return {"n": len(completions), "mean_tokens": sum(toks) / len(toks), "mean_items": sum(items) / len(items),
+            "mean_steps": sum(map(steps, items)) / len(items) if steps else None,
             "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else None}
+
+
+def update_steps(cfg: RunConfig):
+    """Optimizer steps of the inner-loop update of a self-edit with n items (with the passage and
+    its permutations, `inner.steps`): a self-edit's length buys steps under inner.steps sequence."""
+    extra = int(cfg.selfedit.include_passage) + cfg.selfedit.permutations
+    return lambda n: -(-(n + extra) // cfg.inner.sequences_per_step) * cfg.inner.epochs
 
 
 def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = None, data_sha: str | None = None,
@@ -345,6 +382,9 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
 
     if cfg.selfedit.template == "none":
         raise ConfigError("seal train needs a self-edit template other than 'none'")
+    if cfg.selfedit.pool != 1:
+        raise ConfigError("selfedit.pool must be 1 for seal train: ReSTEM rewards each self-edit's own update "
+                          "(pool several in seal evaluate)")
     if passages is None:
         passages, counts = K.load_selection(cfg.data, cfg.seed, require_questions=cfg.restem.reward_questions != "probes")
         data_sha = K.file_sha256(cfg.data.path)
