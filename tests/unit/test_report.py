@@ -93,6 +93,7 @@ def eval_summary() -> dict:
                                           "em": {"mean": 0.0, "lo": 0.0, "hi": 0.0}, "logprob": ci(0.3, 0.1)}
                                       for c in ORDER[1:]},
             "gain_vs_own_selfedits": {"self-edits:round_2": {"containment": ci(0.2, 0.1), "logprob": ci(0.2, 0.1)}},
+            "gain_vs_steps_control": {"self-edits": {"containment": ci(-0.05, 0.1), "logprob": ci(0.1, 0.05)}},
             # a comparison this code has never heard of: shown all the same
             "gain_vs_control": {"self-edits": {"containment": ci(-0.15, 0.05), "logprob": ci(-0.1, 0.3)},
                                 "self-edits:round_2": {"containment": ci(0.05, 0.1)}}}
@@ -178,13 +179,15 @@ def test_first_screen_states_the_result(demo_page):
     head = section(text, "headline")
     # every row in the summary's order, on the reward metric, with its interval
     for phrase in ("before any update 10% [0%, 20%]", "after training on the passage alone 40% [30%, 50%]",
-                   "passage x steps", "own self-edits 30% [20%, 40%]", "round_2 model 50% [40%, 60%]"):
+                   "trained for as many steps as the own self-edits&#x27; update (passage x steps) 45% [35%, 55%]",
+                   "own self-edits 30% [20%, 40%]", "round_2 model 50% [40%, 60%]"):
         assert phrase in head, phrase
-    assert head.index("passage alone") < head.index("passage x steps") < head.index("own self-edits")
+    assert head.index("passage alone") < head.index("passage x steps") < head.index("plus the model")
     # paired comparisons, each judged by its interval; the unknown gain_vs_control shows too
     assert "self-edits: more than no adaptation (containment +20.0 pp [+12.0, +28.0]" in head
     assert "self-edits:round_2: more than the model&#x27;s own self-edits (containment +20.0 pp" in head
     assert "self-edits: less than control (containment -15.0 pp [-20.0, -10.0]" in head
+    assert "self-edits: cannot be told apart from the passage trained for the same steps (containment -5.0 pp [-15.0, +5.0]" in head
     assert "self-edits:round_2: cannot be told apart from control" in head
     assert "ReSTEM rounds (1-2): mean reward +0.150 -&gt; +0.250; kept 4/12 -&gt; 4/12" in head
 
@@ -305,7 +308,8 @@ def test_verdicts_and_constant_metrics():
     assert W.verdict(-0.1, 0.1) == "cannot be told apart from"
     t = Table(Path("."), eval_summary())
     assert constant_metrics(t) == {"em": 0.0}
-    assert list(t.gains()) == ["gain_vs_no_adaptation", "gain_vs_own_selfedits", "gain_vs_control"]
+    assert list(t.gains()) == ["gain_vs_no_adaptation", "gain_vs_own_selfedits", "gain_vs_steps_control",
+                               "gain_vs_control"]
     for line in W.comparison_lines(t):   # never "cannot be told apart" for an interval without 0
         lo, hi = (float(x) for x in re.search(r"\[([-+\d.]+), ([-+\d.]+)\]", line).groups())
         assert ("cannot be told apart" in line) == (lo <= 0 <= hi), line

@@ -66,18 +66,24 @@ def verdict(lo, hi) -> str:
 
 
 def reference_name(key: str) -> str:
-    """gain_vs_no_adaptation -> 'no adaptation', gain_vs_own_selfedits -> 'the model's own self-edits'."""
+    """gain_vs_no_adaptation -> 'no adaptation', gain_vs_steps_control -> 'the passage trained for
+    the same steps', gain_vs_<anything> -> '<anything>' with spaces."""
     ref = key.removeprefix("gain_vs_")
-    return {"own_selfedits": "the model's own self-edits", "no_adaptation": "no adaptation",
-            "passage": "passage-only"}.get(ref, ref.replace("_", " "))
+    known = {"own_selfedits": "the model's own self-edits", "no_adaptation": "no adaptation",
+             "passage": "passage-only", "steps_control": "the passage trained for the same steps",
+             "tokens_control": "the passage trained for about the same tokens"}
+    return known.get(ref, ref.replace("_", " "))
 
 
 def condition_words(cond: str) -> str:
+    """A row's name in a sentence: `passage x steps:round_2` -> 'with the passage alone trained
+    for as many steps as the round_2 self-edits' update (passage x steps:round_2)'."""
     if cond in CONDITION_WORDS:
         return CONDITION_WORDS[cond]
     if cond.startswith("passage x"):
-        return f"with the passage trained for the same {cond.removeprefix('passage x').strip() or 'compute'} " \
-               f"as the self-edits ({cond})"
+        kind, _, writer = cond.removeprefix("passage x").strip().partition(":")
+        return (f"with the passage alone trained for as many {kind or 'steps'} as the {writer or 'own'} self-edits' "
+                f"update ({cond})")
     if cond.startswith("self-edits:"):
         return f"with self-edits written by the {cond.split(':', 1)[1]} model"
     return f"under {cond}"
