@@ -329,6 +329,11 @@ class ReSTEMConfig:
     its content adds beyond more training on the passage, which under `inner.steps sequence` a
     longer self-edit buys with its length). One control update per passage, seed and distinct
     sequence count; not with `selection racing`."""
+    generator_check: int = setting(0, ge=0)
+    """After each round's M-step, sample one self-edit per held-apart context (this many, from
+    the data the rounds do not use) from the generator the round started with and from its new
+    model, score both with the round's inner loop and reward, and report the paired difference
+    (done.json `generator_check`), saying plainly when the new generator is worse (0: off)."""
     sft_processes: int = setting(1, ge=1)
     """Processes the M-step's SFT runs on: 1 in this process; more launches `accelerate launch
     --num_processes N -m seal.cli sft` (one per GPU, or CPU processes without one), data-parallel

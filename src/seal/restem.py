@@ -247,6 +247,11 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
     # filter and M-step
     kept = select_kept(rewards, task.keep, task.keep_fraction, selfedit_tiebreaks(task, plan, records))
     by_id = {c.id: c for c in contexts}
+    n_check = getattr(task, "generator_check", 0) if kept else 0
+    if n_check:  # the held-apart self-edits of the generator this round started from, before SFT changes it
+        held = task.held_apart(n_check)
+        before = check_samples(task, s, rdir, rnd, held, "before",
+                               policy_sampler(policy, s, model_cfg, backends.generation, rnd), seed)
     examples, sft_lines = [], []
     for cid, j, r in kept:
         ex = task.sft_example(by_id[cid], samples[cid][j], s.tok, s.chat)
@@ -284,6 +289,10 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
             "sft_truncated": sft_stats["n_truncated"][0] if sft_stats else 0,
             "sft_dropped": sft_stats["n_dropped"][0] if sft_stats else 0, **movement}
     info.update(task.round_stats(rnd, contexts, samples, plan, records, rewards, kept, info, s.tok))
+    if n_check and examples:
+        after = check_samples(task, s, rdir, rnd, held, "after",
+                              policy_sampler(policy, s, model_cfg, backends.generation, rnd + 1), seed)
+        info["generator_check"] = generator_check(task, s, rdir, rnd, held, before, after, seed)
     info["seconds"] = time.time() - t0
     atomic_write_json(rdir / "done.json", info)
     print(f"round {rnd}: mean reward {_fmt(info['mean_reward'])} (sd {_fmt(info['reward_sd'])}), kept "
@@ -291,7 +300,59 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
           f"{_fmt(movement.get('kept_logprob_after'))}, {info['seconds']:.0f} s")
     for line in task.round_notes(rnd, info):
         print(line)
+    if info.get("generator_check"):
+        print(info["generator_check"]["sentence"])
     return policy, info
+
+
+def check_samples(task: Task, s: Session, rdir: Path, rnd: int, contexts: list, which: str, gen, seed: int
+                  ) -> dict[str, str]:
+    """One self-edit per held-apart context from `gen` (`which`: the generator before or after
+    the round's M-step), saved in check_samples.jsonl (a resumed run reads them back)."""
+    path = rdir / "check_samples.jsonl"
+    done = {r[task.id_field]: r["completions"] for r in read_jsonl(path) if r["which"] == which}
+    out = sample_selfedits(task, gen, s.tok, s.chat, contexts, 1, job_seed(seed, "check", rnd, which), done,
+                           lambda c, comps: append_jsonl(path, {"which": which, task.id_field: c.id,
+                                                                "completions": comps}))
+    return {cid: comps[0] for cid, comps in out.items()}
+
+
+def generator_check(task: Task, s: Session, rdir: Path, rnd: int, contexts: list, before: dict[str, str],
+                    after: dict[str, str], seed: int) -> dict:
+    """Is round `rnd`'s new generator worse than the one it started from? Both self-edits of each
+    held-apart context are scored like the round's (same inner loop, seeds shared within a
+    context, check.jsonl), and the paired reward difference (after - before) is bootstrapped over
+    the contexts where both parse. A self-edit that parses to nothing counts as reward 0 (no
+    update: no gain), so a generator that stops writing usable self-edits is not excused."""
+    from .stats import bootstrap_mean, paired_bootstrap
+
+    baseline = {r[task.id_field]: r for r in read_jsonl(rdir / "check_base.jsonl")}
+    todo = [c for c in contexts if c.id not in baseline]
+    if todo and (graded := task.reward_baseline(s, todo)):
+        for cid, rec in graded.items():
+            baseline[cid] = {task.id_field: cid, **rec}
+            append_jsonl(rdir / "check_base.jsonl", baseline[cid])
+    pairs = {c.id: [before[c.id], after[c.id]] for c in contexts}
+    plan = task.plan(rnd, contexts, pairs, s.tok, s.chat)
+    records = run_saved_jobs(task.inner_loop, s, plan.jobs, rdir / "check.jsonl",
+                             lambda job, result: task.job_record(rnd, job, result, baseline), task.record_key,
+                             f"round {rnd}: generator check")
+    r = selfedit_rewards(task, plan, records)
+    b = [r.get((c.id, 0), 0.0) for c in contexts]
+    a = [r.get((c.id, 1), 0.0) for c in contexts]
+    diff = paired_bootstrap(a, b, seed=seed)
+    verdict = ("better than" if diff["lo"] > 0 else "worse than" if diff["hi"] < 0 else
+               "not distinguishable from") if diff["n"] else "not comparable with"
+    sentence = (f"round {rnd}: on {len(contexts)} held-apart {task.unit}s the new generator's self-edits earn "
+                f"{diff['mean']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] reward against those of the generator "
+                f"it started from: {verdict} it" + ("; it is still the next round's generator" if verdict ==
+                                                      "worse than" else "")) if diff["n"] else \
+        f"round {rnd}: generator check: no held-apart {task.unit} to compare"
+    return {"n_contexts": len(contexts), "before": bootstrap_mean(b, seed=seed), "after": bootstrap_mean(a, seed=seed),
+            "after_minus_before": diff, "verdict": verdict,
+            "unusable": {"before": sum((c.id, 0) in plan.unusable for c in contexts),
+                         "after": sum((c.id, 1) in plan.unusable for c in contexts)},
+            "sentence": sentence}
 
 
 def selfedit_rewards(task: Task, plan: Plan, records: dict[str, dict], score=None) -> dict[tuple[str, int], float]:

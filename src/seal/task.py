@@ -171,6 +171,10 @@ class Task(Protocol):
     #     A finer score of a self-edit from the same records (larger is better) that orders
     #     self-edits with equal rewards in the filter (restem.select_kept); a task without it,
     #     or returning None, has ties go to the lowest sample.
+    # optional: generator_check: int, and def held_apart(self, n: int) -> list
+    #     How many held-apart contexts (none of any round's) check after each M-step that the new
+    #     generator's self-edits earn no less reward than those of the one it started from
+    #     (restem.generator_check); a task without them is not checked.
 
     def sft_example(self, ctx, completion: str, tok, chat: bool) -> TrainExample | None:
         """The M-step's training pair for a kept self-edit (None: left out, e.g. too long)."""

@@ -179,3 +179,36 @@ def test_restem_reward_against_the_steps_control(tiny_model_dir, squad_tiny, tmp
     with pytest.raises(ConfigError, match="racing"):
         from seal.config import ReSTEMConfig
         ReSTEMConfig(reward_against="steps-control", selection="racing")
+
+
+def test_generator_check_scores_both_generators_on_held_apart_passages(tiny_model_dir, squad_tiny, tmp_path,
+                                                                        fixed_selfedits):
+    """restem.generator_check: after the M-step, one self-edit per held-apart passage from the
+    generator before and after it, scored like the round's; with the same (fixed) self-edits
+    from both, the paired difference is exactly 0. A pool too small to hold passages apart is
+    refused before anything runs."""
+    import json
+
+    from seal.cli import main
+    from seal.runs import read_jsonl
+
+    args = ["train", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--restem.rounds", "1",
+            "--restem.passages_per_round", "2", "--selfedit.k", "2", "--restem.keep", "all-positive",
+            "--selfedit.max_new_tokens", "12", "--eval.max_answer_tokens", "4", "--inner.epochs", "1",
+            "--eval.reward", "logprob", "--threads", "1"]
+    out = tmp_path / "t"
+    assert main([*args, "--restem.generator_check", "2", "--out", str(out)]) == 0
+    rdir = out / "rounds/round_1"
+    done = json.loads((rdir / "done.json").read_text())
+    check = done["generator_check"]
+    samples = read_jsonl(rdir / "samples.jsonl")
+    held = {r["passage_id"] for r in read_jsonl(rdir / "check_samples.jsonl")}
+    assert len(held) == 2 and not held & {r["passage_id"] for r in samples}  # none of the round's passages
+    recs = read_jsonl(rdir / "check.jsonl")
+    assert len(recs) == 4 and {r["sample"] for r in recs} == {0, 1}
+    mean_after = sum(r["reward"] for r in recs if r["sample"] == 1) / 2
+    assert check["after"]["mean"] == pytest.approx(mean_after)
+    assert check["after_minus_before"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 2}
+    assert check["verdict"] == "not distinguishable from"
+    assert main([*args, "--restem.generator_check", "3", "--out", str(tmp_path / "refused")]) == 2
+    assert not (tmp_path / "refused").exists()

@@ -96,6 +96,15 @@ class KnowledgeTask:
     def sft_config(self) -> InnerLoopConfig:
         return sft_config(self.cfg)
 
+    @property
+    def generator_check(self) -> int:
+        return self.cfg.restem.generator_check
+
+    def held_apart(self, n: int) -> list[K.Passage]:
+        """`restem.generator_check` passages that no round uses: the last n of the pool (train()
+        refuses a pool too small to hold them apart)."""
+        return held_apart(self.passages, self.cfg, n)
+
     # ------------------------------------------------------------------ E-step
 
     def round_contexts(self, rnd: int, session: Session) -> list[K.Passage]:
@@ -294,6 +303,19 @@ def round_passages(pool: list[K.Passage], cfg: RunConfig, rnd: int) -> list[K.Pa
     return chosen
 
 
+def held_apart(pool: list[K.Passage], cfg: RunConfig, n: int) -> list[K.Passage]:
+    """The last `n` passages of the pool, when the rounds' passages (`round_passages`) leave them
+    out; else a ConfigError naming both counts."""
+    used = cfg.restem.rounds * min(cfg.restem.passages_per_round, len(pool))
+    if n and cfg.restem.reward_questions == "probes":
+        raise ConfigError("restem.generator_check grades held-apart passages on their own questions; "
+                          "it does not run with reward_questions probes")
+    if n and used + n > len(pool):
+        raise ConfigError(f"restem.generator_check {n} needs {n} passages beyond the {used} that "
+                          f"{cfg.restem.rounds} rounds use; the data has {len(pool)}")
+    return pool[len(pool) - n:] if n else []
+
+
 def reward_question_count(p: K.Passage) -> int:
     """How many leading questions of a label-free round's passage are its probes (they make the
     reward; the data's questions follow, graded beside)."""
@@ -397,6 +419,7 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
     chat = uses_chat(tok, cfg.model)
     check_targets(base, cfg.restem.sft_lora, "restem.sft_lora.targets")  # before a round's E-step, not after it
     passages = prepare_passages(cfg, base, tok, chat, passages, counts, cfg.data.path or "passages")
+    held_apart(passages, cfg, cfg.restem.generator_check)  # refused before any round when the data is too small
     if cfg.restem.passages_per_round > len(passages):
         print(f"restem.passages_per_round {cfg.restem.passages_per_round} > {len(passages)} passages: "
               f"each round uses all {len(passages)}")
