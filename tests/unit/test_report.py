@@ -278,6 +278,7 @@ def test_continual_registry_and_bench_pages(tmp_path):
     head = section(text, "headline")
     assert "Guard per-doc, 4 sequences of 3 passages: containment after the last edit 12% [10%, 14%]" in head
     assert "(more than never editing)" in head
+    assert "Across 2 guards, per-doc ends highest (containment 12% [10%, 14%]) and per-doc forgets least" in head
     assert "current 1 with 1 document(s)" in head and "1 document(s) refused by the gate" in head
     assert "racing, runs 2.00x the reference (median of 3 results; min 1.50x, max 2.50x)" in head
     cont = section(text, "continual")

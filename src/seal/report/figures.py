@@ -199,9 +199,9 @@ def heatmaps(views: list[tuple[str, dict]], path: Path) -> Path | None:
     finite = np.concatenate([m[np.isfinite(m)] for m in mats])
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     ncols = min(len(views), 5)
-    fig, axes = figure(len(views), 3.4 if ncols > 2 else 4.6, ncols=ncols)
+    fig, axes = figure(len(views), 4.0 if ncols > 2 else 4.6, ncols=ncols)
     im = None
-    for ax, (label, f), mat in zip(axes, views, mats, strict=True):
+    for k, (ax, (label, f), mat) in enumerate(zip(axes, views, mats, strict=True)):
         im = ax.imshow(np.ma.masked_invalid(mat), cmap="viridis", aspect="auto", vmin=vmin, vmax=vmax)
         xt, xname = _axis_labels(f["on"])
         yt, yname = _axis_labels(f["after"])
@@ -214,7 +214,9 @@ def heatmaps(views: list[tuple[str, dict]], path: Path) -> Path | None:
                     ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=7,
                             color="black" if v > mid else "white")
         ax.set_title(plain(label), fontsize=11)
-        ax.set(xlabel=f"graded on {xname}".strip(), ylabel=f"after the update with {yname}".strip())
+        ax.set_xlabel(f"graded on {xname}".strip())
+        if k % ncols == 0:
+            ax.set_ylabel(f"after the update with {yname}".strip())
     fig.colorbar(im, ax=axes, shrink=0.85, label=plain(str(views[0][1].get("metric", "")).split(" (")[0]))
     fig.savefig(path, dpi=DPI, format="png", bbox_inches="tight")
     return path
@@ -232,16 +234,16 @@ def retention_plot(runs: list[tuple[str, dict]], path: Path) -> Path | None:
         return None
     fig, (ax,) = figure(1, 4.2, width=9.0)
     for k, (label, m, pts, base) in enumerate(drawn):
-        xs = [i + 1 for i, p in enumerate(pts) if p[0] is not None]
-        ax.plot(xs, [p[0] for p in pts if p[0] is not None], "o-", color=f"C{k % 10}", lw=2, label=plain(label))
-        band = [(i + 1, p[1], p[2]) for i, p in enumerate(pts) if p[1] is not None and p[2] is not None]
-        if band:
-            ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
-                            color=f"C{k % 10}", alpha=0.12)
+        shift = 0.0 if len(drawn) <= 2 else 0.3 * (k / (len(drawn) - 1) - 0.5)  # intervals side by side
+        have = [(i + 1 + shift, p) for i, p in enumerate(pts) if p[0] is not None]
+        err = [[max(0.0, p[0] - p[1]) if p[1] is not None else 0.0 for _, p in have],
+               [max(0.0, p[2] - p[0]) if p[2] is not None else 0.0 for _, p in have]]
+        ax.errorbar([x for x, _ in have], [p[0] for _, p in have], yerr=err, fmt="o-", color=f"C{k % 10}", lw=2,
+                    capsize=3, elinewidth=1, alpha=0.9, label=plain(label))
         if num(base) is not None:
             ax.axhline(base, color=f"C{k % 10}", ls=":", lw=1)
     ax.set_xticks(range(1, max(len(d[2]) for d in drawn) + 1))
-    ax.set(title="Retention: the first passage's grade after each update (dotted: never edited)",
+    ax.set(title="Retention: the first passage's grade after each update (95% interval; dotted: never edited)",
            xlabel="updates made (the first passage's is 1)", ylabel=plain(drawn[0][1]))
     ax.grid(alpha=0.3)
     ax.legend(title="guard / run", fontsize=9)

@@ -73,6 +73,8 @@ def table(head: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
 
 def headline(runs: list[Run], registries: list[Registry], benches: list[Bench]) -> str:
     parts = ['<section id="headline"><h2>Result</h2>']
+    if s := W.continual_comparison([r.continual for r in runs if r.continual is not None]):
+        parts.append(f"<h3>continual runs compared</h3><p>{esc(s)}</p>")
     for r in runs:
         if r.table is not None:
             lines = W.comparison_lines(r.table)

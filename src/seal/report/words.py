@@ -181,6 +181,24 @@ def continual_sentence(c: dict) -> str:
     return "; ".join(parts) + "."
 
 
+def continual_comparison(runs: list[dict]) -> str | None:
+    """Across several continual runs on one metric: which guard ends highest and which forgets least."""
+    m = runs[0].get("metric") if runs else None
+    if len(runs) < 2 or any(c.get("metric") != m for c in runs):
+        return None
+
+    def get(c, key):
+        return stat(as_dict(as_dict(c.get("summary")).get(m)).get(key))
+
+    have = [c for c in runs if get(c, "final_mean")[0] is not None and get(c, "forgetting")[0] is not None]
+    if len(have) < 2:
+        return None
+    top = max(have, key=lambda c: get(c, "final_mean")[0])
+    least = min(have, key=lambda c: get(c, "forgetting")[0])
+    return (f"Across {len(have)} guards, {top.get('guard')} ends highest ({m} {fmt_level(m, *get(top, 'final_mean'))}) "
+            f"and {least.get('guard')} forgets least ({fmt_gain(m, *get(least, 'forgetting'))}).")
+
+
 def registry_sentence(r: Registry) -> str:
     h = r.history
     versions = [v for v in h["versions"] if isinstance(v, dict)]
