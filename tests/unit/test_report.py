@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import re
@@ -126,8 +127,23 @@ def write_eval(where: Path) -> None:
 
 
 def make_demo_run(root: Path) -> Path:
+    """Rounds on t0..t3 (their titles and texts in the data file the manifest names) and a table."""
     run = _write_run(root, "demo")
     write_rounds(run)
+    data = [{"title": f"Town {p}" + (" " + EVIL if p == 0 else ""), "context": f"Town {p} has a harbor built in 18{p}0.",
+             "questions": [{"question": f"When was harbor {p} built?", "answer": f"18{p}0"}]} for p in range(4)]
+    (root / "data.json").write_text(json.dumps(data))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["data"] = {"path": str(root / "data.json"), "sha256": None, "n_items": 4}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    ids = {hashlib.sha1((d["title"] + "\n" + d["context"]).encode()).hexdigest()[:12]: f"t{p}"
+           for p, d in enumerate(data)}
+    for rdir in (run / "rounds").iterdir():   # the rounds' passage ids as the data file gives them
+        for name in ("samples.jsonl", "rewards.jsonl", "sft.jsonl"):
+            text = (rdir / name).read_text()
+            for pid, short in ids.items():
+                text = text.replace(f'"{short}"', f'"{pid}"')
+            (rdir / name).write_text(text)
     write_eval(run / "eval")
     return run
 
@@ -218,6 +234,7 @@ def test_rounds_and_examples(demo_page):
     assert re.search(r"<b>self-edits</b> self-edit 1 \(gain [+-]\d", ex)
     # the training rounds' self-edits with rewards, the kept ones marked
     assert "Round 2;" in ex and "reward +0.400, kept" in ex and "<pre class=kept>" in ex
+    assert "<h4>Town 3 <span" in ex and "Town 3 has a harbor built in 1830." in ex   # title and text from the data
 
 
 @needs_mpl
@@ -286,9 +303,9 @@ def test_continual_registry_and_bench_pages(tmp_path):
     assert is_png(tmp_path / "out" / "forgetting.png") and is_png(tmp_path / "out" / "retention.png")
     reg = section(text, "registry")
     assert "0.50 -&gt; 0.48 (drop 0.020, threshold 0.05, scale 1.0, passed)" in reg
-    assert "f1 0.10 -&gt; 0.40" in reg and "bad.md" in reg
+    assert "f1 0.10 -&gt; 0.40" in reg and "bad.md" in reg and "trained on the document alone" in reg
     bench = section(text, "bench")
-    assert "<td><b>median</b></td><td class=\"n\"><b>1.00</b></td><td class=\"n\"><b>2.00</b></td>" in bench
+    assert "<td><b>median</b></td><td></td><td class=\"n\"><b>1.00</b></td><td class=\"n\"><b>2.00</b></td>" in bench
     self_contained(text)
     assert "\x1b" not in text
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import figures as F
 from . import page as P
-from .load import Bench, Registry, ReportError, ReportWarning, Run, as_dict, label_items, load_any
+from .load import Bench, Registry, ReportError, ReportWarning, Run, as_dict, data_passages, label_items, load_any
 
 __all__ = ["ReportError", "ReportWarning", "build_report", "add_cli"]
 
@@ -71,7 +71,10 @@ def _sections(runs: list[Run], registries: list[Registry], benches: list[Bench],
                 sec.append("<p class='note'>One round: curves need at least two; its figures are below.</p>")
             sec.append(P.rounds_table(r))
         body.append("".join(sec) + "</section>")
-    examples = [(r, P.eval_examples(r.table) if r.table else "", P.round_examples(r)) for r in runs]
+    examples = []
+    for r in runs:
+        texts = data_passages(r) if r.table is not None or any(rd.samples for rd in r.rounds.values()) else {}
+        examples.append((r, P.eval_examples(r.table, texts) if r.table else "", P.round_examples(r, texts)))
     if any(a or b for _, a, b in examples):
         sec = ['<section id="examples"><h2>Examples: what was learned and what the model wrote</h2>']
         for r, ev, rd in examples:

@@ -165,6 +165,27 @@ class Run:
         return dict(sorted(out.items()))
 
 
+def data_passages(run: Run) -> dict[str, tuple[str, str]]:
+    """(title, text) by passage id from the data file the manifest names, when it is still there
+    and unchanged (its sha256 as recorded); {} otherwise (a changed file is named in a warning)."""
+    from ..tasks.knowledge import DataError, file_sha256, load_passages
+
+    data = as_dict(run.manifest.get("data"))
+    path = data.get("path")
+    if not isinstance(path, str) or not path or not Path(path).is_file():
+        return {}
+    sha = data.get("sha256")
+    if isinstance(sha, str) and sha and file_sha256(path) != sha:
+        warn(f"{path}: changed since the run (sha256 differs from its manifest); passage titles not shown")
+        return {}
+    try:
+        passages, _ = load_passages(path, require_questions=False)
+    except DataError as e:
+        warn(f"{e}; passage titles not shown")
+        return {}
+    return {p.id: (p.title, p.context) for p in passages}
+
+
 def union(lists) -> list:
     out: list = []
     for xs in lists:

@@ -31,7 +31,7 @@ th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums;wh
 td.ok{background:#e6f4e6}td.t{max-width:26em;overflow-wrap:anywhere}
 img{max-width:100%;height:auto;border:1px solid #eee;display:block;margin:.4em 0}
 pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em;white-space:pre-wrap;overflow-wrap:anywhere}
-pre.kept{border-left:4px solid #2a8a2a}code{font-size:.9em}.ctl{color:#b00;background:#fee}
+pre.kept{border-left:4px solid #2a8a2a}pre.passage{background:#fbfaf3;color:#444}code{font-size:.9em}.ctl{color:#b00;background:#fee}
 .note{color:#555;font-size:.92em}.wide{overflow-x:auto;max-width:100%}"""
 
 
@@ -135,7 +135,7 @@ def _answer_cell(q: dict) -> str:
     return f'<td class="n">log-prob {fmt(num(q.get("logprob")), ".2f")}</td>'
 
 
-def eval_examples(t: Table, max_chars: int = 1200) -> str:
+def eval_examples(t: Table, texts: dict[str, tuple[str, str]] | None = None, max_chars: int = 1200) -> str:
     """For the passages of largest and smallest gain: each question with its gold answer and the
     answers before and after each update; then the self-edits with their gains."""
     m = t.reward_metric
@@ -152,9 +152,11 @@ def eval_examples(t: Table, max_chars: int = 1200) -> str:
         by_pc.setdefault((r["passage_id"], r["condition"]), []).append(r)
     src_cond = _source_condition(t)
     for pid, why in pick(gains):
-        title = t.titles.get(pid) or pid
-        out.append(f"<h4>{esc(title)} <span class='note'>({why}: {esc(W.fmt_gain(m, gains[pid]))} under "
+        title, context = (texts or {}).get(pid, (t.titles.get(pid), None))
+        out.append(f"<h4>{esc(title or pid)} <span class='note'>({why}: {esc(W.fmt_gain(m, gains[pid]))} under "
                    f"{esc(main)}; passage {esc(pid)})</span></h4>")
+        if context:
+            out.append(f"<pre class='passage'>{esc(clip(context, 500))}</pre>")
         cols = [c for c in conds if by_pc.get((pid, c))]
         head = ["question", "gold answer", "before any update"] + [f"after {esc(c)}" for c in cols]
         rows = []
@@ -184,7 +186,7 @@ def clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n] + f" … ({len(text) - n} more characters)"
 
 
-def round_examples(run: Run, max_chars: int = 900) -> str:
+def round_examples(run: Run, texts: dict[str, tuple[str, str]], max_chars: int = 900) -> str:
     """The last round's self-edits of the passages with the largest and smallest best reward,
     each with its reward; the ones ReSTEM kept are marked."""
     rd = next((x for x in reversed(run.rounds.values()) if x.samples and x.rewards), None)
@@ -196,7 +198,11 @@ def round_examples(run: Run, max_chars: int = 900) -> str:
     out = [f'<p class="note">Round {rd.index}; passages chosen by a fixed rule: the two of largest and the two of '
            'smallest best reward. A green bar marks a self-edit ReSTEM kept for the M-step.</p>']
     for pid, why in pick(best):
-        out.append(f"<h4>passage {esc(pid)} <span class='note'>({why}: best reward {best[pid]:+.3f})</span></h4>")
+        title, context = texts.get(pid, (pid, None))
+        out.append(f"<h4>{esc(title or pid)} <span class='note'>({why}: best reward {best[pid]:+.3f}; passage "
+                   f"{esc(pid)})</span></h4>")
+        if context:
+            out.append(f"<pre class='passage'>{esc(clip(context, 500))}</pre>")
         for j, text in enumerate(rd.samples.get(pid, [])):
             r = rd.rewards.get((pid, j))
             kept = (pid, j) in rd.kept
@@ -289,10 +295,7 @@ def registry_table(g: Registry) -> str:
                              f"{fmt(num(gate.get('before')), '.2f')} -> {fmt(num(gate.get('after')), '.2f')} "
                              f"(drop {fmt(num(gate.get('drop')), '.3f')}, threshold {gate.get('threshold')}, "
                              f"scale {gate.get('scale')}, {'passed' if gate.get('passed') else 'refused'})"))
-            chosen = (rec.get("selfedits") or [{}])[rec.get("chosen", 0)] if rec.get("selfedits") else {}
-            if text := as_dict(chosen).get("text"):
-                texts.append(f"<div>version {esc(v.get('version'))}, {esc(d.get('title', '?'))}: self-edit"
-                             f"<pre>{esc(clip(str(text), 1200))}</pre></div>")
+            texts.append(_registry_document(v, d, rec))
         means = as_dict(v.get("probe_means"))
         refused = [esc(as_dict(x).get("source", "?")) for x in v.get("refused") or []]
         rows.append([f"<b>{esc(v.get('version'))}</b>" + (" (current)" if v.get("current") else ""),
@@ -306,17 +309,41 @@ def registry_table(g: Registry) -> str:
     return table(head, rows, numeric_from=99) + "".join(texts)
 
 
+def _registry_document(v: dict, d: dict, rec: dict) -> str:
+    """An added document's chosen self-edit (lines the faithfulness filter dropped marked) and its probes."""
+    ses = [as_dict(x) for x in rec.get("selfedits") or []]
+    k = rec.get("chosen", 0)
+    se = ses[k] if isinstance(k, int) and 0 <= k < len(ses) else {}
+    lines = [as_dict(x) for x in se.get("lines") or []]
+    out = [f"<h4>version {esc(v.get('version'))}: {esc(d.get('title', '?'))}</h4>"]
+    if lines:
+        out.append("<p>self-edit (+ kept, - dropped by the faithfulness filter):</p><pre>" + "\n".join(
+            f"{'+' if x.get('kept') else '-'} {esc(x.get('line', ''))}" for x in lines) + "</pre>")
+    elif se.get("text") is not None:
+        out.append("<p>self-edit (no usable line; trained on the document alone):</p>"
+                   f"<pre>{esc(clip(str(se['text']), 1200))}</pre>")
+    probes = [as_dict(q) for q in rec.get("probes") or []]
+    if probes:
+        out.append(table(["probe", "kind", "answer"], [[esc(q.get("question", "")), esc(q.get("kind", "")),
+                                                       esc(q.get("answer", ""))] for q in probes], numeric_from=99))
+    return "".join(out)
+
+
 def bench_tables(benches: list[Bench]) -> str:
     """One row per result, one column per path (its speed ratio), then min/median/max rows."""
     import statistics
 
     ratios = {b.label: r for b in benches if (r := W.bench_ratios(b))}
     paths = list(dict.fromkeys(k for r in ratios.values() for k in r))
-    rows = [[esc(lbl)] + [esc(fmt(r.get(p), ".2f")) for p in paths] for lbl, r in ratios.items()]
+    machines = {b.label: as_dict(b.result.get("machine")) for b in benches}
+    rows = [[esc(lbl), esc(", ".join(str(x) for x in (machines[lbl].get("cpu_model"),
+                                                      " ".join(machines[lbl].get("cpu_flags") or []) or None,
+                                                      f"{machines[lbl].get('torch_threads', '?')} threads") if x))]
+            + [esc(fmt(r.get(p), ".2f")) for p in paths] for lbl, r in ratios.items()]
     for name, i in (("min", 0), ("median", 1), ("max", 2)):
-        rows.append([f"<b>{name}</b>"] + [f"<b>{W.spread([r[p] for r in ratios.values() if p in r])[i]:.2f}</b>"
-                                          for p in paths])
-    out = table(["result", *map(esc, paths)], rows) if ratios else ""
+        rows.append([f"<b>{name}</b>", ""] + [f"<b>{W.spread([r[p] for r in ratios.values() if p in r])[i]:.2f}</b>"
+                                              for p in paths])
+    out = table(["result", "machine", *map(esc, paths)], rows, numeric_from=2) if ratios else ""
     if none := [b.label for b in benches if b.label not in ratios]:
         out += f"<p class='note'>No speed ratio in: {esc(', '.join(none))}.</p>"
     reps = [(b.label, k, v) for b in benches for k, v in W.bench_repeats(b).items()]
