@@ -12,6 +12,24 @@ import pytest
 os.environ.setdefault("SEAL_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Every `auto` dtype is fp32 in tests (seal.models.FORCE_FP32_ENV): which samples a random tiny
+# model writes must not depend on whether this CPU has AVX-512 BF16 or AMX. Set here, before any
+# fixture runs, so module- and session-scoped fixtures and worker processes see it too. A test
+# marked `machine_dtype` runs with the variable as the caller's environment had it (unset: bf16
+# wherever the CPU does it fast); `.ci/run` runs those again with SEAL_FORCE_FP32=1.
+_CALLER_FORCE_FP32 = os.environ.get("SEAL_FORCE_FP32")
+os.environ["SEAL_FORCE_FP32"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _machine_dtype(request, monkeypatch):
+    if request.node.get_closest_marker("machine_dtype") is None:
+        monkeypatch.setenv("SEAL_FORCE_FP32", "1")
+    elif _CALLER_FORCE_FP32 is None:
+        monkeypatch.delenv("SEAL_FORCE_FP32", raising=False)
+    else:
+        monkeypatch.setenv("SEAL_FORCE_FP32", _CALLER_FORCE_FP32)
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 CHAT_TEMPLATE = (
@@ -58,3 +76,45 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def squad_tiny() -> Path:
     return FIXTURES / "squad_tiny.json"
+
+
+class FixedSelfEdits:
+    """A Generator that returns `write(prompt, j)` as the j-th of n samples for each prompt, in
+    place of sampling: tests that check what the engine does with self-edits (grading, racing,
+    kept sets, records) then do not depend on what a random tiny model happens to write."""
+
+    def __init__(self, write):
+        self.write = write
+
+    def generate(self, prompts, *, n=1, **_):
+        return [[self.write(p, j) for j in range(n)] for p in prompts]
+
+
+def passage_lines(prompt: str, j: int) -> str:
+    """Self-edit j for a prompt: two bullet lines of eight words cut from the prompt at an offset
+    that depends on j (parsable by every template, different for every j)."""
+    words = [w for w in prompt.replace("<|im_start|>", " ").replace("<|im_end|>", " ").split() if w.isascii()]
+    start = (5 * j) % max(1, len(words) - 16)
+    return f"- {' '.join(words[start:start + 8])}\n\n- {' '.join(words[start + 8:start + 16])}"
+
+
+@pytest.fixture
+def fixed_selfedits(monkeypatch):
+    """Self-edit sampling (seal.generation.sample_resumable, wherever it is called from) writes
+    fixed texts: `passage_lines` by default, or the function the test passes to the returned
+    setter. Everything else (probes, answers, log-probs) still runs on the model."""
+    import seal.engine
+    import seal.generation
+
+    real = seal.generation.sample_resumable
+    writer = {"write": passage_lines}
+
+    def fixed(gen, items, prompt_of, n, **kw):
+        return real(FixedSelfEdits(writer["write"]), items, prompt_of, n, **kw)
+
+    monkeypatch.setattr(seal.generation, "sample_resumable", fixed)
+    monkeypatch.setattr(seal.engine, "sample_resumable", fixed)
+
+    def use(write):
+        writer["write"] = write
+    return use

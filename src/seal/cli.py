@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO)
     from .runs import discard_unstarted_runs
     try:
+        if os.environ.get("SEAL_FORCE_FP32"):  # a bad value is refused before anything starts
+            from .models import force_fp32
+            force_fp32()
         rc = args.func(args, argv)
     except KeyboardInterrupt:
         discard_unstarted_runs()

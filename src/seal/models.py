@@ -274,20 +274,44 @@ def save_model(model, tok, folder: Path) -> None:
     tmp.rename(folder)
 
 
+FORCE_FP32_ENV = "SEAL_FORCE_FP32"
+"""Set to 1 (or true/yes) and every `auto` dtype resolves to fp32, as on a CPU without AVX-512
+BF16 or AMX: the whole suite, or a run, behaves as it would on an AVX2-only machine. An explicit
+`bf16` setting is still honoured. The test suite sets it (tests/conftest.py) for every test not
+marked `machine_dtype`."""
+
+
+def force_fp32() -> bool:
+    """Whether $SEAL_FORCE_FP32 asks for the fp32 path (1/true/yes; 0/false/no/empty: no)."""
+    value = os.environ.get(FORCE_FP32_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ModelError(f"${FORCE_FP32_ENV}={value!r}: expected 1/true/yes or 0/false/no")
+
+
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
-    """bf16 autocast where the hardware does it fast (AVX-512 BF16/AMX on CPU, any recent GPU)."""
+    """bf16 autocast where the hardware does it fast (AVX-512 BF16/AMX on CPU, any recent GPU);
+    `auto` is fp32 everywhere while $SEAL_FORCE_FP32 is set."""
     if setting == "fp32":
         return torch.float32
     if setting == "bf16":
         return torch.bfloat16
+    if force_fp32():
+        return torch.float32
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether /proc/cpuinfo lists AVX-512 BF16 or AMX BF16 (False where it cannot be read)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
-        fast = "avx512_bf16" in flags or "amx_bf16" in flags
     except OSError:
-        fast = False
-    return torch.bfloat16 if fast else torch.float32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def model_device(model) -> torch.device:

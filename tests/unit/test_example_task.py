@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import pytest
 
@@ -43,7 +44,17 @@ def test_the_example_implements_the_protocol_and_pickles():
     assert again[0] == task and again[1] == task.inner_loop
 
 
-def test_a_restem_round_on_the_example_task_keeps_the_best_positive_and_resumes(tiny, tmp_path):
+def _uses_the_meaning(prompt: str, j: int) -> str:
+    """Fixed self-edits: sample 0 states the word's meaning twice (training on it raises the
+    meaning's log-prob, so some reward is positive), sample 1 says nothing about it."""
+    word, meaning = re.search(r"the word '(\w+)', which means (.+?)\. One sentence", prompt).groups()
+    if j == 0:
+        return f"The {word} means {meaning}.\nPeople say {word} for {meaning}."
+    return "The boats left the harbor early.\nRain fell on the quiet town."
+
+
+def test_a_restem_round_on_the_example_task_keeps_the_best_positive_and_resumes(tiny, tmp_path, fixed_selfedits):
+    fixed_selfedits(_uses_the_meaning)
     _train(tiny, tmp_path / "run")
     rdir = tmp_path / "run/rounds/round_1"
     samples = read_jsonl(rdir / "samples.jsonl")
@@ -57,7 +68,7 @@ def test_a_restem_round_on_the_example_task_keeps_the_best_positive_and_resumes(
         if r["reward"] > 0 and r["reward"] > best.get(r["word"], (None, 0))[1]:
             best[r["word"]] = (r["sample"], r["reward"])
     kept = read_jsonl(rdir / "sft.jsonl")
-    assert kept  # seed 0 on the tiny model: some self-edits earn a positive reward, so the M-step runs
+    assert kept  # a self-edit stating the meaning earns a positive reward, so the M-step runs
     assert {(k["word"], k["sample"]) for k in kept} == {(w, s) for w, (s, _) in best.items()}
     done = json.loads((rdir / "done.json").read_text())
     assert done["n_words"] == 3 and done["n_kept"] == len(kept) and done["model_changed"] == bool(kept)

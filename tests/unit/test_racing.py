@@ -21,7 +21,7 @@ TEXTS = [
     [TrainExample("Brevka holds the Tamsin Festival every April."), TrainExample("Brevka is a mining company.")],
     [TrainExample("The Ambertine Tower was built in 1820.")],
 ]
-CFG = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=4, batch_size=2, dtype="fp32")
+CFG = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=4, steps="packed", batch_size=2, dtype="fp32")
 
 
 def test_rungs_grow_geometrically_below_the_budget():
@@ -106,7 +106,7 @@ FAST = ["--selfedit.max_new_tokens", "24", "--eval.max_answer_tokens", "4", "--i
         "--eval.reward", "logprob", "--inner.lr", "0.01"]
 
 
-def test_train_with_racing_keeps_only_survivors_and_their_rewards_equal_exhaustive(tiny_model_dir, squad_tiny, tmp_path):
+def test_train_with_racing_keeps_only_survivors_and_their_rewards_equal_exhaustive(tiny_model_dir, squad_tiny, tmp_path, fixed_selfedits):
     args = ["train", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--restem.rounds", "1",
             "--restem.passages_per_round", "3", "--selfedit.k", "4", "--selfedit.template", "rewrite",
             "--restem.keep", "all-positive", *FAST]
@@ -130,7 +130,7 @@ def test_train_with_racing_keeps_only_survivors_and_their_rewards_equal_exhausti
     assert done["n_raced_out"] == len(out) and done["n_scored"] == len(race) - len(out)
 
 
-def test_logprob_rungs_under_a_generated_reward(tiny_model_dir, squad_tiny, tmp_path):
+def test_logprob_rungs_under_a_generated_reward(tiny_model_dir, squad_tiny, tmp_path, fixed_selfedits):
     """`race_score logprob` with a containment reward: rungs rank by the answer log-prob alone
     (no generated answers), survivors get exhaustive evaluation's containment reward. (It used to
     fail at the first rung: its grading settings were refused as 'no answers to grade'.)"""
