@@ -2,7 +2,7 @@
 as the browser built it. Used by the tests (the page renders, its sections are there, model
 text stays text) and to make the screenshots committed under results/report_pages/:
 
-    python -m seal.report.browser report/report.html shot.png [--height 2400]
+    python -m seal.report.browser report/report.html shot.png [--height 2400] [--trim]
 """
 
 from __future__ import annotations
@@ -40,6 +40,18 @@ def screenshot(page: Path, png: Path, width: int = 1400, height: int = 2400, tim
     return png
 
 
+def trim_bottom(png: Path, margin: int = 24) -> Path:
+    """Cut the blank rows below a page's content (a screenshot taller than the page)."""
+    from matplotlib.image import imread, imsave
+
+    img = imread(png)
+    rgb = img[..., :3]
+    content = (rgb < 0.98).any(axis=(1, 2)).nonzero()[0]
+    if content.size and content[-1] + margin < img.shape[0]:
+        imsave(png, img[: content[-1] + margin])
+    return png
+
+
 def dom(page: Path, timeout: float = 90) -> str:
     """The page's DOM after Chromium parsed and laid it out (`--dump-dom`)."""
     return _run(["--dump-dom", Path(page).resolve().as_uri()], timeout).stdout
@@ -51,8 +63,10 @@ def main() -> None:
     ap.add_argument("png", type=Path)
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=2400)
+    ap.add_argument("--trim", action="store_true", help="cut blank rows below the page's content")
     a = ap.parse_args()
-    print(screenshot(a.page, a.png, a.width, a.height))
+    png = screenshot(a.page, a.png, a.width, a.height)
+    print(trim_bottom(png) if a.trim else png)
 
 
 if __name__ == "__main__":
