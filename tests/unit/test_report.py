@@ -231,9 +231,9 @@ def test_rounds_and_examples(demo_page):
         assert f"after {cond}" in ex
     assert "It was Builder" in ex and " ✓" in ex
     assert "Own self-edit for e" in ex and "Round-2 edit e" in ex          # self-edit texts with their gains
-    assert re.search(r"<b>self-edits</b> self-edit 1 \(gain [+-]\d", ex)
+    assert re.search(r"<b>self-edits</b> #1</td><td class=\"n\">[+-]\d", ex)
     # the training rounds' self-edits with rewards, the kept ones marked
-    assert "Round 2;" in ex and "reward +0.400, kept" in ex and "<pre class=kept>" in ex
+    assert "Round 2;" in ex and "<tr class=kept><td>#3</td><td class='n'>+0.400</td><td>kept</td>" in ex
     assert "<h4>Town 3 <span" in ex and "Town 3 has a harbor built in 1830." in ex   # title and text from the data
 
 

@@ -31,7 +31,7 @@ th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums;wh
 td.ok{background:#e6f4e6}td.t{max-width:26em;overflow-wrap:anywhere}
 img{max-width:100%;height:auto;border:1px solid #eee;display:block;margin:.4em 0}
 pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em;white-space:pre-wrap;overflow-wrap:anywhere}
-pre.kept{border-left:4px solid #2a8a2a}pre.passage{background:#fbfaf3;color:#444}code{font-size:.9em}.ctl{color:#b00;background:#fee}
+tr.kept td{background:#e6f4e6}td.se pre{margin:0;background:none;padding:0;font-size:1.05em}td.se{min-width:30em}pre.passage{background:#fbfaf3;color:#444}code{font-size:.9em}.ctl{color:#b00;background:#fee}
 .note{color:#555;font-size:.92em}.wide{overflow-x:auto;max-width:100%}"""
 
 
@@ -170,15 +170,18 @@ def eval_examples(t: Table, texts: dict[str, tuple[str, str]] | None = None, max
                 row.append(_answer_cell(reps[0]) if reps else "<td>—</td>")
             rows.append("<tr>" + "".join(row) + "</tr>")
         out.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+        rows = []
         for src, by_pid in t.selfedits.items():
             cond = src_cond.get(src, src)
             for j, text in enumerate(by_pid.get(pid, [])):
                 rec = next((r for r in by_pc.get((pid, cond), []) if r.get("selfedit_index") == j), None)
                 b = [v for q in t.base[pid] if (v := num(as_dict(q).get(m))) is not None]
                 g = num(as_dict(rec.get("metrics")).get(m)) if rec else None
-                gain = f"gain {W.fmt_gain(m, g - sum(b) / len(b))} in {m}" if g is not None and b else "not trained"
-                out.append(f"<div><b>{esc(cond)}</b> self-edit {j + 1} ({esc(gain)}):"
-                           f"<pre>{esc(clip(text, max_chars))}</pre></div>")
+                gain = W.fmt_gain(m, g - sum(b) / len(b)) if g is not None and b else "not trained"
+                rows.append([f"<b>{esc(cond)}</b> #{j + 1}", esc(gain), f"<pre>{esc(clip(text, max_chars))}</pre>"])
+        if rows:
+            out.append(table(["self-edit", f"its update's gain in {esc(m)}", "text"], rows, numeric_from=1)
+                       .replace('<td class="n"><pre>', '<td class="se"><pre>'))
     return "".join(out)
 
 
@@ -196,20 +199,23 @@ def round_examples(run: Run, texts: dict[str, tuple[str, str]], max_chars: int =
     for (pid, _), r in rd.rewards.items():
         best[pid] = max(best.get(pid, r), r)
     out = [f'<p class="note">Round {rd.index}; passages chosen by a fixed rule: the two of largest and the two of '
-           'smallest best reward. A green bar marks a self-edit ReSTEM kept for the M-step.</p>']
+           'smallest best reward; "no reward": unparsable or stopped by racing. Green rows: the self-edits ReSTEM kept '
+           'for the M-step.</p>']
     for pid, why in pick(best):
         title, context = texts.get(pid, (pid, None))
         out.append(f"<h4>{esc(title or pid)} <span class='note'>({why}: best reward {best[pid]:+.3f}; passage "
                    f"{esc(pid)})</span></h4>")
         if context:
             out.append(f"<pre class='passage'>{esc(clip(context, 500))}</pre>")
+        rows = []
         for j, text in enumerate(rd.samples.get(pid, [])):
             r = rd.rewards.get((pid, j))
             kept = (pid, j) in rd.kept
-            label = ("no reward (unparsable or raced out)" if r is None else f"reward {r:+.3f}") + \
-                    (", kept" if kept else "")
-            out.append(f"<div>self-edit {j + 1} ({esc(label)}):<pre{' class=kept' if kept else ''}>"
-                       f"{esc(clip(text, max_chars))}</pre></div>")
+            rows.append(f"<tr{' class=kept' if kept else ''}><td>#{j + 1}</td>"
+                        f"<td class='n'>{'no reward' if r is None else f'{r:+.3f}'}</td>"
+                        f"<td>{'kept' if kept else ''}</td><td class='se'><pre>{esc(clip(text, max_chars))}</pre></td></tr>")
+        out.append("<div class='wide'><table><tr><th>self-edit</th><th>reward</th><th>ReSTEM</th><th>text</th></tr>"
+                   + "".join(rows) + "</table></div>")
     return "".join(out)
 
 
