@@ -295,7 +295,7 @@ def test_continual_registry_and_bench_pages(tmp_path):
     head = section(text, "headline")
     assert "Guard per-doc, 4 sequences of 3 passages: containment after the last edit 12% [10%, 14%]" in head
     assert "(more than never editing)" in head
-    assert "Across 2 guards, per-doc ends highest (containment 12% [10%, 14%]) and per-doc forgets least" in head
+    assert "Across 2 runs, per-doc ends highest (containment 12% [10%, 14%]) and per-doc forgets least" in head
     assert "current 1 with 1 document(s)" in head and "1 document(s) refused by the gate" in head
     assert "racing, runs 2.00x the reference (median of 3 results; min 1.50x, max 2.50x)" in head
     cont = section(text, "continual")
@@ -332,6 +332,9 @@ def test_verdicts_and_constant_metrics():
         lo, hi = (float(x) for x in re.search(r"\[([-+\d.]+), ([-+\d.]+)\]", line).groups())
         assert ("cannot be told apart" in line) == (lo <= 0 <= hi), line
     s = eval_summary()
+    s["conditions"]["self-edits"]["n_passages"] = 1   # one passage: no interval, no verdict
+    assert "self-edits vs no adaptation: containment +20.0 pp on one passage (no interval)" in \
+        W.comparison_lines(Table(Path("."), s))
     s["reward_metric"] = "logprob"
     assert "questions answered right: no-adaptation 10% [0%, 20%]" in W.table_sentence(Table(Path("."), s))
 

@@ -117,6 +117,9 @@ def comparison_lines(t: Table) -> list[str]:
             mean, lo, hi = stat(g.get(m))
             if mean is None:
                 continue
+            if t.info(cond).get("n_passages") == 1:  # a bootstrap over one passage has no width
+                out.append(f"{cond} vs {reference_name(key)}: {m} {fmt_gain(m, mean)} on one passage (no interval)")
+                continue
             out.append(f"{cond}: {verdict(lo, hi)} {reference_name(key)} ({m} {fmt_gain(m, mean, lo, hi)}, paired, "
                        "95% interval)")
     return out
@@ -162,12 +165,14 @@ def continual_sentence(c: dict) -> str:
     m = c.get("metric") if isinstance(c.get("metric"), str) else "containment"
     s = as_dict(as_dict(c.get("summary")).get(m))
     guard, length = c.get("guard", "?"), c.get("length", "?")
-    parts = [f"Guard {guard}, {c.get('sequences_done', '?')} sequences of {length} passages: {m} after the last "
+    n = c.get("sequences_done", "?")
+    parts = [f"Guard {guard}, {n} sequence{'' if n == 1 else 's'} of {length} passages: {m} after the last "
              f"edit {fmt_level(m, *stat(s.get('final_mean')))} against {fmt_level(m, *stat(s.get('final_mean_base')))} "
              "never edited"]
     g = stat(s.get("final_gain_over_base"))
     if g[0] is not None:
-        parts.append(f"gain {fmt_gain(m, *g)} ({verdict(g[1], g[2])} never editing)")
+        parts.append(f"gain {fmt_gain(m, *g)} " + ("(one sequence: no interval)" if n == 1 else
+                                                   f"({verdict(g[1], g[2])} never editing)"))
     f = stat(s.get("forgetting"))
     if f[0] is not None:
         parts.append(f"forgetting (just after each edit minus at the end) {fmt_gain(m, *f)}")
@@ -175,6 +180,12 @@ def continual_sentence(c: dict) -> str:
     if len(ret) > 1 and ret[0] is not None and ret[-1] is not None:
         parts.append(f"the first passage {fmt_level(m, ret[0])} just after its edit, {fmt_level(m, ret[-1])} "
                      "after the last")
+    signals = {k: a for k, v in as_dict(as_dict(c.get("when_to_adapt")).get("signals")).items()
+               if (a := num(as_dict(v).get("auroc_repeat_vs_new"))) is not None}
+    if signals:
+        best = max(signals, key=signals.get)
+        parts.append(f"on the mixed stream {best} tells a repeated passage from a new one best (AUROC "
+                     f"{signals[best]:.2f})")
     comp = as_dict(c.get("compute"))
     if num(comp.get("updates_kept")) is not None:
         parts.append(f"{comp['updates_kept']} update(s) kept, {comp.get('updates_rejected', 0)} rejected")
@@ -184,8 +195,8 @@ def continual_sentence(c: dict) -> str:
 def continual_comparison(runs: list[dict]) -> str | None:
     """Across several continual runs on one metric: which guard ends highest and which forgets least."""
     m = runs[0].get("metric") if runs else None
-    if len(runs) < 2 or any(c.get("metric") != m for c in runs):
-        return None
+    if len(runs) < 2 or any(c.get("metric") != m or c.get("length") != runs[0].get("length") for c in runs):
+        return None  # only runs on one metric and sequence length compare
 
     def get(c, key):
         return stat(as_dict(as_dict(c.get("summary")).get(m)).get(key))
@@ -195,7 +206,7 @@ def continual_comparison(runs: list[dict]) -> str | None:
         return None
     top = max(have, key=lambda c: get(c, "final_mean")[0])
     least = min(have, key=lambda c: get(c, "forgetting")[0])
-    return (f"Across {len(have)} guards, {top.get('guard')} ends highest ({m} {fmt_level(m, *get(top, 'final_mean'))}) "
+    return (f"Across {len(have)} runs, {top.get('guard')} ends highest ({m} {fmt_level(m, *get(top, 'final_mean'))}) "
             f"and {least.get('guard')} forgets least ({fmt_gain(m, *get(least, 'forgetting'))}).")
 
 
