@@ -16,8 +16,8 @@ import pytest
 from seal.report import ReportError, ReportWarning, add_cli, build_report
 from seal.report import words as W
 from seal.report.browser import find_chromium
-from seal.report.figures import constant_metrics
-from seal.report.load import Table
+from seal.report.figures import constant_metrics, round_panels
+from seal.report.load import Table, load_run
 
 needs_mpl = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
                                reason="matplotlib not installed (pip install 'seal[report]')")
@@ -223,6 +223,12 @@ def test_rounds_and_examples(demo_page):
     rounds = section(text, "rounds")
     assert "data:image/png;base64," in rounds and is_png(page.parent / "rounds_0.png")
     assert "kept_logprob_before" in rounds and "selfedits.distinct_2" in rounds
+    run = load_run(page.parent.parent / "demo")
+    assert round_panels(run) == ["reward", "share", "logprob", "length", "distinct", "items"]
+    for rd in run.rounds.values():    # an older run without the M-step's log-probs: that panel goes
+        for k in ("kept_logprob_before", "kept_logprob_after"):
+            rd.done.pop(k)
+    assert "logprob" not in round_panels(run)
     ex = section(text, "examples")
     # passages of largest and smallest gain (under self-edits), each question with gold and answers
     assert "largest gain" in ex and "smallest gain" in ex

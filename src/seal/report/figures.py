@@ -100,34 +100,44 @@ def gain_plot(t: Table, title: str, path: Path) -> Path | None:
     return save(fig, path)
 
 
-def rounds_plot(run: Run, path: Path) -> Path | None:
-    """ReSTEM rounds as lines over integer rounds: rewards, kept share, the M-step's movement of
-    the kept self-edits' log-prob, their length and distinct-2. None with fewer than 2 rounds."""
+ROUND_PANELS = {  # panel -> the done.json fields (paths) it draws; drawn when any round has one
+    "reward": [("mean_reward",), ("reward_quantiles", "median")],
+    "share": [("n_kept",), ("frac_positive",), ("n_empty",)],
+    "logprob": [("kept_logprob_before",), ("kept_logprob_after",)],
+    "length": [("selfedits", "mean_tokens"), ("kept_selfedits", "mean_tokens")],
+    "distinct": [("selfedits", "distinct_2"), ("kept_selfedits", "distinct_2")],
+    "items": [("selfedits", "mean_items"), ("kept_selfedits", "mean_items")],
+}
+
+
+def field(e: dict, path: tuple) -> float | None:
+    for k in path:
+        e = as_dict(e).get(k)
+    return num(e)
+
+
+def round_panels(run: Run) -> list[str]:
+    """The round curves a run has data for (the reward panel also from rewards.jsonl alone)."""
     ev = run.round_events
-    if len(ev) < 2:
+    return [p for p, paths in ROUND_PANELS.items()
+            if any(field(e, f) is not None for e in ev.values() for f in paths)
+            or (p == "reward" and any(rd.rewards for rd in run.rounds.values()))]
+
+
+def rounds_plot(run: Run, path: Path) -> Path | None:
+    """ReSTEM rounds as lines over integer rounds: rewards, kept / positive / unparsable shares,
+    the M-step's movement of the kept self-edits' log-prob, their length, distinct-2 and parsed
+    items. None with fewer than 2 rounds."""
+    ev = run.round_events
+    panels = round_panels(run)
+    if len(ev) < 2 or not panels:
         return None
     rs = list(ev)
 
     def series(*keys):
-        out = []
-        for r in rs:
-            v = ev[r]
-            for k in keys:
-                v = as_dict(v).get(k)
-            out.append(num(v))
-        return out
+        return [field(ev[r], keys) for r in rs]
 
-    panels = []
     dist = {r: sorted(rd.rewards.values()) for r, rd in run.rounds.items() if rd.rewards}
-    panels.append("reward")
-    if any(x is not None for x in series("n_kept")):
-        panels.append("share")
-    if any(x is not None for x in series("kept_logprob_before") + series("kept_logprob_after")):
-        panels.append("logprob")
-    if any(x is not None for x in series("selfedits", "mean_tokens")):
-        panels.append("length")
-    if any(x is not None for x in series("selfedits", "distinct_2")):
-        panels.append("distinct")
     fig, axes = figure(len(panels), 3.6, ncols=3)
 
     def line(ax, ys, label, **kw):
@@ -166,6 +176,10 @@ def rounds_plot(run: Run, path: Path) -> Path | None:
             line(ax, series("selfedits", "mean_tokens"), "all")
             line(ax, series("kept_selfedits", "mean_tokens"), "kept")
             ax.set(title="Self-edit length", ylabel="tokens")
+        elif name == "items":
+            line(ax, series("selfedits", "mean_items"), "all")
+            line(ax, series("kept_selfedits", "mean_items"), "kept")
+            ax.set(title="Parsed items per self-edit", ylabel="items")
         else:
             line(ax, series("selfedits", "distinct_2"), "all")
             line(ax, series("kept_selfedits", "distinct_2"), "kept")
