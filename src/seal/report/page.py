@@ -158,7 +158,9 @@ def eval_examples(t: Table, texts: dict[str, tuple[str, str]] | None = None, max
         if context:
             out.append(f"<pre class='passage'>{esc(clip(context, 500))}</pre>")
         cols = [c for c in conds if by_pc.get((pid, c))]
-        head = ["question", "gold answer", "before any update"] + [f"after {esc(c)}" for c in cols]
+        head = ["question", "gold answer", "before any update"] + [
+            f"after {esc(c)}" + (f" <span class='note'>(#1 of {n})</span>" if (n := len(by_pc[(pid, c)])) > 1 else "")
+            for c in cols]
         rows = []
         for qi, q in enumerate(t.base[pid]):
             q = as_dict(q)
