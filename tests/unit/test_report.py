@@ -357,6 +357,12 @@ def test_not_a_run_folder(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(ReportError, match="missing_dir"):
         build_report([tmp_path / "missing_dir"], tmp_path / "out")
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    with pytest.raises(ReportError, match="other.json: neither a bench result nor `seal history --json` output"):
+        build_report([tmp_path / "other.json"], tmp_path / "out")
+    (tmp_path / "torn.json").write_text('{"paths": ')
+    with pytest.raises(ReportError, match="torn.json: not readable JSON"):
+        build_report([tmp_path / "torn.json"], tmp_path / "out")
 
 
 @needs_mpl
