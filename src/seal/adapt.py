@@ -77,15 +77,17 @@ from .oversight import ask_yes, filter_items
 from .probes import IN_CONTEXT_PROMPT, PROBE_PROMPT, Probe, probe_scores, write_probes
 from .registry import (
     DocumentRow,
+    DB_NAME,
     NewDocument,
     Registry,
     RegistryError,
-    UnfinishedRegistry,
-    read_adapter_folder,
+    discard_new_registry,
 )
 from .tasks import knowledge as K
 
 GRADE_KEYS = ("logprob", "containment", "f1", "em", "answer")
+MAX_VERSION = 2**63 - 1
+"""The largest version number a registry can hold (SQLite's INTEGER)."""
 
 
 # ----------------------------------------------------------------------------- documents in a version
@@ -134,7 +136,12 @@ class Server:
     def adapter(self, e: Entry) -> tuple[dict, LoRAConfig]:
         if e.weights is not None:
             return e.weights, e.lora
-        weights, conf = read_adapter_folder(self.reg.adapter_path(e.adapter))
+        try:  # checked against the size and sha256 recorded at commit
+            weights, conf = self.reg.read_adapter(e.adapter)
+        except RegistryError as err:
+            raise RegistryError(f"document {e.doc_id} \"{e.title}\" ({e.source}): {err}; questions routed to other "
+                                f"documents still answer; `seal history --verify --registry {self.reg.path}` "
+                                "lists the versions that still serve") from None
         dev = next(self.model.parameters()).device
         return ({k: v.to(dev) for k, v in weights.items()},
                 LoRAConfig(rank=conf["r"], alpha=float(conf["lora_alpha"]), targets=tuple(conf["target_modules"])))
@@ -286,14 +293,9 @@ def bind_model(cfg: RunConfig, stored: str | None, explicit: bool, where: str) -
 
 def stored_model(path: str) -> str | None:
     """The model a registry was made with, or None when there is no registry at `path` yet."""
-    if not (Path(path) / "registry.sqlite").exists():
+    if not (Path(path) / "registry.sqlite").exists():  # (one being created has none until it is finished)
         return None
-    try:
-        reg = Registry.open(path)
-    except UnfinishedRegistry:
-        # another `seal adapt` is creating it (it holds the lock: this one then waits for it or is
-        # refused, with that message), or a creation was interrupted (this one finishes it)
-        return None
+    reg = Registry.open(path)
     try:
         return reg.model
     finally:
@@ -312,10 +314,16 @@ def adapt(cfg: RunConfig, files: list[str], argv: list[str]) -> int:
     _check(cfg)
     docs = read_documents(files)  # every file checked before the registry or the model is touched
     check_model_name(cfg.model.name)
-    reg = Registry.open(cfg.adapt.registry, create=True, model=cfg.model.name, lock_wait=cfg.adapt.lock_wait)
+    folder = Path(cfg.adapt.registry)
+    folder_existed, registry_existed = folder.exists(), (folder / DB_NAME).exists()
+    reg = Registry.open(folder, create=True, model=cfg.model.name, lock_wait=cfg.adapt.lock_wait)
     try:
-        if (swept := reg.sweep()):
+        swept, unknown = reg.sweep()
+        if swept:
             print(f"registry {reg.path}: removed {len(swept)} adapter folder(s) an interrupted adapt left uncommitted")
+        if unknown:
+            print(f"registry {reg.path}: left alone {len(unknown)} entr{'y' if len(unknown) == 1 else 'ies'} in adapters/ "
+                  f"that no version holds and no adapt recorded as its own: {', '.join(unknown[:3])}")
         parent = reg.current
         print(f"registry {reg.path}: version {parent} is current; model {reg.model}")
         model, tok = load_model(cfg.model)
@@ -324,6 +332,11 @@ def adapt(cfg: RunConfig, files: list[str], argv: list[str]) -> int:
         chunks = chunk_documents(cfg, tok, chat, context_window(model), docs)
         su = Server(model, tok, HFGenerator(model, tok), chat, cfg, reg)
         return _adapt_chunks(su, reg, parent, chunks, argv)
+    except BaseException:
+        if not registry_existed:  # a refused first start (a model refused, a document too long) leaves no registry
+            reg.close()
+            discard_new_registry(folder, folder_existed)
+        raise
     finally:
         reg.close()
 
@@ -337,7 +350,7 @@ def _adapt_chunks(su: Server, reg: Registry, parent: int, chunks: list[Chunk], a
     new: list[NewDocument] = []
     refused: list[dict] = []
     for c in chunks:
-        name = c.doc.source + (f" (chunk {c.index + 1}/{c.count})" if c.count > 1 else "")
+        name = printable(c.doc.source) + (f" (chunk {c.index + 1}/{c.count})" if c.count > 1 else "")
         if c.key in have:
             print(f"{name}: already in version {parent}; skipped" if c.key not in now else
                   f"{name}: the same text as {now[c.key]} (title and text); skipped")
@@ -484,22 +497,23 @@ def _figures(record: dict, metric: str) -> str:
 def show_review(new: list[NewDocument], refused: list[dict], metric: str) -> None:
     for d in new:
         r = d.record
-        print(f"\n== {d.source}" + (f" (chunk {d.chunk + 1}/{d.chunks})" if d.chunks > 1 else "") + f": {d.title}")
+        print(f"\n== {printable(d.source)}" + (f" (chunk {d.chunk + 1}/{d.chunks})" if d.chunks > 1 else "")
+              + f": {printable(d.title)}")
         print(_selfedit_text(r, "   "))
         print(f"   {_figures(r, metric)}")
     for x in refused:
-        print(f"\n== {x['source']}: refused by the gate (drop {x['gate']['drop']:.3f} > {x['gate']['threshold']:g})")
+        print(f"\n== {printable(x['source'])}: refused by the gate (drop {x['gate']['drop']:.3f} > {x['gate']['threshold']:g})")
 
 
 def _selfedit_text(record: dict, indent: str) -> str:
     se = record["selfedits"][record["chosen"]]
     if not se["lines"]:
-        raw = "".join(f"\n{indent}  | {line}" for line in se["text"].splitlines())
+        raw = "".join(f"\n{indent}  | {printable(line)}" for line in se["text"].splitlines())
         return f"{indent}self-edit (no usable line; trained on the document alone):{raw}"
     out = [f"{indent}self-edit:"]
     for x in se["lines"]:
         gain = "" if x["gain"] is None else f" (faithfulness {x['gain']:+.2f})"
-        out.append(f"{indent}  {'+' if x['kept'] else '-'} {x['line']}{gain}")
+        out.append(f"{indent}  {'+' if x['kept'] else '-'} {printable(x['line'])}{gain}")
     return "\n".join(out)
 
 
@@ -510,6 +524,11 @@ def answer_question(su: Server, entries: list[Entry], question: str) -> tuple[in
     under that entry's adapter, asked under its title; the base model with no title for -1)."""
     (r, cov), = route(entries, [question], su.cfg.adapt.router_min_coverage)
     prompt = K.qa_input(su.tok, K.QA(question.strip(), "", entries[r].title if r >= 0 else ""), su.chat)
+    window, answer_tokens = context_window(su.model), su.cfg.eval.max_answer_tokens
+    n = len(su.tok(prompt, add_special_tokens=False)["input_ids"])
+    if window and n + answer_tokens > window:  # refused, not cut: an answer to half a question misleads
+        raise ConfigError(f"QUESTION is too long: {n} tokens with its prompt, and the model reads at most {window} "
+                          f"(its context window) with the {answer_tokens}-token answer; ask a shorter question")
     with _attached(su, entries[r] if r >= 0 else None):
         raw = su.gen.generate([prompt], n=1, max_new_tokens=su.cfg.eval.max_answer_tokens, temperature=0.0,
                               rows=[0] if r >= 0 else None)[0][0]
@@ -534,15 +553,18 @@ def ask(cfg: RunConfig, question: str, version: int | None) -> dict:
     which = f"version {vid}" + (" (current)" if vid == current else "")
     if r >= 0:
         e = entries[r]
-        print(f"{which} answered, routed to document {e.doc_id} \"{e.title}\" ({e.source}; coverage {cov:.2f})")
+        print(f"{which} answered, routed to document {e.doc_id} \"{printable(e.title)}\" ({printable(e.source)}; "
+              f"coverage {cov:.2f})")
     else:
         print(f"{which} answered with the base model: no document covers the question "
               f"({'no documents' if not entries else f'best coverage {cov:.2f} < {cfg.adapt.router_min_coverage:g}'})")
-    print(answer or "(an empty answer)")
+    print(printable(answer, keep="\n") or "(an empty answer)")
     return {"version": vid, "document": entries[r].doc_id if r >= 0 else None, "coverage": cov, "answer": answer}
 
 
-def history(path: str, as_json: bool = False) -> dict:
+def history(path: str, as_json: bool = False, verify: bool = False) -> dict:
+    """`seal history`: every version; with `verify`, every adapter checked against its recorded
+    sha256 (`out["verify"]`, see `check_versions`)."""
     reg = Registry.open(path)
     try:
         out = {"registry": str(reg.path), "format_version": int(reg.meta("format_version")), "model": reg.model,
@@ -555,15 +577,64 @@ def history(path: str, as_json: bool = False) -> dict:
                 "documents": len(reg.documents(vid)), "probe_means": s.get("probe_means"), "refused": s.get("refused", []),
                 "added": [_doc_json(reg, d) for d in reg.introduced(vid)]})
         problems = reg.verify()
+        if verify:
+            out["verify"] = check_versions(reg)
     finally:
         reg.close()
     if as_json:
         print(json.dumps(out, indent=2))
     else:
         print_history(out)
-    for p in problems:
-        print(f"warning: {p}")
+    if verify:
+        print_verify(out)
+    else:
+        for p in problems:
+            print(f"warning: {p}")
     return out
+
+
+def check_versions(reg: Registry) -> dict:
+    """Which documents' adapters are damaged (size or sha256 not what was recorded at commit, a
+    file missing or unreadable), which versions hold them, and which versions still serve."""
+    damaged = reg.damaged()
+    versions = {}
+    for vid in reg.version_ids():
+        versions[vid] = [{"document": d.id, "title": d.title, "source": d.source, "problem": damaged[d.id]}
+                         for d in reg.documents(vid) if d.id in damaged]
+    intact = [v for v, bad in versions.items() if not bad]
+    n_docs = reg.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+    return {"documents_checked": n_docs, "problems": reg.verify(), "damaged_documents": sorted(damaged),
+            "versions": {str(v): bad for v, bad in versions.items()}, "intact_versions": intact,
+            "newest_intact": max(intact) if intact else None}
+
+
+def print_verify(h: dict) -> None:
+    v, cur = h["verify"], h["current"]
+    print(f"\nverify: {v['documents_checked']} document adapter(s) checked against the size and sha256 recorded at "
+          "commit")
+    for p in v["problems"]:
+        if not p.startswith("document "):  # (a damaged document is listed below with its versions)
+            print(f"  problem: {printable(p)}")
+    seen = set()
+    for vid, bad in v["versions"].items():
+        for d in bad:
+            if d["document"] not in seen:
+                seen.add(d["document"])
+                print(f"  damaged: document {d['document']} \"{printable(d['title'])}\" ({printable(d['source'])}): "
+                      f"{printable(d['problem'])}")
+    for vid, bad in v["versions"].items():
+        if bad:
+            flag = " (current)" if int(vid) == cur else ""
+            print(f"  version {vid}{flag} cannot serve document(s) {', '.join(str(d['document']) for d in bad)}")
+    if not seen and not v["problems"]:
+        print(f"  every adapter is intact; all {len(v['versions'])} version(s) serve")
+        return
+    intact = v["intact_versions"]
+    if cur in intact:
+        print(f"  the current version {cur} is intact and serves")
+    else:
+        print(f"  the current version {cur} is damaged; intact: {', '.join(map(str, intact))}; "
+              f"`seal rollback {v['newest_intact']}` serves the newest intact version")
 
 
 def _doc_json(reg: Registry, d: DocumentRow) -> dict:
@@ -586,21 +657,35 @@ def print_history(h: dict) -> None:
         for d in v["added"]:
             r = d["record"]
             chunk = f", chunk {d['chunk'] + 1}/{d['chunks']}" if d["chunks"] > 1 else ""
-            print(f"  + document {d['document']}: \"{d['title']}\" from {d['source']}{chunk}, sha256 {d['sha256'][:16]}")
+            print(f"  + document {d['document']}: \"{printable(d['title'])}\" from {printable(d['source'])}{chunk}, "
+                  f"sha256 {d['sha256'][:16]}")
             print(f"    adapter {d['adapter']}")
             print(_selfedit_text(r, "    "))
             for q in r["probes"]:
-                print(f"    probe ({q['kind']}): {q['question']} -> {q['answer']}")
+                print(f"    probe ({q['kind']}): {printable(q['question'])} -> {printable(q['answer'])}")
             print(f"    {_figures(r, r['gate'].get('metric', 'f1'))}")
             if "questions" in r and "after" in r["questions"]:
                 q = r["questions"]
                 print(f"    labelled questions ({q['n']}): containment {q['before'].get('containment', 0):.2f} -> "
                       f"{q['after'].get('containment', 0):.2f}")
         for x in v["refused"]:
-            print(f"  x refused by the gate: {x['source']} (drop {x['gate']['drop']:.3f} > {x['gate']['threshold']:g})")
+            print(f"  x refused by the gate: {printable(x['source'])} (drop {x['gate']['drop']:.3f} > {x['gate']['threshold']:g})")
     rollbacks = [e for e in h["events"] if e["kind"] == "rollback"]
     if rollbacks:
         print("\nrollbacks: " + "; ".join(f"{e['time']} {e['detail']['from']} -> {e['version']}" for e in rollbacks))
+
+
+def printable(text: str, keep: str = "") -> str:
+    """`text` with control characters (terminal escape sequences included, newlines unless in
+    `keep`) shown as escapes (`\\x1b`, `\\r`, `\\n`...): a document's title, self-edit or
+    answer cannot drive the user's terminal or forge a line of seal's output."""
+    return "".join(c if c in keep or c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    short = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c)
+    return short or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
 
 
 def rollback(path: str, version: int, lock_wait: float = 0.0) -> int:
@@ -615,8 +700,11 @@ def rollback(path: str, version: int, lock_wait: float = 0.0) -> int:
 
 def parse_version(text: str) -> int:
     t = text.strip().lower().lstrip("v")
-    if not t.isdigit():
+    if not (t.isascii() and t.isdigit()):
         raise ConfigError(f"VERSION must be a version number (e.g. 2 or v2), got {text!r}")
+    if len(t) > 30 or int(t) > MAX_VERSION:  # (SQLite's integers are 64-bit)
+        raise ConfigError(f"VERSION {printable(text[:40])}{'...' if len(text) > 40 else ''} is past the largest "
+                          f"version number ({MAX_VERSION}); `seal history` lists the versions")
     return int(t)
 
 

@@ -20,6 +20,7 @@ Every setting in seal/config.py is a flag named by its section: `--inner.lr 5e-4
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -144,8 +145,8 @@ def cmd_ask(args, argv):
 
 def cmd_history(args, argv):
     from .adapt import history
-    history(args.registry, args.json)
-    return 0
+    out = history(args.registry, args.json, args.verify)
+    return 1 if args.verify and (out["verify"]["damaged_documents"] or out["verify"]["problems"]) else 0
 
 
 def cmd_rollback(args, argv):
@@ -177,6 +178,9 @@ def _add_registry_commands(sub) -> None:
                                    "probe metrics and the forgetting gate's figures.")
     p.add_argument("--registry", default=default, help=f"the registry folder (default: {default})")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="check every adapter against the sha256 recorded at commit: what is damaged and which "
+                        "versions still serve (exit 1 when something is damaged)")
     p.set_defaults(func=cmd_history)
     p = sub.add_parser("rollback", help="make an earlier registry version current (nothing is deleted)",
                        description="Make an earlier version current; every version stays, so a rollback can be "
@@ -248,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         # corrected rerun ("resuming with a different config"): remove it
         discard_unstarted_runs()
         if isinstance(e, OSError) and e.filename and not args.verbose:  # disk full, permissions...: name the file
-            print(f"seal: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+            after = ""
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                note = getattr(args, "interrupted", None) or "finished results are saved; rerun with the same --out to resume"
+                after = f"; free space, then run the same command again ({note})"
+            print(f"seal: error: {e.filename}: {e.strerror or e}{after}", file=sys.stderr)
             return 2
         if args.verbose or not isinstance(e, _known_errors()):
             raise

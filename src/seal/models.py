@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -263,15 +264,40 @@ def end_of_turn_ids(tok, chat: bool) -> list[int]:
 
 
 def save_model(model, tok, folder: Path) -> None:
+    """Write a model folder through `<folder>.partial`, renamed into place when complete. A
+    `.partial` left by a run killed while saving is removed first (it is never reused: it may
+    hold a half-written file), and a failed save (disk full...) removes its own: an OSError
+    naming the folder."""
+    import shutil
+
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":  # (safetensors' write errors)
+            raise write_error(e, tmp) from None
+        raise
     if folder.exists():
-        import shutil
         shutil.rmtree(folder)
     tmp.rename(folder)
+
+
+def write_error(e: Exception, path: Path) -> OSError:
+    """An OSError naming `path` for a failed write: the error itself when it names a file, else
+    one with its errno (safetensors reports `code: 28` inside its message) and cause."""
+    if isinstance(e, OSError) and e.filename:
+        return e
+    code = e.errno if isinstance(e, OSError) and e.errno else None
+    if code is None:
+        m = re.search(r"code: (\d+)", str(e))
+        code = int(m.group(1)) if m else 5  # EIO
+    return OSError(code, os.strerror(code), str(path))
 
 
 FORCE_FP32_ENV = "SEAL_FORCE_FP32"

@@ -14,13 +14,28 @@ On disk (one folder, `adapt.registry`):
 A version is a set of documents (each with its adapter) over the frozen base model; version 0
 is the base model alone. A new version holds its parent's documents plus the new ones.
 
+Atomic creation. A new registry's database is written as `registry.sqlite.new` and renamed
+into place once version 0 is in it, so a `registry.sqlite` that exists always held a registry:
+one that is empty (0 bytes, a user's `: >`, a sync tool) or unreadable is refused, never taken
+for a new registry.
+
 Atomic commits. Nothing of a version is visible before one SQLite transaction makes it so:
-`commit` first writes each adapter to `adapters/.tmp-<id>/`, fsyncs its files and the folder,
+`commit` first records the new adapters' names as in flight (table `inflight`, one
+transaction), writes each adapter to `adapters/.tmp-<id>/`, fsyncs its files and the folder,
 renames it to `adapters/<id>/` and fsyncs `adapters/`; only then does one transaction insert
-the version and its documents and flip `current`. A process killed at any moment (SIGKILL
-included) leaves either the old state or the new one; at worst an adapter folder no version
-names, which the next writer removes (`sweep`). Committed adapter folders are never deleted,
-so a reader (`seal ask`) needs no lock.
+the version, its documents and each adapter file's size and sha256 (table `adapter_files`),
+clear the in-flight names and flip `current`. A process killed at any moment (SIGKILL
+included) leaves either the old state or the new one; at worst adapter folders the database
+records as in flight, which the next writer removes (`sweep`). A folder the database does not
+record as in flight is never deleted (a damaged or replaced database cannot cause a committed
+adapter's loss), so a reader (`seal ask`) needs no lock.
+
+Self-check (as git's object hashes and restic's `check`). An adapter is checked against its
+recorded size and sha256 each time it is loaded: a damaged one is a one-line error naming the
+document and the file, and questions routed to other documents still answer. `damaged()`
+checks them all, `seal history --verify` says which versions still serve. Registries
+committed before checksums were recorded (no `adapter_files` rows) get the files' presence and
+readability checked.
 
 One writer at a time. `seal adapt` and `seal rollback` hold an exclusive `flock` on `lock` for
 their whole run; a second one is refused at once with one line naming the holder's pid, or
@@ -32,9 +47,11 @@ Format. `meta.format_version` is written at creation; a registry of a newer form
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -45,6 +62,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .models import write_error
 
 FORMAT_VERSION = 1
 DB_NAME = "registry.sqlite"
@@ -66,15 +85,18 @@ CREATE TABLE members (
 CREATE TABLE events (
     id INTEGER PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL, version INTEGER, detail TEXT NOT NULL);
 """
+SELF_CHECK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS adapter_files (
+    adapter TEXT NOT NULL, name TEXT NOT NULL, bytes INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    PRIMARY KEY (adapter, name));
+CREATE TABLE IF NOT EXISTS inflight (adapter TEXT PRIMARY KEY, started TEXT NOT NULL);
+"""
+"""Tables added after format 1 (an older seal ignores them); a writer adds them to an older registry."""
+NEW_DB = DB_NAME + ".new"
 
 
 class RegistryError(RuntimeError):
     """A registry that cannot be used as asked; the message names its folder and the version."""
-
-
-class UnfinishedRegistry(RegistryError):
-    """A registry folder whose database has no version yet: never finished, or being created
-    right now by a `seal adapt` that holds the lock."""
 
 
 def _now() -> str:
@@ -149,34 +171,60 @@ def peft_config(rank: int, alpha: float, targets: tuple[str, ...], base_model: s
             "init_lora_weights": True, "inference_mode": True, "modules_to_save": None}
 
 
-def write_adapter_folder(folder: Path, weights: dict[str, torch.Tensor], config: dict) -> None:
+def write_adapter_folder(folder: Path, weights: dict[str, torch.Tensor], config: dict) -> dict[str, tuple[int, str]]:
     """Write a PEFT adapter folder atomically: into a hidden temporary sibling, each file fsynced,
-    then renamed into place (and the parent fsynced). `folder` must not exist."""
+    then renamed into place (and the parent fsynced). `folder` must not exist. Returns each
+    file's (size, sha256) as read back from disk. On any failure (disk full...) the temporary
+    folder is removed and the error raised."""
     from safetensors.torch import save_file
 
     tmp = folder.with_name(f".tmp-{folder.name}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(peft_state(weights), str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
-    (tmp / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    for name in (PEFT_WEIGHTS, PEFT_CONFIG):
-        _fsync_path(tmp / name)
-    _fsync_path(tmp)
-    os.rename(tmp, folder)
+    try:
+        tmp.mkdir(parents=True)
+        save_file(peft_state(weights), str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
+        (tmp / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        for name in (PEFT_WEIGHTS, PEFT_CONFIG):
+            _fsync_path(tmp / name)
+        _fsync_path(tmp)
+        sums = {name: file_digest(tmp / name) for name in (PEFT_WEIGHTS, PEFT_CONFIG)}
+        os.rename(tmp, folder)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":  # disk full, read-only...
+            raise write_error(e, tmp / PEFT_WEIGHTS) from None
+        raise
     _fsync_path(folder.parent)
+    return sums
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size in bytes, sha256 hex) of a file."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
 
 
 def read_adapter_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(seal-named weights, adapter_config) of a PEFT adapter folder."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         config = json.loads((folder / PEFT_CONFIG).read_text())
         weights = seal_state(load_file(str(folder / PEFT_WEIGHTS)))
-    except (OSError, ValueError) as e:
-        raise RegistryError(f"{folder}: cannot read the adapter ({e})") from None
+    except (OSError, ValueError, SafetensorError) as e:
+        raise RegistryError(f"{folder}: cannot read the adapter ({_one_line(e)})") from None
     return weights, config
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _fsync_path(path: Path) -> None:
@@ -204,61 +252,52 @@ class Registry:
     def open(cls, path: str | Path, create: bool = False, model: str = "", lock_wait: float | None = None) -> Registry:
         """Open the registry at `path`. With `create`, a missing or empty folder becomes a new
         registry (version 0, the base `model`); with `lock_wait` set, the writer's lock is taken
-        before anything is read or created (so two creators never race)."""
+        before anything is read or created (so two creators never race). An existing database
+        that is empty or not a registry's is refused, never re-created."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise RegistryError(f"{path}: is a file, not a registry folder")
         db_file = path / DB_NAME
         if not create and not db_file.exists():
             raise RegistryError(f"{path}: no registry here (no {DB_NAME}); `seal adapt FILE --registry {path}` makes one")
-        if create:
-            if path.is_dir() and not db_file.exists() and any(p.name not in (LOCK_NAME, ADAPTERS) for p in path.iterdir()):
-                raise RegistryError(f"{path}: exists and is not a seal registry (no {DB_NAME}); name a new or empty folder")
+        if create and not db_file.exists():
+            _check_new_folder(path)
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise RegistryError(f"{path}: cannot create the registry folder ({e.strerror or e})") from None
-        reg = cls(path, _connect(db_file))
+        reg = cls(path, None)
         if lock_wait is not None:
             reg.lock(lock_wait)
-        if not reg._initialized():
-            if not create:
-                raise UnfinishedRegistry(f"{path}: the registry was never finished (no version yet); run seal adapt")
-            if reg._lock_fd is None:
-                raise RuntimeError("creating a registry needs its lock")
-            reg._initialize(model)
-        reg._check_format()
+        try:
+            if not db_file.exists():  # (re-checked under the lock: another creator may have finished it)
+                if reg._lock_fd is None:
+                    raise RuntimeError("creating a registry needs its lock")
+                _check_new_folder(path)
+                _create_database(path, model)
+            reg.db = _connect(db_file)
+            reg._check_readable()
+            reg._check_format()
+            if reg._lock_fd is not None:  # an older registry gets the self-check tables
+                with reg._transaction():
+                    _execute_script(reg.db, SELF_CHECK_SCHEMA)
+        except BaseException:
+            reg.close()
+            raise
         return reg
 
-    def _initialized(self) -> bool:
+    def _check_readable(self) -> None:
+        db_file = self.path / DB_NAME
+        if db_file.stat().st_size == 0:
+            raise RegistryError(f"{db_file}: empty (0 bytes); this registry's versions are lost from it, so it is "
+                                f"not re-created: restore {DB_NAME} from a backup (the adapters/ folder is untouched)")
         try:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-        except sqlite3.OperationalError as e:
-            if "no such table" in str(e):
-                return False
-            raise RegistryError(f"{self.path / DB_NAME}: cannot read ({e})") from None
         except sqlite3.DatabaseError as e:
-            raise RegistryError(f"{self.path / DB_NAME}: not a readable registry database ({e})") from None
-        return row is not None
-
-    def _initialize(self, model: str) -> None:
-        """Version 0 (the base model, no adapters) in one transaction with the schema: a process
-        killed here leaves an empty database, which the next writer initializes again."""
-        (self.path / ADAPTERS).mkdir(exist_ok=True)
-        with self._transaction():
-            tables = [r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            for t in tables:  # a half-made schema cannot exist (DDL is transactional); be safe anyway
-                self.db.execute(f"DROP TABLE {t}")
-            for stmt in SCHEMA.strip().split(";"):
-                if stmt.strip():
-                    self.db.execute(stmt)
-            now = _now()
-            self.db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                ("format_version", str(FORMAT_VERSION)), ("model", model), ("created", now), ("current", "0")])
-            self.db.execute("INSERT INTO versions VALUES (0, NULL, ?, ?)",
-                            (now, json.dumps({"note": "the base model, no adapters"})))
-            self.db.execute("INSERT INTO events (time, kind, version, detail) VALUES (?, 'create', 0, ?)",
-                            (now, json.dumps({"model": model})))
+            raise RegistryError(f"{db_file}: not a readable registry database ({_one_line(e)}); "
+                                "it is left as it is") from None
+        if row is None:
+            raise RegistryError(f"{db_file}: not a readable registry database (no format version); it is left as it is")
 
     def _check_format(self) -> None:
         raw = self.meta("format_version")
@@ -271,7 +310,8 @@ class Registry:
                                 f"({FORMAT_VERSION}); upgrade seal to use it")
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
         self.unlock()
 
     # -- the writer's lock
@@ -349,8 +389,65 @@ class Registry:
     def adapter_path(self, adapter: str) -> Path:
         return self.path / ADAPTERS / adapter
 
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
+            is not None
+
+    def recorded_files(self, adapter: str) -> dict[str, tuple[int, str]]:
+        """(size, sha256) of each of an adapter's files as recorded at commit (empty: committed
+        before checksums were recorded)."""
+        if not self._has_table("adapter_files"):
+            return {}
+        return {n: (b, h) for n, b, h in self.db.execute(
+            "SELECT name, bytes, sha256 FROM adapter_files WHERE adapter = ?", (adapter,))}
+
+    def adapter_damage(self, adapter: str, checksums: bool = True) -> str | None:
+        """What is wrong with an adapter folder's files, naming the file (None: intact): a file
+        missing or unreadable, or its size or (with `checksums`) sha256 not what was recorded."""
+        folder = self.adapter_path(adapter)
+        recorded = self.recorded_files(adapter)
+        for name in (PEFT_WEIGHTS, PEFT_CONFIG):
+            path = folder / name
+            try:
+                if not path.is_file():
+                    return f"{path}: missing"
+                size = path.stat().st_size
+                if name not in recorded:
+                    continue
+                want_size, want_sha = recorded[name]
+                if size != want_size:
+                    return f"{path}: damaged ({size} bytes, {want_size} recorded at commit)"
+                if checksums and (got := file_digest(path)[1]) != want_sha:
+                    return f"{path}: damaged (sha256 {got[:12]}..., {want_sha[:12]}... recorded at commit)"
+            except OSError as e:
+                return f"{path}: unreadable ({e.strerror or e})"
+        return None
+
+    def read_adapter(self, adapter: str) -> tuple[dict[str, torch.Tensor], dict]:
+        """An adapter's weights and config, checked against what was recorded at commit first;
+        RegistryError naming the file when it is damaged."""
+        if problem := self.adapter_damage(adapter):
+            raise RegistryError(problem)
+        return read_adapter_folder(self.adapter_path(adapter))
+
     def load_adapter(self, doc: DocumentRow) -> tuple[dict[str, torch.Tensor], dict]:
-        return read_adapter_folder(self.adapter_path(doc.adapter))
+        return self.read_adapter(doc.adapter)
+
+    def damaged(self, checksums: bool = True) -> dict[int, str]:
+        """Every damaged document's adapter: {document id: what is wrong, naming the file}. Without
+        recorded checksums (an older registry) an adapter is also read in full, to catch a
+        truncated or garbled safetensors file."""
+        out = {}
+        for doc, adapter in self.db.execute("SELECT id, adapter FROM documents ORDER BY id").fetchall():
+            problem = self.adapter_damage(adapter, checksums)
+            if problem is None and checksums and not self.recorded_files(adapter):
+                try:
+                    read_adapter_folder(self.adapter_path(adapter))
+                except RegistryError as e:
+                    problem = str(e)
+            if problem:
+                out[doc] = problem
+        return out
 
     # -- writing (under the lock)
 
@@ -365,12 +462,19 @@ class Registry:
         registry's model name)."""
         self._require_lock()
         self.version(parent)
-        names = []
-        for doc in new:
-            name = uuid.uuid4().hex[:16]
-            write_adapter_folder(self.adapter_path(name), doc.weights,
-                                 peft_config(doc.rank, doc.alpha, doc.targets, base_model_path or self.model))
-            names.append(name)
+        names = [uuid.uuid4().hex[:16] for _ in new]
+        with self._transaction():  # recorded before any file exists: the only folders a sweep may remove
+            self.db.executemany("INSERT INTO inflight VALUES (?, ?)", [(n, _now()) for n in names])
+        sums = {}
+        try:
+            for doc, name in zip(new, names):
+                sums[name] = write_adapter_folder(
+                    self.adapter_path(name), doc.weights,
+                    peft_config(doc.rank, doc.alpha, doc.targets, base_model_path or self.model))
+        except BaseException:
+            with contextlib.suppress(Exception):  # a full disk may refuse this too: the next writer sweeps
+                self.sweep()
+            raise
         with self._transaction():
             vid = self.db.execute("SELECT MAX(id) FROM versions").fetchone()[0] + 1
             now = _now()
@@ -383,6 +487,9 @@ class Registry:
                     (vid, doc.source, doc.title, doc.text, doc.sha256, doc.text_sha256, doc.chunk, doc.chunks, name,
                      json.dumps(doc.record)))
                 self.db.execute("INSERT INTO members VALUES (?, ?)", (vid, cur.lastrowid))
+                self.db.executemany("INSERT INTO adapter_files VALUES (?, ?, ?, ?)",
+                                    [(name, f, b, h) for f, (b, h) in sums[name].items()])
+            self.db.executemany("DELETE FROM inflight WHERE adapter = ?", [(n,) for n in names])
             self.db.execute("UPDATE meta SET value = ? WHERE key = 'current'", (str(vid),))
             self.db.execute("INSERT INTO events (time, kind, version, detail) VALUES (?, 'commit', ?, ?)",
                             (now, vid, json.dumps({"parent": parent, "documents": len(new)})))
@@ -399,25 +506,30 @@ class Registry:
                             (_now(), vid, json.dumps({"from": before})))
         return before
 
-    def sweep(self) -> list[str]:
-        """Remove what a killed writer left behind: temporary adapter folders, and adapter folders
-        no document names (written, but their transaction never committed). Returns their names."""
+    def sweep(self) -> tuple[list[str], list[str]]:
+        """Remove what a killed or failed writer left behind: the adapter folders (and their
+        `.tmp-` folders) the database records as in flight. Returns (the removed names, the names
+        of other entries in adapters/ that no document names: left alone, never deleted)."""
         self._require_lock()
         folder = self.path / ADAPTERS
-        if not folder.is_dir():
-            return []
         named = {r[0] for r in self.db.execute("SELECT adapter FROM documents")}
         removed = []
-        for p in folder.iterdir():
-            if p.name not in named:
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-                removed.append(p.name)
-        return removed
+        for (name,) in self.db.execute("SELECT adapter FROM inflight").fetchall():
+            if name not in named:
+                for p in (folder / name, folder / f".tmp-{name}"):
+                    if p.exists():
+                        shutil.rmtree(p)
+                        removed.append(p.name)
+            with self._transaction():
+                self.db.execute("DELETE FROM inflight WHERE adapter = ?", (name,))
+        unknown = sorted(p.name for p in folder.iterdir() if p.name not in named) if folder.is_dir() else []
+        return removed, unknown
 
     def verify(self) -> list[str]:
         """What is wrong with the registry (empty when it is consistent): SQLite's integrity
         check, the current version exists, every version's documents exist, and every document's
-        adapter folder holds both PEFT files."""
+        adapter folder holds both PEFT files at their recorded sizes (`damaged()` also checks
+        their sha256)."""
         problems = []
         check = self.db.execute("PRAGMA integrity_check").fetchone()[0]
         if check != "ok":
@@ -433,30 +545,117 @@ class Registry:
                 problems.append(f"members: version {vid} does not exist")
             if self.db.execute("SELECT 1 FROM documents WHERE id = ?", (doc,)).fetchone() is None:
                 problems.append(f"version {vid}: document {doc} does not exist")
-        for (doc, adapter) in self.db.execute("SELECT id, adapter FROM documents"):
-            for name in (PEFT_CONFIG, PEFT_WEIGHTS):
-                if not (self.adapter_path(adapter) / name).is_file():
-                    problems.append(f"document {doc}: adapter {adapter} lacks {name}")
+        for doc, problem in self.damaged(checksums=False).items():
+            problems.append(f"document {doc}: {problem}")
         return problems
 
     def _transaction(self):
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.path / DB_NAME)
+
+
+def discard_new_registry(path: Path, folder_existed: bool) -> bool:
+    """Remove a registry this process has just created, when it holds nothing but version 0 and
+    an empty adapters/ (checked here: never anything committed); the folder itself too unless it
+    existed before. Returns whether it was removed."""
+    try:
+        db = sqlite3.connect(f"file:{path / DB_NAME}?mode=ro", uri=True)
+        try:
+            versions = [r[0] for r in db.execute("SELECT id FROM versions")]
+        finally:
+            db.close()
+        adapters = path / ADAPTERS
+        if versions != [0] or (adapters.is_dir() and any(adapters.iterdir())):
+            return False
+        if not folder_existed:
+            shutil.rmtree(path)
+            return True
+        for name in (DB_NAME, LOCK_NAME):
+            (path / name).unlink(missing_ok=True)
+        adapters.rmdir()
+    except (OSError, sqlite3.Error):
+        return False
+    return True
+
+
+def _check_new_folder(path: Path) -> None:
+    """A registry is made only in a new or empty folder (a lock file, a leftover `registry.sqlite.new`
+    and an empty adapters/ allowed): never over adapters whose database is gone."""
+    if not path.is_dir():
+        return
+    if any(p.name not in (LOCK_NAME, ADAPTERS, NEW_DB, NEW_DB + "-journal") for p in path.iterdir()):
+        raise RegistryError(f"{path}: exists and is not a seal registry (no {DB_NAME}); name a new or empty folder")
+    adapters = path / ADAPTERS
+    if adapters.is_dir() and (held := sum(1 for _ in adapters.iterdir())):
+        raise RegistryError(f"{path}: no {DB_NAME} but {ADAPTERS}/ holds {held} entr{'y' if held == 1 else 'ies'}: "
+                            f"refusing to make a new registry over them; restore {DB_NAME} or move the folder away")
+
+
+def _execute_script(db: sqlite3.Connection, script: str) -> None:
+    """Each statement of `script` (sqlite3's executescript would commit the open transaction)."""
+    for stmt in script.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
+def _create_database(path: Path, model: str) -> None:
+    """Version 0 (the base model, no adapters) written to `registry.sqlite.new`, fsynced and
+    renamed into place: a process killed here leaves no `registry.sqlite` (the leftover `.new`
+    is written again by the next creator)."""
+    tmp = path / NEW_DB
+    for leftover in (tmp, path / (NEW_DB + "-journal")):
+        leftover.unlink(missing_ok=True)
+    (path / ADAPTERS).mkdir(exist_ok=True)
+    db = _connect(tmp)
+    try:
+        with _Transaction(db, tmp):
+            _execute_script(db, SCHEMA + SELF_CHECK_SCHEMA)
+            now = _now()
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("format_version", str(FORMAT_VERSION)), ("model", model), ("created", now), ("current", "0")])
+            db.execute("INSERT INTO versions VALUES (0, NULL, ?, ?)", (now, json.dumps({"note": "the base model, no adapters"})))
+            db.execute("INSERT INTO events (time, kind, version, detail) VALUES (?, 'create', 0, ?)",
+                       (now, json.dumps({"model": model})))
+    finally:
+        db.close()
+    _fsync_path(tmp)
+    os.rename(tmp, path / DB_NAME)
+    _fsync_path(path)
 
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception (the connection is in autocommit
-    mode, so nothing else ever opens a transaction behind our back)."""
+    mode, so nothing else ever opens a transaction behind our back). An SQLite error (disk full,
+    read-only file system...) becomes a RegistryError naming the database and SQLite's own cause:
+    SQLite may already have rolled the transaction back itself, and the ROLLBACK that would then
+    fail ("no transaction is active") must not hide that cause."""
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite3.Connection, db_file: Path):
         self.db = db
+        self.db_file = db_file
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise self._error(e) from None
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except sqlite3.Error as e:
+                exc = e
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise self._error(exc) from None
         return False
+
+    def _error(self, e: sqlite3.Error) -> RegistryError:
+        return RegistryError(f"{self.db_file}: {_one_line(e)}; nothing was changed")
 
 
 def _connect(db_file: Path) -> sqlite3.Connection:

@@ -14,6 +14,7 @@ it: its saved config is used (a different config is an error, not a silent mix).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -57,11 +58,12 @@ def atomic_write_json(path: Path, obj) -> None:
     if undefined and isinstance(obj, dict):
         obj.setdefault("undefined", {}).update({k: v for k, v in undefined.items() if k not in obj["undefined"]})
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with naming(path, tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -71,8 +73,9 @@ def append_jsonl(path: Path, record: dict) -> None:
         if not data.endswith(b"\n"):
             with open(path, "r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
-    with open(path, "a") as f:
-        f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
+    line = json.dumps(strict_json(record), allow_nan=False) + "\n"
+    with naming(path), open(path, "a") as f:  # (a torn line a failed write leaves is cut by the next append)
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())
 
@@ -82,8 +85,26 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     it), each record strict JSON as `append_jsonl` writes it."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in records))
-    tmp.replace(path)
+    text = "".join(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in records)
+    with naming(path, tmp):
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+@contextlib.contextmanager
+def naming(path: Path, tmp: Path | None = None):
+    """Within the block, an OSError that names no file (a write or fsync failing with ENOSPC,
+    EDQUOT, EIO) is raised again naming `path`, and the temporary file `tmp` is removed on any
+    failure: a full disk is one line naming the file and leaves no temporary file behind."""
+    try:
+        yield
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -26,7 +26,7 @@ from seal.config import LoRAConfig, ModelConfig
 from seal.models import load_model
 from seal.registry import (
     Registry,
-    UnfinishedRegistry,
+    RegistryError,
     peft_config,
     read_adapter_folder,
     write_adapter_folder,
@@ -555,13 +555,14 @@ def test_a_squad_file_gives_one_document_per_passage(tiny_model_dir, squad_tiny,
 
 
 def test_a_registry_being_created_reads_as_no_model_yet(tmp_path):
-    """While one `seal adapt` creates a registry (it holds the lock, its database has no version
-    yet), another's model check sees no registry instead of failing on the half-made one: it then
-    waits for or is refused by the lock, with that message (the race of the test above)."""
+    """While one `seal adapt` creates a registry (it holds the lock; its database is still
+    `registry.sqlite.new`), another's model check sees no registry instead of failing on the
+    half-made one: it then waits for or is refused by the lock, with that message (the race of
+    the test above)."""
     reg_dir = tmp_path / "reg"
     reg_dir.mkdir()
-    sqlite3.connect(reg_dir / "registry.sqlite").close()  # the file exists, no schema or version yet
-    with pytest.raises(UnfinishedRegistry):
+    (reg_dir / "registry.sqlite.new").write_bytes(b"")  # a creation under way (or killed)
+    with pytest.raises(RegistryError, match="no registry here"):
         Registry.open(reg_dir)
     assert A.stored_model(str(reg_dir)) is None
     made = Registry.open(reg_dir, create=True, model="tiny", lock_wait=0.0)  # an interrupted creation is finished

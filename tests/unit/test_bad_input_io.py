@@ -1,0 +1,219 @@
+"""Failures of the machine and of unusual input, each one line (exit 2, no traceback), bounded in
+seconds, losing nothing and leaving nothing behind: full disks (mocked ENOSPC), a full SQLite
+database, special files, version numbers past 64 bits, questions longer than the context
+window, refused first starts, leftover `.partial` folders, and control characters in what
+`seal history` / `seal ask` print."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from seal import registry as R
+from seal.adapt import parse_version
+from seal.cli import main
+from seal.registry import Registry
+
+from test_registry import FAST, _adapt, _refused, committed, docs  # noqa: F401 (committed, docs: fixtures)
+
+
+@contextlib.contextmanager
+def within(seconds: int):
+    """Fail instead of hanging (a FIFO read blocks forever)."""
+    def stop(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _adapters(reg: Path) -> list[str]:
+    return sorted(p.name for p in (reg / "adapters").iterdir())
+
+
+# ----------------------------------------------------------------------------- numbers and special files
+
+def test_a_version_past_64_bits_is_one_line(tmp_path, capsys):
+    reg = Registry.open(tmp_path / "reg", create=True, model="m", lock_wait=0)
+    reg.close()
+    huge = str(2**64)
+    _refused(["rollback", huge, "--registry", str(tmp_path / "reg")], capsys, f"VERSION {huge} is past the largest")
+    _refused(["ask", "Who?", "--version", "v" + "9" * 5000, "--registry", str(tmp_path / "reg")], capsys,
+             "is past the largest version number")
+    assert parse_version(str(2**63 - 1)) == 2**63 - 1
+    with pytest.raises(Exception, match="must be a version number"):
+        parse_version("\u00b2")  # a digit to str.isdigit, not to int()
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero", "/dev/null"])
+def test_special_files_are_refused_at_once_and_make_no_registry(special, tmp_path, capsys):
+    if special == "fifo":
+        path = tmp_path / "pipe.txt"
+        os.mkfifo(path)  # nobody writes to it: reading would block forever
+        kind = "a FIFO (named pipe)"
+    else:
+        path = Path(special)
+        if not path.exists():
+            pytest.skip(f"{special} is not on this machine")
+        kind = "a character device"
+    with within(20):
+        _refused(["adapt", str(path), "--registry", str(tmp_path / "reg"), *FAST], capsys,
+                 f"{path}: is {kind}, not a regular file")
+    assert not (tmp_path / "reg").exists()
+
+
+# ----------------------------------------------------------------------------- refused first starts
+
+@pytest.mark.parametrize("folder_existed", [False, True])
+def test_a_refused_first_adapt_leaves_no_registry(folder_existed, tiny_model_dir, tmp_path, capsys):
+    reg = tmp_path / "reg"
+    if folder_existed:
+        reg.mkdir()
+    long = tmp_path / "long.txt"
+    long.write_text(" ".join(f"The ferry carries {i} crates of green salt every morning." for i in range(200)))
+    _refused(["adapt", str(long), "--registry", str(reg), "--model", str(tiny_model_dir), *FAST,
+              "--adapt.max_chunks", "1"], capsys, "chunks")  # refused after the model loaded
+    assert (list(reg.iterdir()) == []) if folder_existed else not reg.exists()
+
+
+def test_a_refused_adapt_on_a_registry_keeps_it(committed, tiny_model_dir, tmp_path, capsys):
+    long = tmp_path / "long.txt"
+    long.write_text(" ".join(f"The ferry carries {i} crates of green salt every morning." for i in range(200)))
+    _refused(["adapt", str(long), "--registry", str(committed), *FAST, "--adapt.max_chunks", "1"], capsys, "chunks")
+    r = Registry.open(committed)
+    assert r.current == 1 and r.verify() == []
+    r.close()
+
+
+# ----------------------------------------------------------------------------- full disks
+
+
+def test_a_full_disk_under_the_registry_is_one_line_and_loses_nothing(committed, tiny_model_dir, docs, capsys,
+                                                                     monkeypatch):
+    from safetensors import SafetensorError
+    import safetensors.torch
+
+    before = _adapters(committed)
+    real = safetensors.torch.save_file
+
+    def full(*a, **k):  # what safetensors raises on a full disk
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    _refused(["adapt", str(docs["drosk.txt"]), "--registry", str(committed), *FAST], capsys,
+             "adapter_model.safetensors: No space left on device; free space, then run the same command again")
+    assert _adapters(committed) == before  # no .tmp-, no half-written adapter
+    r = Registry.open(committed)
+    assert r.current == 1 and r.verify() == [] and r.db.execute("SELECT COUNT(*) FROM inflight").fetchone() == (0,)
+    r.close()
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    assert _adapt(tiny_model_dir, committed, docs["drosk.txt"]) == 0  # the same command, once there is room
+
+
+def _full_at(file: Path, monkeypatch) -> None:
+    """fsync of `file` fails with ENOSPC (and no file name, as the kernel reports it): the disk
+    fills up in the middle of a run."""
+    real = os.fsync
+
+    def fsync(fd):
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            name = ""
+        if name == str(file):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the file of a descriptor in /proc")
+def test_a_full_disk_under_out_is_one_line_and_the_same_command_resumes(tiny_model_dir, squad_tiny, tmp_path, capsys,
+                                                                       monkeypatch):
+    out = tmp_path / "run"
+    argv = ["evaluate", "--data", str(squad_tiny), "--limit", "1", "--model", str(tiny_model_dir), "--out", str(out),
+            "--selfedit.max_new_tokens", "8", "--inner.epochs", "1", "--eval.max_answer_tokens", "4", "--threads", "1"]
+    _full_at(out / "results.jsonl", monkeypatch)  # the first inner-loop result
+    _refused(argv, capsys, f"{out / 'results.jsonl'}: No space left on device; free space, then run the same "
+                           "command again (finished results are saved; rerun with the same --out to resume)")
+    monkeypatch.undo()
+    assert not list(tmp_path.rglob("*.tmp"))  # no temporary file survives the failure
+    assert main(argv) == 0 and (out / "summary.json").exists()
+
+
+def test_rollback_on_a_full_database_names_the_cause(committed, capsys, monkeypatch):
+    class FullDisk(sqlite3.Connection):
+        """SQLITE_FULL on the rollback's event row, after which SQLite has rolled back by itself."""
+
+        def execute(self, sql, *args):
+            if sql.startswith("INSERT INTO events"):
+                super().execute("ROLLBACK")
+                raise sqlite3.OperationalError("database or disk is full")
+            return super().execute(sql, *args)
+    monkeypatch.setattr(R, "_connect", lambda f: sqlite3.connect(str(f), isolation_level=None, factory=FullDisk))
+    _refused(["rollback", "0", "--registry", str(committed)], capsys,
+             "registry.sqlite: database or disk is full; nothing was changed")
+    monkeypatch.undo()
+    r = Registry.open(committed)
+    assert r.current == 1
+    r.close()
+
+
+def test_a_partial_model_folder_is_cleared_and_a_failed_save_leaves_none(tiny_model_dir, tmp_path):
+    from safetensors import SafetensorError
+
+    from seal.config import ModelConfig
+    from seal.models import load_model, save_model
+
+    model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    folder = tmp_path / "round_1" / "model"
+    partial = tmp_path / "round_1" / "model.partial"
+    partial.mkdir(parents=True)
+    (partial / "model.safetensors").write_bytes(b"half of a killed save")
+    (partial / "stray.bin").write_bytes(b"x" * 1000)
+    save_model(model, tok, folder)
+    assert not partial.exists() and not (folder / "stray.bin").exists()
+    assert load_model(ModelConfig(name=str(folder)))[0].config.hidden_size == model.config.hidden_size
+
+    def full(*a, **k):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+    model.save_pretrained = full
+    with pytest.raises(OSError) as e:
+        save_model(model, tok, tmp_path / "round_2" / "model")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "round_2" / "model.partial")
+    assert not (tmp_path / "round_2" / "model.partial").exists() and not (tmp_path / "round_2" / "model").exists()
+
+
+# ----------------------------------------------------------------------------- endless input, unsafe output
+
+def test_a_question_longer_than_the_context_window_is_refused_in_seconds(committed, capsys):
+    question = "Who founded the harbor town of Velmora and when? " * 400  # ~4000 tokens, window 1024
+    with within(60):
+        _refused(["ask", question, "--registry", str(committed), *FAST], capsys,
+                 "and the model reads at most 1024 (its context window) with the 4-token answer")
+
+
+def test_control_characters_are_escaped_when_printed(tiny_model_dir, tmp_path, capsys):
+    from seal.adapt import printable
+    assert printable("a\x1b[2Jb\rc\x07\x7f\u202e") == "a\\x1b[2Jb\\rc\\x07\\x7f\\u202e"
+    assert printable("two\nlines\tok", keep="\n\t") == "two\nlines\tok" and printable("x\ny") == "x\\ny"
+    doc = tmp_path / "evil.md"
+    doc.write_text("# Velm\x1b]0;owned\x07ora\n\nVelmora is a harbor town \x1b[2J founded by salt traders in 1742.\n")
+    reg = tmp_path / "reg"
+    assert _adapt(tiny_model_dir, reg, doc) == 0
+    capsys.readouterr()
+    assert main(["history", "--registry", str(reg)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and '"Velm\\x1b]0;owned\\x07ora"' in out
+    assert main(["ask", "Who founded the harbor town Velmora?", "--registry", str(reg), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "Velm\\x1b]0;owned\\x07ora" in out
