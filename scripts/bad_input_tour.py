@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,9 @@ SEAL = str(Path(sys.executable).with_name("seal"))
 FIXTURE = ROOT / "tests" / "fixtures" / "squad_tiny.json"
 ARC = ROOT / "tests" / "fixtures" / "arc"
 LONG = " ".join(["The harbor town keeps many salt traders and green lighthouses."] * 1500)
+SAID = ("data:", "external", "restem.", "  too long", "  damaged:", "  the current version", "  + document")
+"""Lines of stdout a case that ran shows (what it said about its input), with `seal ask`'s line
+saying which version and document answered."""
 
 
 def make_files(d: Path) -> None:
@@ -48,6 +52,29 @@ def make_files(d: Path) -> None:
     (d / "notes").mkdir()
     (d / "notes" / "keep.txt").write_text("mine")
     (d / "bad.yaml").write_text("inner: [1, 2\n")
+    w("velmora.md", "# Velmora\n\nVelmora is a harbor town founded in 1742 by salt traders. Its lighthouse is green.\n")
+    w("drosk.txt", "The Drosk Mining Company extracts blue cobalt from the Harrow Hills. Ilsa Drosk founded it in 1911.\n")
+    w("evil.md", "# Velm\x1b]0;owned\x07ora\n\nVelmora is a harbor town \x1b[2J founded by salt traders in 1742.\n")
+    w("long.txt", " ".join(f"The ferry carries {i} crates of green salt every morning." for i in range(200)))
+    os.mkfifo(d / "pipe.txt")
+
+
+def make_registries(d: Path, tiny: Path) -> None:
+    """A registry of two versions (Velmora; Velmora and Drosk), and damaged copies of it: Drosk's
+    adapter file cut in half, the database emptied (`: > registry.sqlite`); one holding a
+    document whose title carries terminal escape sequences."""
+    fast = ["--model", str(tiny), "--selfedit.max_new_tokens", "8", "--inner.epochs", "1", "--eval.max_answer_tokens",
+            "4", "--adapt.probe_max_new_tokens", "8", "--threads", "1"]
+    env = {**os.environ, "SEAL_QUIET": "1"}
+    for reg, doc in (("reg", "velmora.md"), ("reg", "drosk.txt"), ("reg-evil", "evil.md")):
+        subprocess.run([SEAL, "adapt", str(d / doc), "--registry", str(d / reg), *fast], capture_output=True, env=env,
+                       check=True)
+    shutil.copytree(d / "reg", d / "reg-damaged")
+    newest = max((d / "reg-damaged" / "adapters").iterdir(), key=lambda p: p.stat().st_mtime)
+    weights = newest / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    shutil.copytree(d / "reg", d / "reg-emptied")
+    (d / "reg-emptied" / "registry.sqlite").write_bytes(b"")
 
 
 def cases(d: Path, tiny: Path) -> list[tuple[str, list[str]]]:
@@ -135,6 +162,25 @@ def cases(d: Path, tiny: Path) -> list[tuple[str, list[str]]]:
         ("seal arc --top_p 0", [*arc, "--top_p", "0"]),
         ("seal arc --out an existing file", [*arc, "--out", str(d / "afile")]),
         ("seal bench inner-loop --passages -1", ["bench", "inner-loop", "--passages", "-1"]),
+        # your own documents: special files, numbers, endless questions, damage, unsafe text
+        ("seal adapt a FIFO nobody writes to", ["adapt", str(d / "pipe.txt"), "--registry", str(d / "reg-new"), *fast]),
+        ("seal adapt /dev/zero", ["adapt", "/dev/zero", "--registry", str(d / "reg-new"), *fast]),
+        ("seal adapt /dev/null", ["adapt", "/dev/null", "--registry", str(d / "reg-new"), *fast]),
+        ("seal adapt, refused after the model loads (first start)",
+         ["adapt", str(d / "long.txt"), "--registry", str(d / "reg-new"), *fast, "--adapt.max_chunks", "1"]),
+        ("seal rollback 2**64", ["rollback", str(2**64), "--registry", str(d / "reg")]),
+        ("seal ask --version 2**64", ["ask", "Who?", "--version", str(2**64), "--registry", str(d / "reg")]),
+        ("seal ask, a question past the context window",
+         ["ask", "Who founded the harbor town of Velmora and when? " * 400, "--registry", str(d / "reg"), *fast]),
+        ("seal ask, routed to a damaged adapter",
+         ["ask", "What does the Drosk Mining Company extract?", "--registry", str(d / "reg-damaged"), *fast]),
+        ("seal ask, routed past a damaged adapter",
+         ["ask", "Who founded the harbor town Velmora?", "--registry", str(d / "reg-damaged"), *fast]),
+        ("seal history --verify, a damaged adapter", ["history", "--verify", "--registry", str(d / "reg-damaged")]),
+        ("seal adapt, registry.sqlite emptied (0 bytes)",
+         ["adapt", str(d / "drosk.txt"), "--registry", str(d / "reg-emptied"), *fast]),
+        ("seal history, registry.sqlite emptied (0 bytes)", ["history", "--registry", str(d / "reg-emptied")]),
+        ("seal history, a title with terminal escapes", ["history", "--registry", str(d / "reg-evil")]),
     ]
 
 
@@ -152,9 +198,13 @@ def run_case(argv: list[str], runs: Path, name: str) -> dict:
         rc, err, so = "timeout", "", ""
     lines = [line for line in err.strip().splitlines() if line.strip()]
     shown = lines[-1] if lines else ""
-    if rc == 0:  # what the run said about its input, not the table
-        keep = [line for line in so.splitlines() if line.startswith(("data:", "external", "restem.", "  too long"))]
+    if rc in (0, 1) and not shown:  # what the run said about its input, not the table
+        keep = [line.strip() for line in so.splitlines()
+                if line.startswith(SAID) or (line.startswith("version ") and " answered" in line)]
         shown = " / ".join(keep) or "(ran)"
+    if "--registry" in argv and argv[0] == "adapt":  # a refused first start must leave no registry
+        out = Path(argv[argv.index("--registry") + 1])
+        out = out if out.name == "reg-new" else None
     return {"case": name, "rc": rc, "seconds": round(time.time() - t, 1), "traceback": "Traceback" in err,
             "shown": shown, "folder_left": bool(out and out.exists() and rc != 0)}
 
@@ -177,6 +227,7 @@ def main() -> None:
         subprocess.run([SEAL, "evaluate", "--data", str(FIXTURE), "--limit", "1", "--model", str(tiny), "--inner.epochs",
                         "1", "--selfedit.max_new_tokens", "8", "--selfedit.k", "1", "--out", str(d / "ok-run")],
                        capture_output=True, env={**os.environ, "SEAL_QUIET": "1"}, check=True)
+        make_registries(d, tiny)
         (d / "train-run").mkdir()
         (d / "train-run" / "final.json").write_text(json.dumps({"model": str(d / "train-run/rounds/round_1/model")}))
         rows = []
@@ -192,7 +243,7 @@ def main() -> None:
              "Made by `.venv/bin/python scripts/bad_input_tour.py` (tiny random model, temporary files). "
              "Paths under the temporary folder are shown as `$TMP`.", "",
              f"{sum(r['traceback'] for r in rows)} tracebacks, "
-             f"{sum(r['folder_left'] for r in rows)} run folders left by refused starts, "
+             f"{sum(r['folder_left'] for r in rows)} run or registry folders left by refused starts, "
              f"{len(rows)} cases.", "",
              "| input | exit | seconds | what the user sees |", "|---|---|---|---|"]
     for r in rows:
