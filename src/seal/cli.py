@@ -251,18 +251,30 @@ def main(argv: list[str] | None = None) -> int:
         # a run folder this start created but never wrote a result to would only refuse the
         # corrected rerun ("resuming with a different config"): remove it
         discard_unstarted_runs()
-        if isinstance(e, OSError) and e.filename and not args.verbose:  # disk full, permissions...: name the file
-            after = ""
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                note = getattr(args, "interrupted", None) or "finished results are saved; rerun with the same --out to resume"
-                after = f"; free space, then run the same command again ({note})"
-            print(f"seal: error: {e.filename}: {e.strerror or e}{after}", file=sys.stderr)
+        if isinstance(e, OSError) and not args.verbose and (e.filename or e.errno in WRITE_ERRORS):
+            print(f"seal: error: {_os_error(e, args)}", file=sys.stderr)  # disk full, permissions...: name the file
             return 2
         if args.verbose or not isinstance(e, _known_errors()):
             raise
         print(f"seal: error: {_one_line(e)}", file=sys.stderr)
         return 2
     return rc if isinstance(rc, int) else 0
+
+
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG)
+"""What a failed write raises; without a file name it is shown naming the command's output folder."""
+
+
+def _os_error(e: OSError, args) -> str:
+    """One line: the file (else the output folder the command writes), the cause, and after a full
+    disk how to go on."""
+    where = e.filename or next((v for k in ("cfg:out", "out", "registry", "cfg:adapt.registry")
+                                if (v := getattr(args, k, None))), "the output folder")
+    after = ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        note = getattr(args, "interrupted", None) or "finished results are saved; rerun with the same --out to resume"
+        after = f"; free space, then run the same command again ({note})"
+    return f"{where}: {e.strerror or e}{after}"
 
 
 def _quiet_library_progress() -> None:

@@ -87,7 +87,7 @@ from .engine import job_seed
 from .evaluate import check_models, prepare_passages
 from .generation import HFGenerator
 from .inner_loop import _hidden, answer_logprobs, train_adapters
-from .models import format_prompt, load_model, model_device, pick_dtype, uses_chat
+from .models import format_prompt, load_model, model_device, pick_dtype, uses_chat, write_error
 from .runs import append_jsonl, atomic_write_json, open_run, read_jsonl
 from .stats import bootstrap_mean
 from .tasks import knowledge as K
@@ -249,8 +249,14 @@ def save_adapter(path: Path, weights: dict[str, torch.Tensor]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
+        os.replace(tmp, path)
+    except BaseException as e:  # a full disk: one line naming the file, no .tmp left
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":
+            raise write_error(e, path) from None
+        raise
 
 
 def read_adapter(path: Path, device) -> dict[str, torch.Tensor]:

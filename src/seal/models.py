@@ -66,29 +66,33 @@ def _clear_quantization_flag(model) -> None:
 
 
 def _load_gguf(path: Path, cache: Path, trust_remote_code: bool):
-    """Dequantize a GGUF file once and keep a safetensors copy in `cache`."""
+    """Dequantize a GGUF file once and keep a safetensors copy in `cache`. One process writes it
+    at a time (an flock on `<cache>.lock`; the others wait, then load its copy), through
+    `<cache>.partial`, which a process killed while writing leaves for the next one to clear."""
+    import fcntl
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if (cache / "model.safetensors").exists() and (cache / "config.json").exists():
+    def cached() -> bool:
+        return (cache / "model.safetensors").exists() and (cache / "config.json").exists()
+
+    if cached():
         return _load_folder(str(cache), trust_remote_code)
     if not path.exists():
         raise ModelError(f"{path}: no such .gguf file")
-    log.info("dequantizing %s (once; cached in %s)", path, cache)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    except Exception as e:  # library errors deep in the GGUF reader: name the file instead
-        raise ModelError(f"{path}: cannot load GGUF file ({type(e).__name__}: {e})") from None
-    _clear_quantization_flag(model)
-    tmp = cache.with_name(cache.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    if cache.exists():  # another process finished first
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(cache)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.with_name(cache.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, however this process ends
+        if not cached():  # (else another process finished it while this one waited)
+            log.info("dequantizing %s (once; cached in %s)", path, cache)
+            try:
+                tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+                model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                             dtype=torch.float32)
+            except Exception as e:  # library errors deep in the GGUF reader: name the file instead
+                raise ModelError(f"{path}: cannot load GGUF file ({type(e).__name__}: {e})") from None
+            _clear_quantization_flag(model)
+            save_model(model, tok, cache)
     return _load_folder(str(cache), trust_remote_code)
 
 
@@ -263,15 +267,15 @@ def end_of_turn_ids(tok, chat: bool) -> list[int]:
     return [eot] + [i for i in eos if i != eot]
 
 
-def save_model(model, tok, folder: Path) -> None:
-    """Write a model folder through `<folder>.partial`, renamed into place when complete. A
-    `.partial` left by a run killed while saving is removed first (it is never reused: it may
-    hold a half-written file), and a failed save (disk full...) removes its own: an OSError
-    naming the folder."""
+def save_model(model, tok, folder: Path, partial: str = ".partial") -> None:
+    """Write a model folder through `<folder><partial>`, renamed into place when complete (a
+    folder already there is replaced). A `<partial>` left by a run killed while saving is removed
+    first (it is never reused: it may hold a half-written file), and a failed save (disk full...)
+    removes its own: an OSError naming it."""
     import shutil
 
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
+    tmp = folder.with_name(folder.name + partial)
     if tmp.exists():
         shutil.rmtree(tmp)
     try:

@@ -217,3 +217,57 @@ def test_control_characters_are_escaped_when_printed(tiny_model_dir, tmp_path, c
     assert main(["ask", "Who founded the harbor town Velmora?", "--registry", str(reg), *FAST]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "Velm\\x1b]0;owned\\x07ora" in out
+
+
+def test_the_gguf_cache_clears_a_killed_writers_partial_folder(tiny_model_dir, tmp_path, monkeypatch):
+    """Dequantizing a .gguf file writes its cache through `<cache>.partial`: a folder a killed
+    run left there is cleared, never reused, and the cache then loads."""
+    import transformers
+
+    from seal import models
+    from seal.config import ModelConfig
+
+    model, tok = models.load_model(ModelConfig(name=str(tiny_model_dir)))
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")  # read by the stand-ins below, not parsed
+    real = transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: tok)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: model if k.get("gguf_file") else real(*a, **k))
+    cache = tmp_path / "cache" / "gguf-tiny"
+    partial = tmp_path / "cache" / "gguf-tiny.partial"
+    partial.mkdir(parents=True)
+    (partial / "model.safetensors").write_bytes(b"x" * 4096)  # half of a killed write
+    (partial / "model-00002-of-00002.safetensors").write_bytes(b"x" * 4096)  # a shard of another layout
+    loaded, _ = models._load_gguf(gguf, cache, False)
+    assert not partial.exists() and (cache / "model.safetensors").stat().st_size > 4096
+    assert not (cache / "model-00002-of-00002.safetensors").exists()
+    assert loaded.config.hidden_size == model.config.hidden_size
+
+
+def test_a_full_disk_saving_a_continual_update_is_named(tmp_path, monkeypatch):
+    import safetensors.torch
+    import torch
+    from safetensors import SafetensorError
+
+    from seal.continual import save_adapter
+
+    def full(*a, **k):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    path = tmp_path / "adapters" / "seq_1" / "step_1.safetensors"
+    with pytest.raises(OSError) as e:
+        save_adapter(path, {"w": torch.zeros(2)})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    assert list(path.parent.iterdir()) == []
+
+
+def test_a_write_error_without_a_file_name_names_the_output_folder(tmp_path, capsys, monkeypatch):
+    """An OSError from a write deep in a library often carries no file name: the one line then
+    names the folder the command writes (--registry, --out)."""
+    import seal.adapt
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(seal.adapt, "rollback", read_only)
+    _refused(["rollback", "1", "--registry", str(tmp_path / "reg")], capsys, f"{tmp_path / 'reg'}: Read-only file system")
