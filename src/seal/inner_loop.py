@@ -4,8 +4,21 @@ Given self-edits SE_1..SE_n (each already turned into training sequences), we co
 
     theta'_i = SFT(theta, SE_i)
 
-as n LoRA adapters trained *together* over one shared frozen base model (see lora.py). Each
-step takes the next batch of every adapter that still has one; the rows are sorted by length
+as n LoRA adapters trained *together* over one shared frozen base model (see lora.py).
+
+How an update's sequences become optimizer steps is `InnerLoopConfig.steps`:
+  * sequence (default): one sequence a step, as the paper's reference code (batch size 1, the
+    passage appended as one more sequence): a self-edit of N items takes (N+1) x epochs steps,
+    the passage alone `epochs`. A longer self-edit buys steps, so `seal evaluate` pairs every
+    self-edit row with the passage trained for as many steps (`eval.controls`).
+  * packed: `batch_size` sequences a step, the loss averaged over the step's tokens; every
+    update of up to batch_size sequences takes `epochs` steps, and a self-edit's items take
+    gradient away from the passage (the earlier default, and why a self-edit taught less than the
+    passage alone: issue "Self-edits that teach more than the passage").
+  * packed-weighted: packed steps, each sequence's loss its own token mean, weighted so that the
+    passage counts as much as the self-edit's items together (`row_weights`).
+
+Each step takes the next batch of every adapter that still has one; the rows are sorted by length
 and cut into micro-batches under a token budget, so padding stays small without packing
 sequences into one row (which would need a block-diagonal attention mask). Loss is next-token
 cross-entropy on real tokens only (never on padding; optionally only on the completion after a
