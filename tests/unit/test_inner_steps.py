@@ -212,3 +212,28 @@ def test_generator_check_scores_both_generators_on_held_apart_passages(tiny_mode
     assert check["verdict"] == "not distinguishable from"
     assert main([*args, "--restem.generator_check", "3", "--out", str(tmp_path / "refused")]) == 2
     assert not (tmp_path / "refused").exists()
+
+
+def test_closing_sentence_judges_by_the_reward_metric_and_names_the_control():
+    from seal.evaluate import plain_summary
+
+    def stat(mean, lo, hi):
+        return {"mean": mean, "lo": lo, "hi": hi, "n": 12}
+
+    summary = {"reward_metric": "containment", "order": ["no-adaptation", "passage", "self-edits", "passage x steps",
+                                                          "self-edits:round_1"],
+               "conditions": {c: {"metrics": {"containment": stat(v, v - 0.1, v + 0.1),
+                                              "logprob": stat(-3.0, -3.5, -2.5)}}
+                              for c, v in (("no-adaptation", 0.0), ("passage", 0.44), ("self-edits", 0.54),
+                                           ("passage x steps", 0.30), ("self-edits:round_1", 0.33))},
+               "gain_vs_passage": {"self-edits": {"containment": stat(0.10, -0.02, 0.21)}},
+               "gain_vs_steps_control": {"self-edits": {"containment": stat(0.24, 0.10, 0.38)}},
+               # log-prob cannot tell them apart; containment, the reward's metric, says worse
+               "gain_vs_own_selfedits": {"self-edits:round_1": {"containment": stat(-0.21, -0.38, -0.04),
+                                                                "logprob": stat(-0.47, -1.03, 0.05)}}}
+    text = plain_summary(summary)
+    assert "on the passage alone for as many steps as the own self-edits' update 30%" in text
+    assert "Its own self-edits could not be told apart from the passage alone (+10% [-2%, +21%])" in text
+    assert "taught more than the passage trained for the same steps (+24% [+10%, +38%])" in text
+    assert "Self-edits written by the round_1 model taught less than the base model's own (-21% [-38%, -4%])" in text
+    assert "cannot yet be told apart" not in text and "Most taught: self-edits" in text
