@@ -34,7 +34,8 @@ def test_evaluate_table_with_external_and_cpt(tiny_model_dir, squad_tiny, tmp_pa
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--completions", str(ext),
                  "--out", str(out), *FAST]) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert s["order"] == ["no-adaptation", "passage", "self-edits", "external"]
+    assert s["order"] == ["no-adaptation", "passage", "self-edits", "passage x steps", "external",
+                          "passage x steps:external"]
     for c in s["conditions"].values():
         assert c["n_questions"] == 8 and c["n_passages"] == 4
         for m in ("logprob", "containment", "f1", "em"):
@@ -42,10 +43,18 @@ def test_evaluate_table_with_external_and_cpt(tiny_model_dir, squad_tiny, tmp_pa
             assert v["lo"] <= v["mean"] <= v["hi"]
     g = s["gain_vs_own_selfedits"]["external"]["logprob"]
     assert g["n"] == 4 and g["lo"] <= g["mean"] <= g["hi"]
+    # each self-edit row against passage-only and against the passage trained for as many steps
+    for cond in ("self-edits", "external"):
+        ctrl = "passage x steps" + (":external" if cond == "external" else "")
+        assert s["conditions"][cond]["steps_mean"] == s["conditions"][ctrl]["steps_mean"]
+        assert s["conditions"][cond]["steps_mean"] > s["conditions"]["passage"]["steps_mean"]
+        assert s["gain_vs_steps_control"][cond]["logprob"]["n"] == 4
+        assert s["gain_vs_passage"][cond]["containment"]["n"] == 4
+    assert s["controls"] == {"passage x steps": "self-edits", "passage x steps:external": "external"}
     assert (out / "passages.jsonl").exists() and (out / "manifest.json").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["data"]["sha256"]) == 64 and manifest["seed"] == 0
-    assert len(read_jsonl(out / "results.jsonl")) == 12  # 4 passages x 3 adapted conditions
+    assert len(read_jsonl(out / "results.jsonl")) == 20  # 4 passages x 5 adapted conditions
 
     cpt = tmp_path / "cpt"
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--cpt", "--out", str(cpt), *FAST]) == 0
