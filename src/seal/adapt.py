@@ -139,9 +139,10 @@ class Server:
         try:  # checked against the size and sha256 recorded at commit
             weights, conf = self.reg.read_adapter(e.adapter)
         except RegistryError as err:
-            raise RegistryError(f"document {e.doc_id} \"{e.title}\" ({e.source}): {err}; questions routed to other "
-                                f"documents still answer; `seal history --verify --registry {self.reg.path}` "
-                                "lists the versions that still serve") from None
+            raise RegistryError(f"document {e.doc_id} \"{printable(e.title)}\" ({printable(e.source)}): {err}; "
+                                "questions routed to other documents still answer; "
+                                f"`seal history --verify --registry {self.reg.path}` lists the versions that still serve"
+                                ) from None
         dev = next(self.model.parameters()).device
         return ({k: v.to(dev) for k, v in weights.items()},
                 LoRAConfig(rank=conf["r"], alpha=float(conf["lora_alpha"]), targets=tuple(conf["target_modules"])))
@@ -585,9 +586,9 @@ def history(path: str, as_json: bool = False, verify: bool = False) -> dict:
         print(json.dumps(out, indent=2))
     else:
         print_history(out)
-    if verify:
+    if verify and not as_json:
         print_verify(out)
-    else:
+    elif not verify:
         for p in problems:
             print(f"warning: {p}")
     return out
