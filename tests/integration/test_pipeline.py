@@ -179,7 +179,7 @@ def test_label_free_train_grades_probes_and_records_gold_beside(tiny_model_dir, 
     assert json.loads((gold / "rounds/round_1/done.json").read_text())["agreement_with_gold"] is None
 
 
-def test_label_free_train_runs_on_a_file_without_questions(tiny_model_dir, squad_tiny, tmp_path):
+def test_label_free_train_runs_on_a_file_without_questions(tiny_model_dir, squad_tiny, tmp_path, fixed_selfedits):
     data = [{"title": p["title"], "context": p["context"], "questions": []} for p in json.loads(squad_tiny.read_text())]
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps(data))
@@ -188,4 +188,4 @@ def test_label_free_train_runs_on_a_file_without_questions(tiny_model_dir, squad
     assert main(args + ["--out", str(tmp_path / "gold")]) == 2  # gold rewards need questions
     assert main(args + ["--restem.reward_questions", "probes", "--out", str(tmp_path / "free")]) == 0
     recs = read_jsonl(tmp_path / "free/rounds/round_1/rewards.jsonl")
-    assert recs and not any("gold_reward" in r for r in recs)
+    assert len(recs) == 4 and not any("gold_reward" in r for r in recs)  # 2 passages x 2 fixed self-edits
