@@ -72,7 +72,7 @@ def gain_plot(t: Table, title: str, path: Path) -> Path | None:
         return None
     conds = [c for c in t.conditions if any(c in by for by in gains.values())]
     conds += [c for by in gains.values() for c in by if c not in conds]
-    fig, axes = figure(len(metrics), 1.3 + 0.55 * len(conds) * max(1, len(gains)) ** 0.5)
+    fig, axes = figure(len(metrics), 1.3 + 0.5 * len(conds) * max(1, len(gains)) ** 0.5, ncols=3)
     step = 0.7 / max(1, len(gains))
     for ax, m in zip(axes, metrics, strict=True):
         scale = 100.0 if is_fraction(m) else 1.0
@@ -95,9 +95,17 @@ def gain_plot(t: Table, title: str, path: Path) -> Path | None:
         unit = " (percentage points)" if scale == 100.0 else ""
         ax.set(title=plain(f"{m}: paired gain, 95% interval"), xlabel=plain(f"gain in {m}{unit}"))
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=9, loc="best")
+    legend = {}  # every comparison once, whichever panel has it
+    for ax in axes:
+        for h, lbl in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(lbl, h)
+    labels, handles = list(legend), list(legend.values())
     fig.suptitle(plain(title), fontsize=12)
-    return save(fig, path)
+    fig.tight_layout(rect=(0, 0, 1, 0.93 if len(axes) <= 3 else 0.96))
+    fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), fontsize=10, frameon=False,
+               bbox_to_anchor=(0.5, 0.955 if len(axes) <= 3 else 0.975))
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
 
 
 ROUND_PANELS = {  # panel -> the done.json fields (paths) it draws; drawn when any round has one
