@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import stat
 import string
 import types
 import typing
@@ -647,8 +648,27 @@ def _coerce(value, typ, where):
     return value
 
 
+SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_file(path: str | Path) -> str | None:
+    """What `path` is when it exists and is neither a regular file nor a folder (a FIFO, a
+    device, a socket), else None. Reading one blocks forever (a FIFO nobody writes to) or never
+    ends (/dev/zero), so every input file is refused with this before it is read."""
+    try:
+        mode = Path(path).stat().st_mode  # (follows a symbolic link to what it names)
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((what for test, what in SPECIAL_FILES if test(mode)), "a special file")
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if kind := special_file(path):
+        raise ConfigError(f"{path}: is {kind}, not a config file")
     try:
         text = path.read_text()
     except OSError as e:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import special_file
 from .tasks import knowledge as K
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text", ".rst", "")
@@ -65,21 +65,12 @@ def read_document(path: Path) -> list[Document]:
     return [Document(str(path), title, body.strip(), sha)]
 
 
-SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
 def _read_bytes(path: Path) -> bytes:
-    try:
-        mode = path.stat().st_mode  # (follows a symbolic link to what it names)
-    except FileNotFoundError:
-        raise K.DataError(f"{path}: no such file") from None
-    except OSError as e:
-        raise K.DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    if stat.S_ISDIR(mode):
+    if not path.exists():
+        raise K.DataError(f"{path}: no such file")
+    if path.is_dir():
         raise K.DataError(f"{path}: is a folder; give text, Markdown or SQuAD JSON files")
-    if not stat.S_ISREG(mode):  # reading one would block forever (a FIFO) or never end (/dev/zero)
-        kind = next((what for test, what in SPECIAL_FILES if test(mode)), "a special file")
+    if kind := special_file(path):
         raise K.DataError(f"{path}: is {kind}, not a regular file; give text, Markdown or SQuAD JSON files")
     try:
         raw = path.read_bytes()

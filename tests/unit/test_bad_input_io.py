@@ -72,6 +72,21 @@ def test_special_files_are_refused_at_once_and_make_no_registry(special, tmp_pat
     assert not (tmp_path / "reg").exists()
 
 
+@pytest.mark.parametrize("flag", ["--data", "--config", "--data.completions"])
+def test_special_files_as_data_config_or_completions_are_refused_at_once(flag, tiny_model_dir, squad_tiny, tmp_path,
+                                                                         capsys):
+    pipe = tmp_path / "pipe.json"
+    os.mkfifo(pipe)
+    out = tmp_path / "run"
+    data = pipe if flag == "--data" else squad_tiny
+    argv = ["evaluate", "--data", str(data), "--model", str(tiny_model_dir), "--limit", "1", "--out", str(out)]
+    if flag != "--data":
+        argv += [flag, str(pipe)]
+    with within(20):
+        _refused(argv, capsys, f"{pipe}: is a FIFO (named pipe), not a ")
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- refused first starts
 
 @pytest.mark.parametrize("folder_existed", [False, True])

@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import EvalConfig, InnerLoopConfig, SelfEditConfig
+from ..config import EvalConfig, InnerLoopConfig, SelfEditConfig, special_file
 from ..inner_loop import Speedups, TrainExample
 from ..racing import Race
 
@@ -190,6 +190,8 @@ def load_passages(path: str | Path, require_questions: bool = True) -> tuple[lis
         raise DataError(f"{path}: no such data file")
     if path.is_dir():
         raise DataError(f"{path}: is a folder; give a SQuAD-style JSON file")
+    if kind := special_file(path):  # (reading a FIFO or /dev/zero would never end)
+        raise DataError(f"{path}: is {kind}, not a data file")
     try:
         data = json.loads(path.read_text(), parse_constant=_no_constant)
     except json.JSONDecodeError as e:
