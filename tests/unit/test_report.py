@@ -327,6 +327,30 @@ def test_one_round_run_has_no_curves(tmp_path):
     assert not (tmp_path / "out" / "rounds_0.png").exists()
 
 
+@needs_mpl
+def test_collected_result_json(tmp_path):
+    """A run collected into one JSON for results/ (scripts/summarize_train.py's layout)."""
+    run = make_demo_run(tmp_path / "demo")
+    rounds = [json.loads((run / "rounds" / f"round_{r}" / "done.json").read_text()) for r in (1, 2)]
+    rewards = {f"round_{r}": [json.loads(x) for x in (run / "rounds" / f"round_{r}" / "rewards.jsonl").open()]
+               for r in (1, 2)}
+    samples = {json.loads(x)["passage_id"]: json.loads(x)["completions"]
+               for x in (run / "rounds" / "round_2" / "samples.jsonl").open()}
+    kept = {"round_2": [{**k, "completion": samples[k["passage_id"]][k["sample"]]}
+                        for k in map(json.loads, (run / "rounds" / "round_2" / "sft.jsonl").open())]}
+    collected = {"run": "demo", "manifest": json.loads((run / "manifest.json").read_text()), "config": {"seed": 0},
+                 "rounds": rounds, "rewards": rewards, "kept": kept, "eval": {"summary": eval_summary()}}
+    (tmp_path / "collected.json").write_text(json.dumps(collected))
+    text = build_report([tmp_path / "collected.json"], tmp_path / "out").read_text()
+    assert "2 ReSTEM rounds (1-2): mean reward +0.150 -&gt; +0.250" in section(text, "headline")
+    assert "before any update 10% [0%, 20%]" in section(text, "headline")
+    assert is_png(tmp_path / "out" / "rounds_0.png") and is_png(tmp_path / "out" / "gains_0.png")
+    ex = section(text, "examples")
+    assert "keeps only the kept self-edits" in ex and "Implication 2.3.2: the harbor was built in 1832." in ex
+    assert "Implication 2.3.1" not in ex        # not kept: its text is not in a collected result
+    assert "seed: 0" in section(text, "runs")
+
+
 def test_verdicts_and_constant_metrics():
     assert W.verdict(0.01, 0.3) == "more than" and W.verdict(-0.3, -0.01) == "less than"
     assert W.verdict(-0.1, 0.1) == "cannot be told apart from"
@@ -358,7 +382,7 @@ def test_not_a_run_folder(tmp_path):
     with pytest.raises(ReportError, match="missing_dir"):
         build_report([tmp_path / "missing_dir"], tmp_path / "out")
     (tmp_path / "other.json").write_text('{"hello": 1}')
-    with pytest.raises(ReportError, match="other.json: neither a bench result nor `seal history --json` output"):
+    with pytest.raises(ReportError, match="other.json: neither a bench result, a collected run nor `seal history --json` output"):
         build_report([tmp_path / "other.json"], tmp_path / "out")
     (tmp_path / "torn.json").write_text('{"paths": ')
     with pytest.raises(ReportError, match="torn.json: not readable JSON"):

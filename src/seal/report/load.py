@@ -9,6 +9,8 @@ Four kinds of input:
              or a `seal continual` result (continual.json)
   registry   a `seal adapt` registry folder (registry.sqlite), or `seal history --json` saved
   bench      a `seal bench` JSON result (or an A/B script's)
+  collected  a run collected into one JSON for results/ (scripts/summarize_train.py): its rounds'
+             records, rewards and kept self-edits, and its evaluation summary
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class Round:
     index: int
     done: dict = field(default_factory=dict)
     rewards: dict[tuple[str, int], float] = field(default_factory=dict)
-    samples: dict[str, list[str]] = field(default_factory=dict)
+    samples: dict[str, dict[int, str]] = field(default_factory=dict)  # passage -> sample index -> text
     kept: set[tuple[str, int]] = field(default_factory=set)
 
 
@@ -224,18 +226,61 @@ def load_run(path: Path) -> Run:
     return run
 
 
-def load_round(rdir: Path, index: int) -> Round:
-    rd = Round(index, done=as_dict(read_json(rdir / "done.json")))
+def load_collected(path: Path, obj: dict) -> Run:
+    """A run collected into one JSON for results/ (scripts/summarize_train.py, collect_result.py):
+    its manifest, config, each round's done.json record, rewards and kept self-edits (with their
+    texts; the other samples are not kept there), and an evaluation summary."""
+    run = Run(path=path, label=path.stem, manifest=as_dict(obj.get("manifest")))
+    if isinstance(obj.get("config"), dict):
+        import yaml
+
+        run.config_text = yaml.safe_dump(obj["config"], sort_keys=False)
+    for done in obj.get("rounds") or []:
+        if isinstance(done, dict) and isinstance(done.get("round"), int):
+            run.rounds[done["round"]] = Round(done["round"], done=done)
+    for name, recs in as_dict(obj.get("rewards")).items():
+        if (m := re.fullmatch(r"round_(\d+)", name)) and isinstance(recs, list):
+            rd = run.rounds.setdefault(int(m.group(1)), Round(int(m.group(1))))
+            rd.rewards = mean_rewards(r for r in recs if isinstance(r, dict))
+    for name, recs in as_dict(obj.get("kept")).items():
+        if (m := re.fullmatch(r"round_(\d+)", name)) and isinstance(recs, list) and int(m.group(1)) in run.rounds:
+            rd = run.rounds[int(m.group(1))]
+            for k in recs:
+                pid, j = as_dict(k).get("passage_id"), as_dict(k).get("sample")
+                if isinstance(pid, str) and isinstance(j, int):
+                    rd.kept.add((pid, j))
+                    if isinstance(k.get("completion"), str):
+                        rd.samples.setdefault(pid, {})[j] = k["completion"]
+    run.rounds = dict(sorted(run.rounds.items()))
+    ev = as_dict(obj.get("eval"))
+    s = obj.get("summary") or ev.get("summary") or obj.get("eval_summary")
+    if isinstance(s, dict) and isinstance(s.get("conditions"), dict) and s["conditions"]:
+        run.table = Table(path, s)
+    return run
+
+
+def is_collected(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("manifest"), dict) and \
+        any(k in obj for k in ("rounds", "summary", "eval", "eval_summary"))
+
+
+def mean_rewards(recs) -> dict[tuple[str, int], float]:
+    """r(SE) per (passage, sample): the mean over its inner-loop seeds, as restem.selfedit_rewards."""
     by_se: dict[tuple[str, int], list[float]] = {}
-    for rec in read_jsonl(rdir / "rewards.jsonl"):
+    for rec in recs:
         pid, j, r = rec.get("passage_id", rec.get("task_id")), rec.get("sample"), num(rec.get("reward"))
         if isinstance(pid, str) and isinstance(j, int) and r is not None:
             by_se.setdefault((pid, j), []).append(r)
-    rd.rewards = {k: sum(v) / len(v) for k, v in by_se.items()}
+    return {k: sum(v) / len(v) for k, v in by_se.items()}
+
+
+def load_round(rdir: Path, index: int) -> Round:
+    rd = Round(index, done=as_dict(read_json(rdir / "done.json")))
+    rd.rewards = mean_rewards(read_jsonl(rdir / "rewards.jsonl"))
     for rec in read_jsonl(rdir / "samples.jsonl"):
         pid, comps = rec.get("passage_id", rec.get("task_id")), rec.get("completions")
         if isinstance(pid, str) and isinstance(comps, list):
-            rd.samples[pid] = [str(c) for c in comps]
+            rd.samples[pid] = {j: str(c) for j, c in enumerate(comps)}
     rd.kept = {(rec.get("passage_id", rec.get("task_id")), rec.get("sample"))
                for rec in read_jsonl(rdir / "sft.jsonl")}
     return rd
@@ -313,9 +358,11 @@ def load_any(path: Path) -> Run | Registry | Bench:
             raise ReportError(f"{path}: not readable JSON ({e})") from None
         if is_history(obj):
             return Registry(path, label, obj)
+        if is_collected(obj):
+            return load_collected(path, obj)
         if isinstance(obj, dict) and any(k in obj for k in ("paths", "variants", "runs", "speedup_vs_ref")):
             return Bench(path, label, obj)
-        raise ReportError(f"{path}: neither a bench result nor `seal history --json` output")
+        raise ReportError(f"{path}: neither a bench result, a collected run nor `seal history --json` output")
     if not path.exists():
         raise ReportError(f"{path}: no such run folder or file")
     return load_run(path)

@@ -199,10 +199,12 @@ def round_examples(run: Run, texts: dict[str, tuple[str, str]], max_chars: int =
         return ""
     best: dict[str, float] = {}
     for (pid, _), r in rd.rewards.items():
-        best[pid] = max(best.get(pid, r), r)
+        if pid in rd.samples:
+            best[pid] = max(best.get(pid, r), r)
     out = [f'<p class="note">Round {rd.index}; passages chosen by a fixed rule: the two of largest and the two of '
            'smallest best reward; "no reward": unparsable or stopped by racing. Green rows: the self-edits ReSTEM kept '
-           'for the M-step.</p>']
+           'for the M-step.' + (" This collected result keeps only the kept self-edits' texts." if run.path.is_file()
+                                else "") + '</p>']
     for pid, why in pick(best):
         title, context = texts.get(pid, (pid, None))
         out.append(f"<h4>{esc(title or pid)} <span class='note'>({why}: best reward {best[pid]:+.3f}; passage "
@@ -210,7 +212,7 @@ def round_examples(run: Run, texts: dict[str, tuple[str, str]], max_chars: int =
         if context:
             out.append(f"<pre class='passage'>{esc(clip(context, 500))}</pre>")
         rows = []
-        for j, text in enumerate(rd.samples.get(pid, [])):
+        for j, text in sorted(rd.samples.get(pid, {}).items()):
             r = rd.rewards.get((pid, j))
             kept = (pid, j) in rd.kept
             rows.append(f"<tr{' class=kept' if kept else ''}><td>#{j + 1}</td>"
