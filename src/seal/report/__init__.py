@@ -1,5 +1,6 @@
 """`seal report INPUT [INPUT ...] --out DIR`: one self-contained HTML page (report.html, images
-embedded) and its PNG figures, for run folders, `seal adapt` registries and bench results.
+embedded) and its PNG figures, for run folders (or runs collected into one JSON), `seal adapt`
+registries and bench results.
 
 The first screen states each result in words and numbers with 95% intervals (one sentence per
 evaluation table, with every paired comparison it holds judged on the run's reward metric);
@@ -164,9 +165,10 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "report", help="one self-contained HTML page for runs, registries and bench results",
         description="Write report.html (figures embedded) and its PNG figures for the given run folders "
-                    "(seal train / evaluate / demo / continual), seal adapt registry folders (or saved "
-                    "`seal history --json`) and seal bench JSON results, on one page.")
+                    "(seal train / evaluate / demo / continual), runs collected into one JSON for results/, "
+                    "seal adapt registry folders (or saved `seal history --json`) and seal bench JSON results, "
+                    "on one page.")
     p.add_argument("runs", nargs="+", type=Path, metavar="INPUT",
-                   help="run folder, registry folder, history JSON or bench JSON")
+                   help="run folder, collected run JSON, registry folder, history JSON or bench JSON")
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report/)")
     p.set_defaults(func=_cmd_report)
