@@ -41,14 +41,17 @@ def screenshot(page: Path, png: Path, width: int = 1400, height: int = 2400, tim
 
 
 def trim_bottom(png: Path, margin: int = 24) -> Path:
-    """Cut the blank rows below a page's content (a screenshot taller than the page)."""
-    from matplotlib.image import imread, imsave
+    """Cut the blank rows below a page's content (a screenshot taller than the page) and store the
+    PNG with a 256-colour palette (text and plots: several times smaller, no visible change)."""
+    import numpy as np
+    from PIL import Image
 
-    img = imread(png)
-    rgb = img[..., :3]
-    content = (rgb < 0.98).any(axis=(1, 2)).nonzero()[0]
-    if content.size and content[-1] + margin < img.shape[0]:
-        imsave(png, img[: content[-1] + margin])
+    img = Image.open(png).convert("RGB")
+    rgb = np.asarray(img)
+    content = (rgb < 250).any(axis=(1, 2)).nonzero()[0]
+    if content.size and content[-1] + margin < rgb.shape[0]:
+        img = img.crop((0, 0, rgb.shape[1], int(content[-1]) + margin))
+    img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(png, optimize=True)
     return png
 
 
