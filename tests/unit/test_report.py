@@ -130,7 +130,8 @@ def make_demo_run(root: Path) -> Path:
     """Rounds on t0..t3 (their titles and texts in the data file the manifest names) and a table."""
     run = _write_run(root, "demo")
     write_rounds(run)
-    data = [{"title": f"Town {p}" + (" " + EVIL if p == 0 else ""), "context": f"Town {p} has a harbor built in 18{p}0.",
+    data = [{"title": f"Town {p}" + (" " + EVIL if p == 0 else ""),
+             "context": f"Town {p} has a harbor built in 18{p}0.",
              "questions": [{"question": f"When was harbor {p} built?", "answer": f"18{p}0"}]} for p in range(4)]
     (root / "data.json").write_text(json.dumps(data))
     manifest = json.loads((run / "manifest.json").read_text())
@@ -203,7 +204,8 @@ def test_first_screen_states_the_result(demo_page):
     assert "self-edits: more than no adaptation (containment +20.0 pp [+12.0, +28.0]" in head
     assert "self-edits:round_2: more than the model&#x27;s own self-edits (containment +20.0 pp" in head
     assert "self-edits: less than control (containment -15.0 pp [-20.0, -10.0]" in head
-    assert "self-edits: cannot be told apart from the passage trained for the same steps (containment -5.0 pp [-15.0, +5.0]" in head
+    assert ("self-edits: cannot be told apart from the passage trained for the same steps "
+            "(containment -5.0 pp [-15.0, +5.0]") in head
     assert "self-edits:round_2: cannot be told apart from control" in head
     assert "ReSTEM rounds (1-2): mean reward +0.150 -&gt; +0.250; kept 4/12 -&gt; 4/12" in head
 
@@ -382,7 +384,7 @@ def test_not_a_run_folder(tmp_path):
     with pytest.raises(ReportError, match="missing_dir"):
         build_report([tmp_path / "missing_dir"], tmp_path / "out")
     (tmp_path / "other.json").write_text('{"hello": 1}')
-    with pytest.raises(ReportError, match="other.json: neither a bench result, a collected run nor `seal history --json` output"):
+    with pytest.raises(ReportError, match="other.json: neither a bench result, a collected run nor `seal history"):
         build_report([tmp_path / "other.json"], tmp_path / "out")
     (tmp_path / "torn.json").write_text('{"paths": ')
     with pytest.raises(ReportError, match="torn.json: not readable JSON"):

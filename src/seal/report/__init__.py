@@ -112,7 +112,8 @@ def _sections(runs: list[Run], registries: list[Registry], benches: list[Bench],
         body += ['<section id="runs"><h2>Runs</h2>', P.overview(runs), "<h3>Configuration</h3>"]
         for r in runs:
             text = r.config_text if r.config_text is not None else "(no config.yaml)"
-            body.append(f"<details><summary>config.yaml — {P.esc(r.label)}</summary><pre>{P.esc(text)}</pre></details>")
+            body.append(f"<details><summary>config.yaml — {P.esc(r.label)}</summary>"
+                        f"<pre>{P.esc(text)}</pre></details>")
         body.append("</section>")
     return body
 

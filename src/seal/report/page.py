@@ -31,7 +31,8 @@ th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums;wh
 td.ok{background:#e6f4e6}td.t{max-width:26em;overflow-wrap:anywhere}
 img{max-width:100%;height:auto;border:1px solid #eee;display:block;margin:.4em 0}
 pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em;white-space:pre-wrap;overflow-wrap:anywhere}
-tr.kept td{background:#e6f4e6}td.se pre{margin:0;background:none;padding:0;font-size:1.05em}td.se{min-width:30em}pre.passage{background:#fbfaf3;color:#444}code{font-size:.9em}.ctl{color:#b00;background:#fee}
+tr.kept td{background:#e6f4e6}td.se pre{margin:0;background:none;padding:0;font-size:1.05em}td.se{min-width:30em}
+pre.passage{background:#fbfaf3;color:#444}code{font-size:.9em}.ctl{color:#b00;background:#fee}
 .note{color:#555;font-size:.92em}.wide{overflow-x:auto;max-width:100%}"""
 
 
@@ -164,7 +165,8 @@ def eval_examples(t: Table, texts: dict[str, tuple[str, str]] | None = None, max
         rows = []
         for qi, q in enumerate(t.base[pid]):
             q = as_dict(q)
-            row = [f'<td class="t">{esc(q.get("question", ""))}</td>', f'<td class="t"><b>{esc(q.get("gold", ""))}</b></td>',
+            row = [f'<td class="t">{esc(q.get("question", ""))}</td>',
+                   f'<td class="t"><b>{esc(q.get("gold", ""))}</b></td>',
                    _answer_cell(q)]
             for c in cols:
                 reps = [as_dict((r.get("questions") or [])[qi]) for r in by_pc[(pid, c)]
@@ -217,7 +219,8 @@ def round_examples(run: Run, texts: dict[str, tuple[str, str]], max_chars: int =
             kept = (pid, j) in rd.kept
             rows.append(f"<tr{' class=kept' if kept else ''}><td>#{j + 1}</td>"
                         f"<td class='n'>{'no reward' if r is None else f'{r:+.3f}'}</td>"
-                        f"<td>{'kept' if kept else ''}</td><td class='se'><pre>{esc(clip(text, max_chars))}</pre></td></tr>")
+                        f"<td>{'kept' if kept else ''}</td>"
+                        f"<td class='se'><pre>{esc(clip(text, max_chars))}</pre></td></tr>")
         out.append("<div class='wide'><table><tr><th>self-edit</th><th>reward</th><th>ReSTEM</th><th>text</th></tr>"
                    + "".join(rows) + "</table></div>")
     return "".join(out)
@@ -309,12 +312,14 @@ def registry_table(g: Registry) -> str:
         means = as_dict(v.get("probe_means"))
         refused = [esc(as_dict(x).get("source", "?")) for x in v.get("refused") or []]
         rows.append([f"<b>{esc(v.get('version'))}</b>" + (" (current)" if v.get("current") else ""),
-                     esc("—" if v.get("parent") is None else v["parent"]), esc(v.get("created", "")), esc(v.get("documents", "—")),
+                     esc("—" if v.get("parent") is None else v["parent"]), esc(v.get("created", "")),
+                     esc(v.get("documents", "—")),
                      "<br>".join(docs) or ("the base model" if v.get("version") == 0 else "—"),
                      "<br>".join(probes) or "—", "<br>".join(gates) or "—",
                      esc(", ".join(f"{k} {fmt(num(x), '.2f')}" for k, x in means.items())) or "—",
                      ", ".join(refused) or "—"])
-    head = ["version", "parent", "created", "documents", "added", "its probes before -> after", "gate on earlier probes",
+    head = ["version", "parent", "created", "documents", "added", "its probes before -> after",
+            "gate on earlier probes",
             "probe means", "refused"]
     return table(head, rows, numeric_from=99) + "".join(texts)
 
@@ -388,7 +393,8 @@ def overview(runs: list[Run]) -> str:
         except (AttributeError, KeyError, TypeError):
             return "—"
         return "—" if v in (None, "") else f"<code>{esc(v)}</code>"
-    rows = [["run", *[f"<b>{esc(r.label)}</b>" for r in runs]], ["folder", *[f"<code>{esc(r.path)}</code>" for r in runs]]]
+    rows = [["run", *[f"<b>{esc(r.label)}</b>" for r in runs]],
+            ["folder", *[f"<code>{esc(r.path)}</code>" for r in runs]]]
     rows += [[esc(key), *[get(fn, r.manifest) for r in runs]] for key, fn in MANIFEST_ROWS]
     return "<table>" + "".join("<tr><th>" + r[0] + "</th>" + "".join(f"<td>{x}</td>" for x in r[1:]) + "</tr>"
                                for r in rows) + "</table>"

@@ -154,7 +154,8 @@ def rounds_sentence(run: Run) -> str | None:
     moves = [(r, a, b) for r, a, b in moves if a is not None and b is not None]
     if moves:
         parts.append("the M-step moved the kept self-edits' log-prob per token " +
-                     ", ".join(f"{a:.2f} -> {b:.2f}" + (f" (round {r})" if len(moves) > 1 else "") for r, a, b in moves))
+                     ", ".join(f"{a:.2f} -> {b:.2f}" + (f" (round {r})" if len(moves) > 1 else "")
+                               for r, a, b in moves))
     parts.append(span("self-edit length (tokens)", lambda v: f"{v:.0f}", "selfedits", "mean_tokens"))
     parts.append(span("distinct-2", lambda v: f"{v:.2f}", "selfedits", "distinct_2"))
     return f"{what}: " + "; ".join(p for p in parts if p) + "."
