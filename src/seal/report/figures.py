@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .load import ReportError, Run, Table, as_dict, num, stat
+from .load import ReportError, Run, Table, as_dict, dig, num, stat
 from .words import bench_ratios, is_fraction, reference_name
 
 MPL_MISSING = "seal report needs matplotlib: pip install 'seal[report]'"
@@ -118,17 +118,11 @@ ROUND_PANELS = {  # panel -> the done.json fields (paths) it draws; drawn when a
 }
 
 
-def field(e: dict, path: tuple) -> float | None:
-    for k in path:
-        e = as_dict(e).get(k)
-    return num(e)
-
-
 def round_panels(run: Run) -> list[str]:
     """The round curves a run has data for (the reward panel also from rewards.jsonl alone)."""
     ev = run.round_events
     return [p for p, paths in ROUND_PANELS.items()
-            if any(field(e, f) is not None for e in ev.values() for f in paths)
+            if any(dig(e, *f) is not None for e in ev.values() for f in paths)
             or (p == "reward" and any(rd.rewards for rd in run.rounds.values()))]
 
 
@@ -143,7 +137,7 @@ def rounds_plot(run: Run, path: Path) -> Path | None:
     rs = list(ev)
 
     def series(*keys):
-        return [field(ev[r], keys) for r in rs]
+        return [dig(ev[r], *keys) for r in rs]
 
     dist = {r: sorted(rd.rewards.values()) for r, rd in run.rounds.items() if rd.rewards}
     fig, axes = figure(len(panels), 3.6, ncols=3)

@@ -88,6 +88,13 @@ def as_dict(x: Any) -> dict:
     return x if isinstance(x, dict) else {}
 
 
+def dig(x: Any, *path: str) -> float | None:
+    """The number at `path` in nested dicts (done.json's selfedits.distinct_2), or None."""
+    for k in path:
+        x = as_dict(x).get(k)
+    return num(x)
+
+
 # ----------------------------------------------------------------------------- run folders
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 
-from .load import Bench, Registry, Run, Table, as_dict, num, stat
+from .load import Bench, Registry, Run, Table, as_dict, dig, num, stat
 
 FRACTION_METRICS = ("containment", "f1", "em", "success", "accuracy")
 METRIC_WORDS = {
@@ -133,13 +133,8 @@ def rounds_sentence(run: Run) -> str | None:
     rs = list(ev)
     first, last = ev[rs[0]], ev[rs[-1]]
 
-    def get(e, *path):
-        for p in path:
-            e = as_dict(e).get(p)
-        return num(e)
-
     def span(key, fmt, *path) -> str | None:
-        a, b = get(first, *path), get(last, *path)
+        a, b = dig(first, *path), dig(last, *path)
         if a is None or b is None:
             return None
         return f"{key} {fmt(a)}" if len(rs) == 1 else f"{key} {fmt(a)} -> {fmt(b)}"
