@@ -313,7 +313,7 @@ def adapt(cfg: RunConfig, files: list[str], argv: list[str]) -> int:
     """`seal adapt`: returns 0 when a version was committed (or nothing was new), 1 when nothing
     was committed (every document refused by the gate, or the review said no)."""
     _check(cfg)
-    docs = read_documents(files)  # every file checked before the registry or the model is touched
+    docs = read_documents(files, int(cfg.adapt.max_document_mb * 2**20))  # all checked before the registry or model
     check_model_name(cfg.model.name)
     folder = Path(cfg.adapt.registry)
     folder_existed, registry_existed = folder.exists(), (folder / DB_NAME).exists()

@@ -465,6 +465,9 @@ class AdaptConfig:
     sentence boundaries, one adapter each, and `seal adapt` says so."""
     max_chunks: int = setting(64, ge=1)
     """Refuse a document that would need more chunks (adapters) than this."""
+    max_document_mb: float = setting(64.0, gt=0)
+    """Refuse a file larger than this many MiB before reading it (64 chunks of the default model's
+    context window are well under 4 MiB of text; a huge file would only fill memory)."""
     review: bool = False
     """Show each self-edit and the gate's figures and commit only on a `y` from stdin (`--review`)."""
     lock_wait: float = setting(0.0, ge=0, le=86400)

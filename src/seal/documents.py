@@ -43,18 +43,19 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def read_documents(paths: list[str]) -> list[Document]:
-    """Every document in `paths`, in order; K.DataError naming the first file that is not usable."""
+def read_documents(paths: list[str], max_bytes: int | None = None) -> list[Document]:
+    """Every document in `paths`, in order; K.DataError naming the first file that is not usable
+    (files over `max_bytes` are refused before they are read)."""
     if not paths:
         raise K.DataError("seal adapt needs at least one FILE (plain text, Markdown, or a SQuAD JSON file)")
     docs: list[Document] = []
     for name in paths:
-        docs.extend(read_document(Path(name)))
+        docs.extend(read_document(Path(name), max_bytes))
     return docs
 
 
-def read_document(path: Path) -> list[Document]:
-    raw = _read_bytes(path)
+def read_document(path: Path, max_bytes: int | None = None) -> list[Document]:
+    raw = _read_bytes(path, max_bytes)
     sha = hashlib.sha256(raw).hexdigest()
     text = _decode(path, raw)
     if path.suffix.lower() == ".json":
@@ -65,13 +66,16 @@ def read_document(path: Path) -> list[Document]:
     return [Document(str(path), title, body.strip(), sha)]
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     if not path.exists():
         raise K.DataError(f"{path}: no such file")
     if path.is_dir():
         raise K.DataError(f"{path}: is a folder; give text, Markdown or SQuAD JSON files")
     if kind := special_file(path):
         raise K.DataError(f"{path}: is {kind}, not a regular file; give text, Markdown or SQuAD JSON files")
+    if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
+        raise K.DataError(f"{path}: {size / 2**20:.1f} MiB, larger than adapt.max_document_mb "
+                          f"({max_bytes / 2**20:g} MiB); split the file or raise the setting")
     try:
         raw = path.read_bytes()
     except OSError as e:

@@ -87,6 +87,23 @@ def test_special_files_as_data_config_or_completions_are_refused_at_once(flag, t
     assert not out.exists()
 
 
+def test_a_huge_document_is_refused_before_it_is_read(tmp_path, capsys, monkeypatch):
+    import seal.documents
+
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as f:  # 100 MiB, sparse: no disk used
+        f.truncate(100 * 2**20)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"{self} was read"))
+    with within(20):
+        _refused(["adapt", str(huge), "--registry", str(tmp_path / "reg")], capsys,
+                 f"{huge}: 100.0 MiB, larger than adapt.max_document_mb (64 MiB)")
+    monkeypatch.undo()
+    small = tmp_path / "small.txt"
+    small.write_text("The ferry crosses the Sorrel River at dawn.")
+    assert seal.documents.read_documents([str(small)], max_bytes=small.stat().st_size)[0].text.startswith("The ferry")
+    assert not (tmp_path / "reg").exists()
+
+
 # ----------------------------------------------------------------------------- refused first starts
 
 @pytest.mark.parametrize("folder_existed", [False, True])
