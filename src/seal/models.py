@@ -267,15 +267,15 @@ def end_of_turn_ids(tok, chat: bool) -> list[int]:
     return [eot] + [i for i in eos if i != eot]
 
 
-def save_model(model, tok, folder: Path, partial: str = ".partial") -> None:
-    """Write a model folder through `<folder><partial>`, renamed into place when complete (a
-    folder already there is replaced). A `<partial>` left by a run killed while saving is removed
+def save_model(model, tok, folder: Path) -> None:
+    """Write a model folder through `<folder>.partial`, renamed into place when complete (a
+    folder already there is replaced). A `.partial` left by a run killed while saving is removed
     first (it is never reused: it may hold a half-written file), and a failed save (disk full...)
     removes its own: an OSError naming it."""
     import shutil
 
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + partial)
+    tmp = folder.with_name(folder.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
