@@ -319,6 +319,17 @@ def test_continual_registry_and_bench_pages(tmp_path):
 
 
 @needs_mpl
+def test_registry_folder(tmp_path):
+    """A registry folder is read as `seal history --json` reads it (here a new one: version 0)."""
+    from seal.registry import Registry
+
+    Registry.open(tmp_path / "reg", create=True, model="tiny-model", lock_wait=0).close()
+    text = build_report([tmp_path / "reg"], tmp_path / "out").read_text()
+    assert "(model tiny-model): 1 version(s), current 0 with 0 document(s)." in section(text, "headline")
+    assert "the base model" in section(text, "registry")
+
+
+@needs_mpl
 def test_one_round_run_has_no_curves(tmp_path):
     run = _write_run(tmp_path / "train1", "train")
     write_rounds(run, rounds=1)
