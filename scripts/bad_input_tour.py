@@ -27,9 +27,11 @@ SEAL = str(Path(sys.executable).with_name("seal"))
 FIXTURE = ROOT / "tests" / "fixtures" / "squad_tiny.json"
 ARC = ROOT / "tests" / "fixtures" / "arc"
 LONG = " ".join(["The harbor town keeps many salt traders and green lighthouses."] * 1500)
-SAID = ("data:", "external", "restem.", "  too long", "  damaged:", "  the current version", "  + document")
+SAID = ("data:", "external", "restem.", "  too long", "  + document")
 """Lines of stdout a case that ran shows (what it said about its input), with `seal ask`'s line
 saying which version and document answered."""
+VERIFY_SAID = ("  damaged:", "  version ", "  the current version", "  every adapter")
+"""What `seal history --verify` shows of its report."""
 
 
 def make_files(d: Path) -> None:
@@ -199,8 +201,9 @@ def run_case(argv: list[str], runs: Path, name: str) -> dict:
     lines = [line for line in err.strip().splitlines() if line.strip()]
     shown = lines[-1] if lines else ""
     if rc in (0, 1) and not shown:  # what the run said about its input, not the table
+        said = VERIFY_SAID if "--verify" in argv else SAID
         keep = [line.strip() for line in so.splitlines()
-                if line.startswith(SAID) or (line.startswith("version ") and " answered" in line)]
+                if line.startswith(said) or (line.startswith("version ") and " answered" in line)]
         shown = " / ".join(keep) or "(ran)"
     if "--registry" in argv and argv[0] == "adapt":  # a refused first start must leave no registry
         out = Path(argv[argv.index("--registry") + 1])
