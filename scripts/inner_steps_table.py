@@ -51,6 +51,32 @@ def run_rows(run: Path) -> dict:
             "data_offset": cfg["data"]["offset"], "data_limit": cfg["data"]["limit"], "rows": rows}
 
 
+def per_passage(run: Path, condition: str, metric: str) -> dict[str, float]:
+    """A condition's metric per passage (mean over its updates), from passages.jsonl."""
+    out = {}
+    for line in (run / "passages.jsonl").read_text().splitlines():
+        p = json.loads(line)
+        vals = [m[metric] for k, m in p["updates"].items() if k.rsplit("/", 2)[0] == condition and metric in m]
+        if vals:
+            out[p["passage_id"]] = sum(vals) / len(vals)
+    return out
+
+
+def paired_across(runs: list[Path], condition: str = "self-edits") -> dict:
+    """Each later run's `condition` against the first run's, paired by passage (the same
+    self-edits when the runs share seed and writer: only the inner loop differs)."""
+    from seal.stats import paired_bootstrap
+
+    out = {}
+    for metric in ("containment", "logprob"):
+        first = per_passage(runs[0], condition, metric)
+        for run in runs[1:]:
+            other = per_passage(run, condition, metric)
+            ids = sorted(set(first) & set(other))
+            out.setdefault(run.name, {})[metric] = paired_bootstrap([other[i] for i in ids], [first[i] for i in ids])
+    return out
+
+
 def fmt(v: dict | None, signed: bool = False, digits: int = 3) -> str:
     if not v or v.get("mean") is None:
         return ""
@@ -93,8 +119,13 @@ def main() -> None:
     runs = [run_rows(r) for r in a.runs]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"cpu": cpu_name(), "runs": runs}, indent=1))
-    out.with_suffix(".md").write_text(markdown(runs))
+    across = paired_across(a.runs)
+    out.with_suffix(".json").write_text(json.dumps({"cpu": cpu_name(), "runs": runs,
+                                                    f"self-edits_vs_{a.runs[0].name}": across}, indent=1))
+    text = markdown(runs) + f"\nThe self-edits row of each run against {a.runs[0].name}'s, paired by passage " \
+        "(the same self-edits; only the inner loop differs):\n\n| run | containment | log-prob |\n|---|---|---|\n"
+    text += "".join(f"| {name} | {fmt(d['containment'], True)} | {fmt(d['logprob'], True, 2)} |\n" for name, d in across.items())
+    out.with_suffix(".md").write_text(text)
     print(out.with_suffix(".md").read_text())
 
 

@@ -299,7 +299,7 @@ def summarize(cfg, passages, base, results, conditions, skipped, controls: dict 
         out["order"].append(cond)
         out["conditions"][cond] = {"n_passages": len(ids), "n_questions": sum(len(pp[i]) for i in ids),
                                    "metrics": metrics}
-        updates = [r for r in results.values() if r["condition"] == cond]
+        updates = [r for r in results.values() if r["condition"] == cond and "examples" in r.get("train", {})]
         if updates:  # each update's own optimizer steps (a batch's `steps` is its longest adapter's)
             out["conditions"][cond]["steps_mean"] = sum(-(-r["train"]["examples"] // spb) * cfg.inner.epochs
                                                         for r in updates) / len(updates)

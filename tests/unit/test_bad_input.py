@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -231,10 +232,10 @@ def _reject(name):
 # ----------------------------------------------------------------------------- strict JSON
 
 def test_summary_is_strict_json_with_reasons(squad_tiny, tiny_model_dir, tmp_path):
-    """One passage: Spearman over fewer than 3 updates is undefined, and says why."""
+    """One passage and no control row: Spearman over fewer than 3 updates is undefined, and says why."""
     out = tmp_path / "run"
     assert main(["evaluate", "--data", str(squad_tiny), "--limit", "1", "--model", str(tiny_model_dir),
-                 "--out", str(out), *FAST]) == 0
+                 "--eval.controls", "", "--out", str(out), *FAST]) == 0
     s = json.loads((out / "summary.json").read_text(), parse_constant=_reject)
     track = s["reward_tracking"]
     assert track["spearman_logprob_gain_vs_containment_gain"] is None
@@ -277,7 +278,9 @@ def _setting_value(draw, settings):
     inside = draw(st.booleans())
     if "choices" in rule:
         choices = [c for c in rule["choices"] if c != "custom"]  # custom needs its template (tested above)
-        value = draw(st.sampled_from(choices)) if inside else draw(st.sampled_from([c + "x" for c in choices] + ["", "NONE"]))
+        # a list of choices (eval.controls) may be empty: '' lies inside its range
+        bad = [c + "x" for c in choices] + (["NONE"] if typing.get_origin(typ) is tuple else ["", "NONE"])
+        value = draw(st.sampled_from(choices)) if inside else draw(st.sampled_from(bad))
         return name, str(value), inside
     lo, hi = _bounds(typ, rule, name)
     if typ is int:
