@@ -338,6 +338,15 @@ def test_one_round_run_has_no_curves(tmp_path):
     assert "data:image" not in rounds and "One round: curves need at least two" in rounds
     assert "1 ReSTEM round: mean reward +0.150; kept 4/12" in section(text, "headline")
     assert not (tmp_path / "out" / "rounds_0.png").exists()
+    # round 2 being run: its rewards so far, no done.json yet
+    write_rounds(tmp_path / "r2", rounds=2)
+    (run / "rounds" / "round_2").mkdir()
+    for name in ("samples.jsonl", "rewards.jsonl"):
+        (run / "rounds" / "round_2" / name).write_text((tmp_path / "r2" / "rounds" / "round_2" / name).read_text())
+    text = build_report([run], tmp_path / "out").read_text()
+    assert "Round 2 is in progress: 12 of 12 self-edits scored so far, mean reward +0.200, 11 above 0." in \
+        section(text, "headline")
+    assert "Round 2;" in section(text, "examples")
 
 
 @needs_mpl

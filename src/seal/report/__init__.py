@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import figures as F
 from . import page as P
+from . import words as W
 from .load import Bench, Registry, ReportError, ReportWarning, Run, as_dict, data_passages, label_items, load_any
 
 __all__ = ["ReportError", "ReportWarning", "build_report", "add_cli"]
@@ -61,15 +62,17 @@ def _sections(runs: list[Run], registries: list[Registry], benches: list[Bench],
                            + ", ".join(f"{P.esc(m)} = {v:.3g}" for m, v in const.items()) + ".</p>")
             sec.append(P.gains_table(r.table))
         body.append("".join(sec) + "</section>")
-    trained = [r for r in runs if r.round_events]
+    trained = [r for r in runs if r.rounds or r.round_events]
     if trained:
         sec = ['<section id="rounds"><h2>ReSTEM rounds</h2>']
         for i, r in enumerate(trained):
             sec.append(f"<h3>{P.esc(r.label)}</h3>")
             if png := F.rounds_plot(r, out / f"rounds_{i}.png"):
                 sec.append(P.img(png, f"rounds, {r.label}"))
-            else:
+            elif len(r.round_events) == 1:
                 sec.append("<p class='note'>One round: curves need at least two; its figures are below.</p>")
+            if s := W.in_progress_sentence(r):
+                sec.append(f"<p class='note'>{P.esc(s)}</p>")
             sec.append(P.rounds_table(r))
         body.append("".join(sec) + "</section>")
     examples = []

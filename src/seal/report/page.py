@@ -82,8 +82,9 @@ def headline(runs: list[Run], registries: list[Registry], benches: list[Bench]) 
             parts.append(f"<h3>{esc(r.label)}: evaluation table</h3><p>{esc(W.table_sentence(r.table))}</p>")
             if lines:
                 parts.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>")
-        if (s := W.rounds_sentence(r)) is not None:
-            parts.append(f"<h3>{esc(r.label)}: ReSTEM</h3><p>{esc(s)}</p>")
+        said = [s for s in (W.rounds_sentence(r), W.in_progress_sentence(r)) if s]
+        if said:
+            parts.append(f"<h3>{esc(r.label)}: ReSTEM</h3>" + "".join(f"<p>{esc(s)}</p>" for s in said))
         if r.continual is not None:
             parts.append(f"<h3>{esc(r.label)}: continual</h3><p>{esc(W.continual_sentence(r.continual))}</p>")
     for g in registries:

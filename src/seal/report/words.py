@@ -156,6 +156,18 @@ def rounds_sentence(run: Run) -> str | None:
     return f"{what}: " + "; ".join(p for p in parts if p) + "."
 
 
+def in_progress_sentence(run: Run) -> str | None:
+    """The round being run (rewards on disk, no done.json yet): how far it is."""
+    done = run.round_events
+    rd = next((x for x in reversed(run.rounds.values()) if x.rewards and x.index not in done), None)
+    if rd is None:
+        return None
+    vals = list(rd.rewards.values())
+    n = sum(len(v) for v in rd.samples.values())
+    return (f"Round {rd.index} is in progress: {len(vals)}" + (f" of {n}" if n else "") + " self-edits scored so far, "
+            f"mean reward {sum(vals) / len(vals):+.3f}, {sum(v > 0 for v in vals)} above 0.")
+
+
 def continual_sentence(c: dict) -> str:
     """A `seal continual` run: after the sequence, against never editing, and what was forgotten."""
     m = c.get("metric") if isinstance(c.get("metric"), str) else "containment"
