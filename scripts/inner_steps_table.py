@@ -13,20 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import yaml
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from seal.bench import machine_info
+
+    return machine_info(0)["cpu_model"]
 
 
 def run_rows(run: Path) -> dict:
