@@ -189,3 +189,16 @@ def test_label_free_train_runs_on_a_file_without_questions(tiny_model_dir, squad
     assert main(args + ["--restem.reward_questions", "probes", "--out", str(tmp_path / "free")]) == 0
     recs = read_jsonl(tmp_path / "free/rounds/round_1/rewards.jsonl")
     assert len(recs) == 4 and not any("gold_reward" in r for r in recs)  # 2 passages x 2 fixed self-edits
+
+
+def test_demo_tables_the_control_and_says_which_row_taught_most(tiny_model_dir, tmp_path, capsys):
+    """seal demo on the tiny model: one round, then the table with passage-only, each self-edit
+    row and its steps control, and the closing sentences naming the control and the best row."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", str(tiny_model_dir), "--out", str(out), "--selfedit.max_new_tokens", "12",
+                 "--eval.max_answer_tokens", "4", "--inner.epochs", "1", "--executor.kind", "local"]) == 0
+    s = json.loads((out / "eval" / "summary.json").read_text())
+    assert s["order"][:4] == ["no-adaptation", "passage", "self-edits", "passage x steps"]
+    assert s["conditions"]["passage x steps"]["steps_mean"] == s["conditions"]["self-edits"]["steps_mean"]
+    text = capsys.readouterr().out
+    assert "for as many steps as the own self-edits' update" in text and "Most taught: " in text
