@@ -515,13 +515,11 @@ def run_ref(spec: dict) -> dict:
 
 
 WORKERS = {"fast": run_fast, "ref": run_ref}
+"""The function that runs a path, by kind; bench_round.py adds its `round-*` paths when imported."""
 
 
 def worker_for(kind: str):
-    """The function that runs a path of this kind (`round-*` paths live in bench_round.py)."""
-    if kind.startswith("round-"):
-        from .bench_round import WORKERS as ROUND
-        return ROUND[kind]
+    """The function that runs a path of this kind."""
     return WORKERS[kind]
 
 
@@ -549,7 +547,9 @@ def start_worker(spec: dict, tmp: str) -> tuple[subprocess.Popen, Path]:
     returned file in `tmp`; `finish_worker` waits for it."""
     sp, op = Path(tmp) / f"{spec['name']}.spec.json", Path(tmp) / f"{spec['name']}.out.json"
     sp.write_text(json.dumps(spec))
-    return subprocess.Popen([sys.executable, "-m", "seal.bench", "--worker", str(sp), str(op)],
+    # the worker process runs the module that defines the path (bench_round.py for `round-*`)
+    module = worker_for(spec["kind"]).__module__
+    return subprocess.Popen([sys.executable, "-m", module, "--worker", str(sp), str(op)],
                             env=worker_env(spec["threads"])), op
 
 
@@ -861,7 +861,8 @@ def _at_least(low: int):
     return parse
 
 
-def add_cli(subparsers) -> None:
+def add_cli(subparsers) -> argparse._SubParsersAction:
+    """`seal bench` with `inner-loop`; returns its subcommands (bench_round.add_cli adds `round`)."""
     p = subparsers.add_parser("bench", help="benchmarks", description="Benchmarks of seal's hot paths.")
     sub = p.add_subparsers(dest="bench", required=True)
     q = sub.add_parser("inner-loop", help="inner-loop speed vs a reference-style (PEFT + Trainer) inner loop",
@@ -898,8 +899,7 @@ def add_cli(subparsers) -> None:
     q.add_argument("--bf16-peak-size", type=_at_least(1), default=512, help="bf16 matmul size for the peak (emulated bf16 is slow)")
     q.add_argument("--in-process", action="store_true", help="run every path in this process (tests; peaks then mix)")
     q.set_defaults(func=cmd_inner_loop)
-    from .bench_round import add_cli as add_round
-    add_round(sub)
+    return sub
 
 
 if __name__ == "__main__":

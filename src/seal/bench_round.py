@@ -241,6 +241,7 @@ def run_round_sample(spec: dict) -> dict:
 
 
 WORKERS = {"round-fast": run_round_fast, "round-ref": run_round_ref, "round-sample": run_round_sample}
+B.WORKERS.update(WORKERS)  # B.run_path and B.start_worker find these paths by kind
 
 
 def run_parallel(specs: list[dict], in_process: bool) -> list[dict]:
@@ -373,8 +374,10 @@ def cmd_round(args, argv=None) -> int:
     return 0
 
 
-def add_cli(sub) -> None:
+def add_cli(subparsers) -> None:
+    """`seal bench`: `inner-loop` (bench.py) and `round`."""
     import argparse
+    sub = B.add_cli(subparsers)
     q = sub.add_parser("round", help="one ReSTEM round's E-step: reference-style exhaustive vs seal's racing",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--model", default="default", help="model (default: the bundled SmolLM2-135M-Instruct)")
@@ -393,3 +396,7 @@ def add_cli(sub) -> None:
     q.add_argument("--out", default="results/bench_round.json", help="JSON result file (and a .md copy)")
     q.add_argument("--in-process", action="store_true", help="every path in this process (tests)")
     q.set_defaults(func=cmd_round)
+
+
+if __name__ == "__main__":  # the worker process of a `round-*` path (bench.start_worker)
+    B._worker_main(sys.argv[2], sys.argv[3])

@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", required=True, metavar="FILE", help="JSONL of {\"prompt\": ..., \"completion\": ...}")
     _add_config_flags(p)
     p.set_defaults(func=cmd_sft)
-    for module in ("report", "bench", "tasks.arc.cli"):
+    for module in ("report", "bench_round", "tasks.arc.cli"):  # bench_round: all of `seal bench`
         try:
             mod = __import__(f"seal.{module}", fromlist=["add_cli"])
         except ModuleNotFoundError as e:

@@ -91,6 +91,7 @@ from .models import format_prompt, load_model, model_device, pick_dtype, uses_ch
 from .runs import append_jsonl, atomic_write_json, open_run, read_jsonl
 from .stats import bootstrap_mean
 from .tasks import knowledge as K
+from .tasks.knowledge import STOPWORDS
 
 # ----------------------------------------------------------------------------- sequences
 
@@ -158,16 +159,6 @@ class BM25:
         i = max(range(len(scores)), key=lambda i: (scores[i], -i))
         content = {w for w in q if w not in STOPWORDS}
         return i, (len(content & set(self.docs[i])) / len(content) if content else 0.0)
-
-
-STOPWORDS = frozenset("""
-a an the of in on at to for from by with about as into onto over under after before during since until
-and or but nor not no so than then that this these those there here it its is are was were be been being
-am do does did done have has had having can could will would shall should may might must
-what which who whom whose when where why how many much most more some any all each every other such
-i you he she we they me him her us them my your his our their mine yours s
-one also only just very if else between both either neither own same too
-""".split())  # noqa: SIM905 (a word list reads best as text)
 
 
 def route(queries: list[str], owners: list[int], seen: list[K.Passage], router: str,

@@ -126,7 +126,7 @@ def export_adapters(model, folder: Path, base_model: str) -> list[str]:
     """Write every adapter attached to `model` (seal/lora.py) as a PEFT folder under `folder`
     (adapter_0, adapter_1, ...), for `VLLMGenerator.with_adapters`. Returns the folders."""
     from .lora import adapter_state
-    from .registry import peft_config, write_adapter_folder
+    from .peft_folder import peft_config, write_adapter_folder
 
     state = getattr(model, "_seal_lora", None)
     if state is None:

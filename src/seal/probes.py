@@ -79,9 +79,7 @@ def parse_questions(text: str) -> list[str]:
 
 
 def _content_words(text: str) -> list[str]:
-    from .continual import STOPWORDS
-
-    return [w for w in K.normalize_answer(text).split() if w not in STOPWORDS]
+    return [w for w in K.normalize_answer(text).split() if w not in K.STOPWORDS]
 
 
 def supported(answer: str, document: str) -> bool:

@@ -72,16 +72,15 @@ def score_key(metrics: dict, score: str, reward: str) -> tuple:
     return (metrics[reward], metrics["logprob"])
 
 
-def make_judge(grade, questions: list[list], score: str, reward: str, eta: float, history: list[list[dict]]):
-    """A `train_adapters` judge: `grade(questions_per_row, rows)` returns per row the per-question
-    grades (tasks/knowledge.score_rows); each rung's mean metrics are appended to history[a]."""
-    from .tasks.knowledge import mean_metrics
+def make_judge(rung_metrics, questions: list[list], score: str, reward: str, eta: float, history: list[list[dict]]):
+    """A `train_adapters` judge: `rung_metrics(questions_per_row, rows)`, handed over by the
+    task's inner loop, returns per row the adapter's metrics on its questions (the knowledge
+    inner loop: the mean of tasks/knowledge.score_rows' grades); each rung's metrics are appended
+    to history[a]."""
 
     def judge(epoch: int, alive: list[int]) -> list[int]:
-        graded = grade([questions[a] for a in alive], alive)
         keys = {}
-        for a, pq in zip(alive, graded):
-            m = mean_metrics(pq)
+        for a, m in zip(alive, rung_metrics([questions[a] for a in alive], alive)):
             history[a].append({"epoch": epoch, "metrics": m})
             keys[a] = score_key(m, score, reward)
         return survivors(keys, eta)

@@ -51,7 +51,6 @@ import contextlib
 import datetime as _dt
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -63,14 +62,12 @@ from pathlib import Path
 
 import torch
 
-from .models import write_error
+from .peft_folder import PEFT_CONFIG, PEFT_WEIGHTS, file_digest, fsync_path, peft_config, write_adapter_folder
 
 FORMAT_VERSION = 1
 DB_NAME = "registry.sqlite"
 LOCK_NAME = "lock"
 ADAPTERS = "adapters"
-PEFT_CONFIG = "adapter_config.json"
-PEFT_WEIGHTS = "adapter_model.safetensors"
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -142,72 +139,14 @@ class NewDocument(DocumentFields):
 
 # ----------------------------------------------------------------------------- PEFT files
 
-def peft_state(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """seal's adapter weights (`<module>.lora_A`, `[r, d_in]`) under PEFT's key names
-    (`base_model.model.<module>.lora_A.weight`, same shapes): PEFT's LoRA layer computes
-    W x + (lora_alpha / r) * lora_B(lora_A(x)), the same update as `lora.LoRALinear`."""
-    out = {}
-    for key, w in weights.items():
-        module, _, part = key.rpartition(".")
-        out[f"base_model.model.{module}.{part}.weight"] = w.detach().to("cpu", torch.float32).contiguous()
-    return out
-
-
 def seal_state(peft: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of `peft_state`."""
+    """The inverse of `peft_folder.peft_state`."""
     out = {}
     for key, w in peft.items():
         if not (key.startswith("base_model.model.") and key.endswith(".weight")):
             raise RegistryError(f"unexpected key {key!r} in a PEFT adapter")
         out[key[len("base_model.model."):-len(".weight")]] = w
     return out
-
-
-def peft_config(rank: int, alpha: float, targets: tuple[str, ...], base_model: str) -> dict:
-    """adapter_config.json for a plain LoRA (no dropout, no bias) that PEFT reads as ours."""
-    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
-            "r": rank, "lora_alpha": alpha, "target_modules": sorted(targets), "lora_dropout": 0.0,
-            "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
-            "init_lora_weights": True, "inference_mode": True, "modules_to_save": None}
-
-
-def write_adapter_folder(folder: Path, weights: dict[str, torch.Tensor], config: dict) -> dict[str, tuple[int, str]]:
-    """Write a PEFT adapter folder atomically: into a hidden temporary sibling, each file fsynced,
-    then renamed into place (and the parent fsynced). `folder` must not exist. Returns each
-    file's (size, sha256) as read back from disk. On any failure (disk full...) the temporary
-    folder is removed and the error raised."""
-    from safetensors.torch import save_file
-
-    tmp = folder.with_name(f".tmp-{folder.name}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tmp.mkdir(parents=True)
-        save_file(peft_state(weights), str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
-        (tmp / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        for name in (PEFT_WEIGHTS, PEFT_CONFIG):
-            _fsync_path(tmp / name)
-        _fsync_path(tmp)
-        sums = {name: file_digest(tmp / name) for name in (PEFT_WEIGHTS, PEFT_CONFIG)}
-        os.rename(tmp, folder)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":  # disk full, read-only...
-            raise write_error(e, tmp / PEFT_WEIGHTS) from None
-        raise
-    _fsync_path(folder.parent)
-    return sums
-
-
-def file_digest(path: Path) -> tuple[int, str]:
-    """(size in bytes, sha256 hex) of a file."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
 
 
 def read_adapter_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -225,14 +164,6 @@ def read_adapter_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def _one_line(e: Exception) -> str:
     return " ".join(str(e).split()) or type(e).__name__
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -617,9 +548,9 @@ def _create_database(path: Path, model: str) -> None:
                        (now, json.dumps({"model": model})))
     finally:
         db.close()
-    _fsync_path(tmp)
+    fsync_path(tmp)
     os.rename(tmp, path / DB_NAME)
-    _fsync_path(path)
+    fsync_path(path)
 
 
 class _Transaction:

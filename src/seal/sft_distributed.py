@@ -145,11 +145,20 @@ def _accelerator():
     return Accelerator(cpu=not torch.cuda.is_available())
 
 
+def sft_config(cfg: RunConfig) -> InnerLoopConfig:
+    """The M-step's settings (`restem.sft_*`) of `seal sft` and of the knowledge task: a LoRA
+    trained on the self-edit tokens only. `launch_config` is its inverse."""
+    r = cfg.restem
+    return InnerLoopConfig(lora=r.sft_lora, lr=r.sft_lr, epochs=r.sft_epochs, steps="packed",
+                           batch_size=r.sft_batch_size,
+                           max_seq_len=r.sft_max_seq_len, loss_on="completion", dtype=cfg.inner.dtype,
+                           max_grad_norm=cfg.inner.max_grad_norm, parallel_adapters=1)
+
+
 def sft_command(cfg: RunConfig, examples_path: str, out: str) -> Path:
     """`seal sft`: the M-step on a file of kept examples, on every process `accelerate launch`
     started (one when run plainly); the first process saves the merged model to `out`."""
     from .models import load_model, save_model
-    from .tasks.knowledge_task import sft_config
 
     if not out:
         raise ConfigError("seal sft needs --out DIR (where the finetuned model is written)")
@@ -177,7 +186,6 @@ def launch_config(model_cfg: ModelConfig, folder: str, inner: InnerLoopConfig, s
     (any task's `sft_config`): `restem.sft_*` and `inner.dtype`/`max_grad_norm` of a RunConfig.
     Refused when `inner` has a setting that config cannot carry."""
     from .config import ReSTEMConfig
-    from .tasks.knowledge_task import sft_config
 
     cfg = RunConfig(model=ModelConfig(**{**model_cfg.__dict__, "name": folder}),
                     restem=ReSTEMConfig(sft_lora=inner.lora, sft_lr=inner.lr, sft_epochs=inner.epochs,

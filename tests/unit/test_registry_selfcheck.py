@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seal import registry as R
+from seal import peft_folder
 from seal.cli import main
 from seal.registry import PEFT_WEIGHTS, NewDocument, Registry, RegistryError
 
@@ -180,7 +180,7 @@ def test_a_full_disk_while_writing_an_adapter_leaves_nothing_behind(tmp_path, mo
     reg = Registry.open(tmp_path / "reg", create=True, model="m", lock_wait=0)
     reg.commit(0, [_new_doc(1)], {})
     before = sorted(p.name for p in (tmp_path / "reg" / "adapters").iterdir())
-    real = R.file_digest
+    real = peft_folder.file_digest  # what write_adapter_folder reads each written file back with
     calls = {"n": 0}
 
     def full(path):
@@ -188,7 +188,7 @@ def test_a_full_disk_while_writing_an_adapter_leaves_nothing_behind(tmp_path, mo
         if calls["n"] == 3:  # the second adapter of this commit, after its files were written
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path)
-    monkeypatch.setattr(R, "file_digest", full)
+    monkeypatch.setattr(peft_folder, "file_digest", full)
     with pytest.raises(OSError, match="No space left"):
         reg.commit(1, [_new_doc(2), _new_doc(3)], {})
     assert sorted(p.name for p in (tmp_path / "reg" / "adapters").iterdir()) == before  # no .tmp-, no half version

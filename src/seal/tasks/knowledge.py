@@ -40,7 +40,7 @@ from pathlib import Path
 
 from ..config import EvalConfig, InnerLoopConfig, SelfEditConfig, special_file
 from ..inner_loop import Speedups, TrainExample
-from ..racing import Race
+from ..racing import Race, make_judge
 
 
 class DataError(ValueError):
@@ -514,6 +514,18 @@ def normalize_answer(s: str) -> str:
     return " ".join(s.split())
 
 
+# Words that carry no content: left out of coverage (continual.BM25) and of the content words
+# a probe's answer must share with its document (probes.supported).
+STOPWORDS = frozenset("""
+a an the of in on at to for from by with about as into onto over under after before during since until
+and or but nor not no so than then that this these those there here it its is are was were be been being
+am do does did done have has had having can could will would shall should may might must
+what which who whom whose when where why how many much most more some any all each every other such
+i you he she we they me him her us them my your his our their mine yours s
+one also only just very if else between both either neither own same too
+""".split())  # noqa: SIM905 (a word list reads best as text)
+
+
 def exact_match(pred: str, gold: str) -> float:
     return float(normalize_answer(pred) == normalize_answer(gold))
 
@@ -652,7 +664,6 @@ def train_and_grade(model, tok, gen, chat, group: list[Job], inner_cfg, eval_cfg
 
     from .. import lora
     from ..inner_loop import train_adapters
-    from ..racing import make_judge
 
     t0 = time.time()
     history: list[list[dict]] = [[] for _ in group]
@@ -661,7 +672,8 @@ def train_and_grade(model, tok, gen, chat, group: list[Job], inner_cfg, eval_cfg
         # a log-prob rung needs no answers: no generation, whatever the final reward's metric
         rung_cfg = eval_cfg if race.score == "reward" else dataclasses.replace(eval_cfg, generate=False,
                                                                                 reward="logprob")
-        judge = make_judge(lambda qs, rows: score_rows(model, tok, gen, chat, qs, rows, rung_cfg, speed=speed),
+        judge = make_judge(lambda qs, rows: [mean_metrics(pq) for pq in score_rows(model, tok, gen, chat, qs, rows,
+                                                                                 rung_cfg, speed=speed)],
                            [j.questions for j in group], race.score, eval_cfg.reward, race.eta, history)
     lora.attach(model, inner_cfg.lora, len(group))
     try:

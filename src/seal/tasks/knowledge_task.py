@@ -41,18 +41,10 @@ from ..probes import Probe, write_probes
 from ..racing import Race
 from ..restem import select_kept
 from ..runs import append_jsonl, progress, read_jsonl
+from ..sft_distributed import sft_config  # the M-step's settings are `seal sft`'s
 from ..stats import bootstrap_mean, spearman
 from ..task import Plan, Sampling, Session
 from . import knowledge as K
-
-
-def sft_config(cfg: RunConfig) -> InnerLoopConfig:
-    """The M-step's settings (`restem.sft_*`): a LoRA trained on the self-edit tokens only."""
-    r = cfg.restem
-    return InnerLoopConfig(lora=r.sft_lora, lr=r.sft_lr, epochs=r.sft_epochs, steps="packed",
-                           batch_size=r.sft_batch_size,
-                           max_seq_len=r.sft_max_seq_len, loss_on="completion", dtype=cfg.inner.dtype,
-                           max_grad_norm=cfg.inner.max_grad_norm, parallel_adapters=1)
 
 
 @dataclass

@@ -45,7 +45,7 @@ def _setup_threads(cfg: ArcConfig) -> None:
 
 
 def cmd_evaluate(args, argv):
-    from .evaluate import evaluate
+    from .task import evaluate
     cfg = config_from_args(args)
     _setup_threads(cfg)
     evaluate(cfg, argv)

@@ -1,4 +1,5 @@
-"""`seal arc evaluate`: the few-shot ARC table (paper section 4.2, Table 1) on any tasks and model.
+"""The few-shot ARC table (paper section 4.2, Table 1) on any tasks and model: its jobs, summary,
+pairs and printed table, for FewShotArc (task.py, where the command `seal arc evaluate` is).
 
 Conditions, each scored pass@2 on the tasks' test inputs (see run.py for one TTT run):
   in-context      the model as it is, no TTT (one pair per task)
@@ -20,38 +21,14 @@ every finished sample, prediction and TTT group.
 from __future__ import annotations
 
 import statistics
-import time
 from collections import Counter
-from pathlib import Path
 
-from ...config import ConfigError
-from ...evaluation import evaluate_task
-from ...executors import open_executor
-from ...generation import HFGenerator
 from ...stats import cluster_bootstrap
-from ...task import Session
 from .config import ArcConfig
 from .data import ArcTask
-from .run import Attempt, TTTJob, open_task_run, oracle_parsed, plan
-from .task import FewShotArc
+from .run import Attempt, TTTJob, oracle_parsed, plan
 
 IN_CONTEXT, OWN, RL, ORACLE = "in-context", "self-edits", "self-edits:rl", "oracle"
-
-
-def evaluate(cfg: ArcConfig, argv: list[str], command: str = "arc-evaluate") -> Path:
-    """`seal arc evaluate`: the table over the selected tasks, run by the evaluation skeleton
-    (seal/evaluation.py) over FewShotArc. Returns the run folder."""
-    if not cfg.tasks:
-        raise ConfigError("seal arc evaluate needs --tasks PATH "
-                          "(a folder of ARC JSON files, a file, arc1:train, seal:train, ...)")
-    t_start = time.time()
-    run, model, tok, chat, tasks, info = open_task_run(cfg, argv, command)
-    sources = {"base": None, **({"rl": cfg.rl_model} if cfg.rl_model else {})}
-    with open_executor(cfg.executor, cfg.model, cfg.threads) as executor:
-        evaluate_task(FewShotArc(cfg, tasks, info), run, Session(run.path, model, tok, chat, HFGenerator(model, tok),
-                                                                 executor),
-                      cfg.model, tasks, sources, cfg.selfedits, cfg.seed, started=t_start)
-    return run.path
 
 
 def table_plan(cfg: ArcConfig, tasks: list[ArcTask], selfedits: dict[str, dict[str, list[str]]], tok, chat: bool

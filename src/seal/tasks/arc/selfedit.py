@@ -379,23 +379,14 @@ def config_space(
     return out
 
 
-# TTT data and inference live in ttt.py; re-exported so the whole self-edit API is here.
-from .ttt import TrainExample, build_ttt_data, inference_views, map_back, score, vote
-
 __all__ = [
     "FALLBACK",
     "ParsedSelfEdit",
     "SelfEditConfig",
-    "TrainExample",
-    "build_ttt_data",
     "config_space",
     "extract_json_object",
-    "inference_views",
-    "map_back",
     "parse_selfedit",
-    "score",
     "selfedit_prompt",
     "training_steps",
     "validate_config",
-    "vote",
 ]

@@ -1,4 +1,4 @@
-"""Few-shot ARC as a seal Task (paper sections 3.1 and 4.2), and `seal arc train`.
+"""Few-shot ARC as a seal Task (paper sections 3.1 and 4.2), `seal arc evaluate` and `seal arc train`.
 
     context   an ARC task (demonstrations + test inputs); every round uses all selected tasks
     self-edit `selfedits` samples of a tool configuration (JSON: augmentations, lr, epochs, loss)
@@ -27,10 +27,14 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...config import ConfigError, InnerLoopConfig
+from ...evaluation import evaluate_task
+from ...executors import open_executor
+from ...generation import HFGenerator
 from ...inner_loop import TrainExample
 from ...task import Plan, Sampling, Session
 from .config import ArcConfig
@@ -160,6 +164,22 @@ class FewShotArc:
         from .evaluate import print_table
 
         print_table(summary)
+
+
+def evaluate(cfg: ArcConfig, argv: list[str], command: str = "arc-evaluate") -> Path:
+    """`seal arc evaluate`: the table over the selected tasks, run by the evaluation skeleton
+    (seal/evaluation.py) over FewShotArc. Returns the run folder."""
+    if not cfg.tasks:
+        raise ConfigError("seal arc evaluate needs --tasks PATH "
+                          "(a folder of ARC JSON files, a file, arc1:train, seal:train, ...)")
+    t_start = time.time()
+    run, model, tok, chat, tasks, info = open_task_run(cfg, argv, command)
+    sources = {"base": None, **({"rl": cfg.rl_model} if cfg.rl_model else {})}
+    with open_executor(cfg.executor, cfg.model, cfg.threads) as executor:
+        evaluate_task(FewShotArc(cfg, tasks, info), run, Session(run.path, model, tok, chat, HFGenerator(model, tok),
+                                                                 executor),
+                      cfg.model, tasks, sources, cfg.selfedits, cfg.seed, started=t_start)
+    return run.path
 
 
 def train(cfg: ArcConfig, argv: list[str], command: str = "arc-train") -> Path:
