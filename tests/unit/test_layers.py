@@ -22,12 +22,9 @@ ABOVE = ("seal.tasks.", "seal.evaluate", "seal.probes", "seal.continual", "seal.
          "seal.oversight", "seal.documents", "seal.bench", "seal.bench_round", "seal.report", "seal.report.",
          "seal.demo", "seal.cli")
 
-# The one cycle left waits for src/seal/evaluate.py (being changed elsewhere): its `evaluate` command
-# builds a KnowledgeTask, whose table methods and `train` call evaluate.py's table helpers. It goes
-# when that command moves beside `train` in tasks/knowledge_task.py (as `seal arc evaluate` sits in
-# tasks/arc/task.py), or when the helpers move down into the knowledge domain (issue 27); then
-# test_each_allowed_edge_still_closes_a_cycle fails until the edge is taken off this list.
-ALLOWED = {("seal.evaluate", "seal.tasks.knowledge_task")}
+# Import edges a cycle may still run through (none: the knowledge table's pieces live in
+# tasks/knowledge_table.py, below both `seal evaluate` and KnowledgeTask).
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, Path]:

@@ -254,7 +254,7 @@ class KnowledgeTask:
         progress(len(contexts))
 
     def table_plan(self, contexts, selfedits, tok, chat):
-        from ..evaluate import table_plan
+        from .knowledge_table import table_plan
 
         return table_plan(self.cfg, contexts, selfedits, tok)
 
@@ -263,19 +263,19 @@ class KnowledgeTask:
         return {**result, "condition": cond, "passage_id": pid, "selfedit_index": int(idx)}
 
     def summarize_table(self, contexts, baseline, details, records) -> dict:
-        from ..evaluate import summarize
+        from .knowledge_table import summarize
 
         base = {pid: r["questions"] for pid, r in baseline.items()}
         return summarize(self.cfg, contexts, base, records, ["no-adaptation"] + details["conditions"],
                          details["skipped"], details.get("controls"))
 
     def table_files(self, contexts, baseline, details, records) -> dict[str, list[dict]]:
-        from ..evaluate import passage_lines
+        from .knowledge_table import passage_lines
 
         return {"passages.jsonl": passage_lines(contexts, {pid: r["questions"] for pid, r in baseline.items()}, records)}
 
     def print_table(self, summary: dict) -> None:
-        from ..evaluate import print_table
+        from .knowledge_table import print_table
 
         print_table(summary)
 
@@ -388,7 +388,7 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
           command: str = "train") -> Path:
     """`seal train`: load the passages and the model, open (or resume) the run folder, and run
     `restem.rounds` ReSTEM rounds of KnowledgeTask (seal/restem.py). Returns the run folder."""
-    from ..evaluate import prepare_passages
+    from .knowledge_table import prepare_passages
     from ..lora import check_targets
     from ..models import check_model_name, load_model, uses_chat
     from ..restem import open_backends, run_rounds
