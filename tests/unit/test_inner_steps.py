@@ -236,4 +236,7 @@ def test_closing_sentence_judges_by_the_reward_metric_and_names_the_control():
     assert "Its own self-edits could not be told apart from the passage alone (+10% [-2%, +21%])" in text
     assert "taught more than the passage trained for the same steps (+24% [+10%, +38%])" in text
     assert "Self-edits written by the round_1 model taught less than the base model's own (-21% [-38%, -4%])" in text
-    assert "cannot yet be told apart" not in text and "Most taught: self-edits" in text
+    assert "cannot yet be told apart" not in text and "Most taught: self-edits (paired" in text
+    assert text.startswith("Before any update the model's answers contained the gold answer on 0% of the questions")
+    summary["conditions"]["passage"]["metrics"]["containment"]["mean"] = 0.54
+    assert "Most taught: passage and self-edits (tied)" in plain_summary(summary)

@@ -360,8 +360,9 @@ def plain_summary(summary: dict) -> str:
         fmt = "{:+.0%}" if metric in ("containment", "em", "f1") else "{:+.2f}"
         return f"{fmt.format(g['mean'])} [{fmt.format(g['lo'])}, {fmt.format(g['hi'])}]"
 
-    what = {"containment": "answered (the gold answer appears in its reply)", "em": "answered exactly",
-            "f1": "scored F1", "logprob": "gave the gold answers a mean log-prob per token of"}[metric]
+    what = {"containment": "the model's answers contained the gold answer on", "em": "the model's answers matched "
+            "the gold answer exactly on", "f1": "the model's answers scored a mean F1 of",
+            "logprob": "the model gave the gold answers a mean log-prob per token of"}[metric]
     if value("no-adaptation") is None or value("passage") is None:
         return ""
     parts = [f"after training on the passage alone {value('passage')}"]
@@ -372,7 +373,7 @@ def plain_summary(summary: dict) -> str:
             parts.append(f"on the passage alone for as many {kind} as the {writer} self-edits' update {value(cond)}")
     if value("self-edits") is not None:
         parts.append(f"on the passage plus its own self-edits {value('self-edits')}")
-    text = f"Before any update the model {what} {value('no-adaptation')} of the questions; " + "; ".join(parts) + "."
+    text = f"Before any update {what} {value('no-adaptation')} of the questions; " + "; ".join(parts) + "."
     for cond in summary["order"]:
         if not (cond == "self-edits" or cond.startswith("self-edits:") or cond == "external"):
             continue
@@ -390,6 +391,8 @@ def plain_summary(summary: dict) -> str:
     rows = [(v["metrics"][metric]["mean"], cond) for cond, v in c.items()
             if cond != "no-adaptation" and v["metrics"].get(metric, {}).get("mean") is not None]
     if rows:
-        best = max(rows)[1]
-        text += f" Most taught: {best} (paired 95% intervals in summary.json; differences inside them are noise)."
+        top = max(v for v, _ in rows)
+        best = [cond for v, cond in rows if v == top]
+        text += (f" Most taught: {' and '.join(best)}" + (" (tied)" if len(best) > 1 else "") +
+                 " (paired 95% intervals in summary.json; differences inside them are noise).")
     return text
