@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="library logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in [
-        ("demo", cmd_demo, "self-adapt on built-in fictional passages: one ReSTEM round and the table (~15 min CPU)"),
+        ("demo", cmd_demo, "self-adapt on built-in fictional passages: one ReSTEM round and the table with its controls (~9 min on 2 idle cores)"),
         ("evaluate", cmd_evaluate, "the knowledge-incorporation table on a passage file"),
         ("train", cmd_train, "ReSTEM: train the model to write self-edits that earn reward"),
         ("continual", cmd_continual, "passages adapted one after another: forgetting matrix under a guard"),
