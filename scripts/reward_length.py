@@ -1,0 +1,61 @@
+"""Does a self-edit's length buy its reward? For a `seal train` run (finished or not): per round,
+the rewards scored so far, the Spearman correlation of each self-edit's training sequences (under
+`inner.steps sequence` its optimizer steps are sequences x epochs) with its reward, pooled and
+within a passage, and the length of the self-edit best-positive would keep against the sampled
+ones, over the passages whose k self-edits are all scored.
+
+    python scripts/reward_length.py RUN_DIR results/NAME.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from seal.stats import spearman
+
+
+def round_stats(path: Path, k: int) -> dict:
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    recs = [r for r in recs if r.get("reward") is not None and not r.get("control_copies")]
+    by_passage: dict[str, list[dict]] = defaultdict(list)
+    for r in recs:
+        by_passage[r["passage_id"]].append(r)
+    length = [r["train"]["examples"] for r in recs]
+    reward = [r["reward"] for r in recs]
+    within = [rho for v in by_passage.values()
+              if (rho := spearman([r["train"]["examples"] for r in v], [r["reward"] for r in v])) is not None]
+    complete = [v for v in by_passage.values() if len(v) == k]
+    kept = [max(v, key=lambda r: (r["reward"], r["metrics"].get("logprob", 0.0))) for v in complete]
+    kept = [r for r in kept if r["reward"] > 0]
+    return {"n_scored": len(recs), "n_passages": len(by_passage), "n_complete_passages": len(complete),
+            "mean_reward": sum(reward) / len(reward) if reward else None,
+            "frac_positive": sum(x > 0 for x in reward) / len(reward) if reward else None,
+            "spearman_sequences_vs_reward": spearman(length, reward),
+            "spearman_within_passage_mean": sum(within) / len(within) if within else None,
+            "spearman_within_passage_n": len(within),
+            "kept_mean_sequences": sum(r["train"]["examples"] for r in kept) / len(kept) if kept else None,
+            "sampled_mean_sequences": (sum(r["train"]["examples"] for v in complete for r in v) / (k * len(complete))
+                                       if complete else None)}
+
+
+def main() -> None:
+    run, dest = Path(sys.argv[1]), Path(sys.argv[2])
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
+    out = {"run": run.name, "config": cfg, "seed": manifest["seed"], "data": manifest["data"],
+           "git_rev": manifest.get("git_rev"), "rounds": {}}
+    for f in sorted(run.glob("rounds/round_*/rewards.jsonl")):
+        out["rounds"][f.parent.name] = {"finished": (f.parent / "done.json").exists(),
+                                        **round_stats(f, cfg["selfedit"]["k"])}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=1))
+    print(json.dumps(out["rounds"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
