@@ -171,6 +171,10 @@ class InnerLoopConfig:
         """Training sequences an adapter takes per optimizer step (1 under steps=sequence)."""
         return 1 if self.steps == "sequence" else self.batch_size
 
+    def update_steps(self, sequences: int) -> int:
+        """Optimizer steps of an update on `sequences` training sequences (what `schedule` plans)."""
+        return -(-sequences // self.sequences_per_step) * self.epochs
+
 
 @dataclass
 class SelfEditConfig:

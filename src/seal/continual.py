@@ -87,7 +87,7 @@ from .engine import job_seed
 from .evaluate import check_models, prepare_passages
 from .generation import HFGenerator
 from .inner_loop import _hidden, answer_logprobs, train_adapters
-from .models import format_prompt, load_model, model_device, pick_dtype, uses_chat, write_error
+from .models import format_prompt, is_write_failure, load_model, model_device, pick_dtype, uses_chat, write_error
 from .runs import append_jsonl, atomic_write_json, open_run, read_jsonl
 from .stats import bootstrap_mean
 from .tasks import knowledge as K
@@ -245,7 +245,7 @@ def save_adapter(path: Path, weights: dict[str, torch.Tensor]) -> None:
         os.replace(tmp, path)
     except BaseException as e:  # a full disk: one line naming the file, no .tmp left
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":
+        if is_write_failure(e):
             raise write_error(e, path) from None
         raise
 

@@ -126,9 +126,6 @@ def _no_constant(name: str):
 
 # ----------------------------------------------------------------------------- chunks
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
 def chunk_text(text: str, n_tokens: Callable[[str], int], budget: int) -> list[str]:
     """`text` cut into chunks of at most `budget` tokens (as `n_tokens` counts them), in order,
     losing no word: whole paragraphs packed together while they fit; a paragraph longer than
@@ -147,7 +144,7 @@ def chunk_text(text: str, n_tokens: Callable[[str], int], budget: int) -> list[s
         if n_tokens(para) <= budget:
             pieces.append(("\n\n", para))
             continue
-        for k, sent in enumerate(s for s in _SENTENCE_END.split(para) if s.strip()):
+        for k, sent in enumerate(s for s in K.SENTENCE_END.split(para) if s.strip()):
             joiner = "\n\n" if k == 0 else " "
             if n_tokens(sent) <= budget:
                 pieces.append((joiner, sent))

@@ -28,9 +28,8 @@ from .runs import open_run
 from .task import Session
 from .tasks import knowledge as K
 from .tasks.knowledge_table import (  # noqa: F401  (the table's pieces, importable from here as before)
-    GAIN_SECTIONS, _cond_name, _other_path, _sources, check_models, control_name, describe_external, external_coverage,
-    load_external, matched_copies, other_models, passage_lines, per_passage, plain_summary, prepare_passages,
-    print_table, summarize, table_plan, verdict)
+    _cond_name, _other_path, _sources, check_models, describe_external, external_coverage, load_external,
+    other_models, passage_lines, per_passage, plain_summary, prepare_passages, print_table, summarize, table_plan)
 
 
 def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passages=None, data_sha=None) -> Path:

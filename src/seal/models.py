@@ -284,12 +284,17 @@ def save_model(model, tok, folder: Path) -> None:
         tok.save_pretrained(tmp)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":  # (safetensors' write errors)
+        if is_write_failure(e):
             raise write_error(e, tmp) from None
         raise
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
+
+
+def is_write_failure(e: BaseException) -> bool:
+    """A failed write: an OSError, or safetensors' own SafetensorError (which is not one)."""
+    return isinstance(e, OSError) or type(e).__name__ == "SafetensorError"
 
 
 def write_error(e: Exception, path: Path) -> OSError:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .models import write_error
+from .models import is_write_failure, write_error
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -59,7 +59,7 @@ def write_adapter_folder(folder: Path, weights: dict[str, torch.Tensor], config:
         os.rename(tmp, folder)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":  # disk full, read-only...
+        if is_write_failure(e):  # disk full, read-only...
             raise write_error(e, tmp / PEFT_WEIGHTS) from None
         raise
     fsync_path(folder.parent)

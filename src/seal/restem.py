@@ -223,12 +223,7 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
     bar.close()
 
     # E-step (2): the unadapted model's check, when the reward is a gain over it
-    baseline = {r[task.id_field]: r for r in read_jsonl(rdir / "base.jsonl")}
-    todo = [c for c in contexts if c.id not in baseline]
-    if todo:
-        for cid, rec in task.reward_baseline(s, todo).items():
-            baseline[cid] = {task.id_field: cid, **rec}
-            append_jsonl(rdir / "base.jsonl", baseline[cid])
+    baseline = saved_baseline(task, s, contexts, rdir / "base.jsonl")
 
     # E-step (3): score every self-edit by its inner-loop update(s) of the base model
     plan = task.plan(rnd, contexts, samples, s.tok, s.chat)
@@ -305,6 +300,18 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
     return policy, info
 
 
+def saved_baseline(task: Task, s: Session, contexts: list, path: Path) -> dict[str, dict]:
+    """The unadapted model's check of each context (task.reward_baseline), by context id: read
+    from `path`, and what is missing computed and appended there."""
+    baseline = {r[task.id_field]: r for r in read_jsonl(path)}
+    todo = [c for c in contexts if c.id not in baseline]
+    if todo:
+        for cid, rec in task.reward_baseline(s, todo).items():
+            baseline[cid] = {task.id_field: cid, **rec}
+            append_jsonl(path, baseline[cid])
+    return baseline
+
+
 def check_samples(task: Task, s: Session, rdir: Path, rnd: int, contexts: list, which: str, gen, seed: int
                   ) -> dict[str, str]:
     """One self-edit per held-apart context from `gen` (`which`: the generator before or after
@@ -326,12 +333,7 @@ def generator_check(task: Task, s: Session, rdir: Path, rnd: int, contexts: list
     update: no gain), so a generator that stops writing usable self-edits is not excused."""
     from .stats import bootstrap_mean, paired_bootstrap
 
-    baseline = {r[task.id_field]: r for r in read_jsonl(rdir / "check_base.jsonl")}
-    todo = [c for c in contexts if c.id not in baseline]
-    if todo and (graded := task.reward_baseline(s, todo)):
-        for cid, rec in graded.items():
-            baseline[cid] = {task.id_field: cid, **rec}
-            append_jsonl(rdir / "check_base.jsonl", baseline[cid])
+    baseline = saved_baseline(task, s, contexts, rdir / "check_base.jsonl")
     pairs = {c.id: [before[c.id], after[c.id]] for c in contexts}
     plan = task.plan(rnd, contexts, pairs, s.tok, s.chat)
     records = run_saved_jobs(task.inner_loop, s, plan.jobs, rdir / "check.jsonl",

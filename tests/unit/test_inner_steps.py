@@ -6,7 +6,7 @@ import torch
 
 from seal import lora
 from seal.config import ConfigError, EvalConfig, InnerLoopConfig, LoRAConfig, ModelConfig, RunConfig
-from seal.evaluate import control_name, matched_copies, table_plan
+from seal.tasks.knowledge_table import control_name, matched_copies, table_plan
 from seal.inner_loop import Tokenized, TrainExample, row_weights, schedule, train_adapters
 from seal.models import load_model
 from seal.tasks import knowledge as K
@@ -215,7 +215,7 @@ def test_generator_check_scores_both_generators_on_held_apart_passages(tiny_mode
 
 
 def test_closing_sentence_judges_by_the_reward_metric_and_names_the_control():
-    from seal.evaluate import plain_summary
+    from seal.tasks.knowledge_table import plain_summary
 
     def stat(mean, lo, hi):
         return {"mean": mean, "lo": lo, "hi": hi, "n": 12}

@@ -447,13 +447,14 @@ def training_examples(passage: Passage, items: list[str], include_passage: bool)
     return seqs
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+"""Where one sentence ends and the next begins (permuted passages here; chunking in seal/documents.py)."""
 
 
 def permuted_passages(passage: Passage, n: int, seed: int) -> list[str]:
     """`n` restatements of the passage with its sentences in seeded random orders (a passage of
     one sentence is returned as it is)."""
-    sentences = [x for x in _SENTENCE_END.split(passage.context.strip()) if x.strip()]
+    sentences = [x for x in SENTENCE_END.split(passage.context.strip()) if x.strip()]
     rng = random.Random(seed)
     out = []
     for _ in range(n):

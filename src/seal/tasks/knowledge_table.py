@@ -233,7 +233,6 @@ def summarize(cfg, passages, base, results, conditions, skipped, controls: dict 
                                     cfg.eval.bootstrap, cfg.seed)
                 for m in out["conditions"][cond]["metrics"] if m in out["conditions"][other]["metrics"]}
 
-    spb = cfg.inner.sequences_per_step
     for cond in conditions:
         pp = rows[cond]
         if not pp:
@@ -251,7 +250,7 @@ def summarize(cfg, passages, base, results, conditions, skipped, controls: dict 
                                    "metrics": metrics}
         updates = [r for r in results.values() if r["condition"] == cond and "examples" in r.get("train", {})]
         if updates:  # each update's own optimizer steps (a batch's `steps` is its longest adapter's)
-            out["conditions"][cond]["steps_mean"] = sum(-(-r["train"]["examples"] // spb) * cfg.inner.epochs
+            out["conditions"][cond]["steps_mean"] = sum(cfg.inner.update_steps(r["train"]["examples"])
                                                         for r in updates) / len(updates)
             out["conditions"][cond]["tokens_mean"] = sum(r["train"]["tokens"] for r in updates) / len(updates)
         if cond != "no-adaptation":

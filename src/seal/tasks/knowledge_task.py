@@ -381,7 +381,7 @@ def update_steps(cfg: RunConfig):
     """Optimizer steps of the inner-loop update of a self-edit with n items (with the passage and
     its permutations, `inner.steps`): a self-edit's length buys steps under inner.steps sequence."""
     extra = int(cfg.selfedit.include_passage) + cfg.selfedit.permutations
-    return lambda n: -(-(n + extra) // cfg.inner.sequences_per_step) * cfg.inner.epochs
+    return lambda n: cfg.inner.update_steps(n + extra)
 
 
 def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = None, data_sha: str | None = None,
