@@ -14,12 +14,13 @@ import json
 import time
 from pathlib import Path
 
-from seal import lora
-from seal.bench import ab_arguments, ab_model, machine_info, passage_jobs, workload_hash
+from seal import knowledge as K
+from seal.bench.machine import machine_info
+from seal.bench.workload import ab_arguments, ab_model, passage_jobs, workload_hash
 from seal.config import EvalConfig, InnerLoopConfig
-from seal.generation import HFGenerator
-from seal.inner_loop import Speedups, train_adapters
-from seal.tasks import knowledge as K
+from seal.training import lora
+from seal.training.generation import HFGenerator
+from seal.training.inner_loop import Speedups, train_adapters
 
 
 def main() -> None:

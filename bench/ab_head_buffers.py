@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from seal import inner_loop as IL
-from seal import lora
-from seal.bench import ab_arguments, ab_model, machine_info, passage_jobs, workload_hash
+from seal.bench.machine import machine_info
+from seal.bench.workload import ab_arguments, ab_model, passage_jobs, workload_hash
 from seal.config import InnerLoopConfig
+from seal.training import inner_loop as IL
+from seal.training import lora
 
 
 def _fresh_forward(ctx, h, weight, bias, tgt, chunk, workspace):

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import torch
 
-from seal import lora
-from seal.bench import ab_arguments, ab_model, machine_info, passage_jobs, speedup_variants, workload_hash
+from seal.bench.inner_loop import speedup_variants
+from seal.bench.machine import machine_info
+from seal.bench.workload import ab_arguments, ab_model, passage_jobs, workload_hash
 from seal.config import InnerLoopConfig, to_dict
-from seal.inner_loop import Speedups, train_adapters
-from seal.models import pick_dtype
+from seal.training import lora
+from seal.training.inner_loop import Speedups, train_adapters
+from seal.training.models import pick_dtype
 
 
 def variants() -> dict[str, tuple[int, Speedups, str]]:

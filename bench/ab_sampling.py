@@ -21,11 +21,12 @@ import json
 import time
 from pathlib import Path
 
-from seal import generation
-from seal.bench import ab_arguments, ab_model, machine_info, workload_hash
+from seal import knowledge as K
+from seal.bench.machine import machine_info
+from seal.bench.workload import ab_arguments, ab_model, workload_hash
 from seal.config import SelfEditConfig, to_dict
-from seal.generation import HFGenerator
-from seal.tasks import knowledge as K
+from seal.training import generation
+from seal.training.generation import HFGenerator
 
 
 def main() -> None:

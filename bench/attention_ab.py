@@ -1,4 +1,4 @@
-"""SDPA's CPU flash kernel against seal's matmul attention (seal/attention.py) at the inner loop's
+"""SDPA's CPU flash kernel against seal's matmul attention (seal/training/attention.py) at the inner loop's
 sequence lengths, forward + backward, SmolLM2's heads (9 query, 3 key-value, 64 wide), bf16
 inputs (the matmul path is timed past its cut-off too, to show where the cut-off lies; it never
 runs in fp32); then, on the model itself, how far each bf16 path's final hidden states are from fp32.
@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from seal import attention as A
-from seal.bench import machine_info
+from seal.bench.machine import machine_info
 from seal.config import ModelConfig
-from seal.models import load_model
+from seal.training import attention as A
+from seal.training.models import load_model
 
 SHAPES = [(5, 28), (2, 148), (4, 200), (4, 256), (4, 300), (5, 375)]  # (rows, tokens)
 

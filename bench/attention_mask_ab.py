@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from seal.config import ModelConfig
-from seal.inner_loop import _hidden
-from seal.models import load_model
+from seal.training.inner_loop import _hidden
+from seal.training.models import load_model
 
 
 def main() -> None:

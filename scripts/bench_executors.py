@@ -5,7 +5,7 @@ Ray executors with 2 workers, on the same machine, the same jobs and the same se
     python scripts/bench_executors.py --model tests/tiny --workload /tmp/wl.json --data tests/fixtures/squad_tiny.json
 
 Workload: `seal bench round`'s (bench/workload_round.json: 8 dev passages x 5 self-edits
-sampled once; made here if missing, from --data). Jobs are the E-step's (seal/bench_round.py
+sampled once; made here if missing, from --data). Jobs are the E-step's (seal/bench/round.py
 round_jobs: a passage's k self-edits in one batch, one common seed per passage), at the inner-loop
 and reward defaults (LoRA r32 on all linear layers, lr 1e-3, 5 epochs, containment reward).
 
@@ -53,19 +53,21 @@ def main(argv=None) -> int:
 
     import torch
 
-    from seal import bench as B
-    from seal.bench_round import _base_grades, agreement, round_jobs
+    from seal import knowledge as K
+    from seal.bench import machine as M
+    from seal.bench import workers as P
+    from seal.bench import workload as W
+    from seal.bench.round import _base_grades, agreement, round_jobs
     from seal.config import EvalConfig, ExecutorConfig, InnerLoopConfig, ModelConfig
-    from seal.engine import job_batches, run_inner_jobs
-    from seal.executors import LocalExecutor, Resident, make_executor
-    from seal.tasks import knowledge as K
+    from seal.engine.executors import LocalExecutor, Resident, make_executor
+    from seal.engine.jobs import job_batches, run_inner_jobs
 
     torch.set_num_threads(args.threads)
     t_start = time.time()
     wpath = Path(args.workload)
     if not wpath.exists():
         print(f"sampling the workload once: {args.passages} passages x {args.k} self-edits -> {wpath}", flush=True)
-        wl = B.run_path({"kind": "generate", "name": "generate", "model": args.model, "threads": args.threads,
+        wl = P.run_path({"kind": "generate", "name": "generate", "model": args.model, "threads": args.threads,
                          "data": args.data, "passages": args.passages, "k": args.k, "seed": args.seed,
                          "max_new_tokens": args.max_new_tokens}, True)
         wpath.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
     mcfg = ModelConfig(name=args.model)
     resident = Resident.load(mcfg)
     base, _ = _base_grades(resident.model, resident.tok, resident.chat, jobs, ev)
-    machine = B.machine_info(args.threads)
+    machine = M.machine_info(args.threads)
     print(f"CPU: {machine['cpu_model']} ({machine['logical_cpus']} logical, flags {' '.join(machine['cpu_flags'])}); "
           f"load average at start {machine['load_avg_at_start']}", flush=True)
     loop = K.QAInnerLoop(inner, ev)
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
            "config": vars(args), "inner_loop": {"epochs": inner.epochs, "parallel_adapters": inner.parallel_adapters,
                                                 "rank": inner.lora.rank, "lr": inner.lr},
            "reward": ev.reward, "jobs": len(jobs),
-           "workload": {"file": str(wpath), "hash": B.workload_hash(wl), "data": wl["data"],
+           "workload": {"file": str(wpath), "hash": W.workload_hash(wl), "data": wl["data"],
                         "data_sha256": wl["data_sha256"], "k": wl["k"], "model": wl["model"],
                         "passage_ids": [p["id"] for p in wl["passages"]]},
            "machine": machine, "load_avg_at_end": list(os.getloadavg()),

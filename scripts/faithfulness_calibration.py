@@ -1,4 +1,4 @@
-"""How well the faithfulness gain (seal/oversight.py) separates supported from invented self-edit
+"""How well the faithfulness gain (seal/documents/oversight.py) separates supported from invented self-edit
 lines, to choose `adapt.faithfulness_min_gain` for the default model.
 
     PYTHONPATH=src python scripts/faithfulness_calibration.py [--out results/faithfulness_calibration.json]
@@ -17,12 +17,12 @@ import json
 
 import torch
 
-from seal import oversight
+from seal import knowledge as K
 from seal.config import ModelConfig, SelfEditConfig
 from seal.demo import demo_passages
-from seal.generation import HFGenerator
-from seal.models import load_model, uses_chat
-from seal.tasks import knowledge as K
+from seal.documents import oversight
+from seal.training.generation import HFGenerator
+from seal.training.models import load_model, uses_chat
 
 PASSAGE = K.Passage("v", "Velmora", "Velmora is a harbor town founded in 1742 by salt traders. Its lighthouse is painted "
                     "green and white. The town holds a lantern festival every April on the Sorrel River.", [])

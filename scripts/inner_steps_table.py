@@ -19,7 +19,7 @@ import yaml
 
 
 def cpu_name() -> str:
-    from seal.bench import machine_info
+    from seal.bench.inner_loop import machine_info
 
     return machine_info(0)["cpu_model"]
 

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
+from seal import knowledge as K
 from seal.config import EvalConfig, InnerLoopConfig, LoRAConfig, ModelConfig, SelfEditConfig, to_dict
-from seal.engine import job_seed, run_inner_jobs
-from seal.generation import HFGenerator
-from seal.models import load_model, pick_dtype, uses_chat
+from seal.engine.jobs import job_seed, run_inner_jobs
 from seal.runs import append_jsonl, atomic_write_json, read_jsonl, versions
-from seal.tasks import knowledge as K
+from seal.training.generation import HFGenerator
+from seal.training.models import load_model, pick_dtype, uses_chat
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 

@@ -23,12 +23,12 @@ import copy
 import json
 from pathlib import Path
 
+from seal import knowledge as K
 from seal.config import RunConfig, from_dict, load_yaml
-from seal.engine import job_seed
-from seal.restem import select_kept
+from seal.engine.jobs import job_seed
+from seal.engine.restem import select_kept
+from seal.knowledge.task import reward_agreement, sft_config
 from seal.runs import atomic_write_json, read_jsonl
-from seal.tasks import knowledge as K
-from seal.tasks.knowledge_task import reward_agreement, sft_config
 
 
 def rewards_by_metric(rdir: Path, n_probes: dict[str, int], metric: str) -> tuple[dict, dict]:
@@ -74,9 +74,9 @@ def main() -> None:
     out["kept"] = {"probe": [[p, j] for p, j, _ in kept_p], "gold": [[p, j] for p, j, _ in kept_g],
                    "both": len({(p, j) for p, j, _ in kept_p} & {(p, j) for p, j, _ in kept_g})}
     if args.gold_model:
-        from seal.inner_loop import TrainExample
-        from seal.models import load_model, save_model, uses_chat
-        from seal.restem import completion_logprob, sft
+        from seal.engine.restem import completion_logprob, sft
+        from seal.training.inner_loop import TrainExample
+        from seal.training.models import load_model, save_model, uses_chat
 
         base, tok = load_model(cfg.model)
         chat = uses_chat(tok, cfg.model)

@@ -1,4 +1,4 @@
-"""Choose the racing rule (seal/racing.py) on recorded learning curves (issue: "A ReSTEM round in
+"""Choose the racing rule (seal/engine/racing.py) on recorded learning curves (issue: "A ReSTEM round in
 minutes").
 
 collect   for each passage, its k self-edits (read from a `seal train` run's samples.jsonl) are
@@ -25,6 +25,7 @@ import itertools
 import json
 from pathlib import Path
 
+from seal import knowledge as K
 from seal.config import (
     EvalConfig,
     InnerLoopConfig,
@@ -32,17 +33,16 @@ from seal.config import (
     SelfEditConfig,
     to_dict,
 )
-from seal.engine import job_seed, run_inner_jobs
-from seal.racing import Race, rung_epochs, score_key, survivors
+from seal.engine.jobs import job_seed, run_inner_jobs
+from seal.engine.racing import Race, rung_epochs, score_key, survivors
 from seal.runs import append_jsonl, atomic_write_json, read_jsonl, versions
-from seal.tasks import knowledge as K
 
 
 def collect(args) -> None:
     import torch
 
-    from seal.generation import HFGenerator
-    from seal.models import load_model, uses_chat
+    from seal.training.generation import HFGenerator
+    from seal.training.models import load_model, uses_chat
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)

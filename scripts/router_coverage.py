@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from seal.continual import BM25, question_query
+from seal import knowledge as K
+from seal.knowledge.routing import BM25, question_query
 from seal.runs import atomic_write_json
-from seal.tasks import knowledge as K
 
 
 def main() -> None:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
+from seal import knowledge as K
 from seal.config import RunConfig, resolve
-from seal.inner_loop import TrainExample
-from seal.models import load_model, save_model, uses_chat
-from seal.restem import completion_logprob, sft
-from seal.tasks.knowledge_task import selfedit_stats, sft_config
+from seal.engine.restem import completion_logprob, sft
+from seal.knowledge.task import selfedit_stats, sft_config
 from seal.runs import atomic_write_json, versions
-from seal.tasks import knowledge as K
+from seal.training.inner_loop import TrainExample
+from seal.training.models import load_model, save_model, uses_chat
 
 
 def main(argv=None) -> None:

@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("SEAL_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# Every `auto` dtype is fp32 in tests (seal.models.FORCE_FP32_ENV): which samples a random tiny
+# Every `auto` dtype is fp32 in tests (seal.training.models.FORCE_FP32_ENV): which samples a random tiny
 # model writes must not depend on whether this CPU has AVX-512 BF16 or AMX. Set here, before any
 # fixture runs, so module- and session-scoped fixtures and worker processes see it too. A test
 # marked `machine_dtype` runs with the variable as the caller's environment had it (unset: bf16
@@ -100,20 +100,20 @@ def passage_lines(prompt: str, j: int) -> str:
 
 @pytest.fixture
 def fixed_selfedits(monkeypatch):
-    """Self-edit sampling (seal.generation.sample_resumable, wherever it is called from) writes
+    """Self-edit sampling (seal.training.generation.sample_resumable, wherever it is called from) writes
     fixed texts: `passage_lines` by default, or the function the test passes to the returned
     setter. Everything else (probes, answers, log-probs) still runs on the model."""
-    import seal.engine
-    import seal.generation
+    import seal.engine.jobs
+    import seal.training.generation
 
-    real = seal.generation.sample_resumable
+    real = seal.training.generation.sample_resumable
     writer = {"write": passage_lines}
 
     def fixed(gen, items, prompt_of, n, **kw):
         return real(FixedSelfEdits(writer["write"]), items, prompt_of, n, **kw)
 
-    monkeypatch.setattr(seal.generation, "sample_resumable", fixed)
-    monkeypatch.setattr(seal.engine, "sample_resumable", fixed)
+    monkeypatch.setattr(seal.training.generation, "sample_resumable", fixed)
+    monkeypatch.setattr(seal.engine.jobs, "sample_resumable", fixed)
 
     def use(write):
         writer["write"] = write

@@ -2,7 +2,7 @@
 
     context   an invented word and what it means ("blick": "a small blue stone used as money")
     self-edit sentences that use the word, one per line (`PROMPT`)
-    job       a LoRA on the sentences of one self-edit (seal.inner_loop.train_adapters)
+    job       a LoRA on the sentences of one self-edit (seal.training.inner_loop.train_adapters)
     check     the mean log-probability of the meaning after "<word> means" (nothing else in view)
     reward    its gain over the unadapted model
     filter    the best self-edit per word if its reward is positive (the paper's filter)
@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from seal import lora
 from seal.config import InnerLoopConfig
-from seal.engine import job_seed
-from seal.inner_loop import TrainExample, answer_logprobs, train_adapters
-from seal.models import format_prompt
+from seal.engine.jobs import job_seed
+from seal.engine.task import Plan, Sampling, Session
 from seal.stats import bootstrap_mean
-from seal.task import Plan, Sampling, Session
+from seal.training import lora
+from seal.training.inner_loop import TrainExample, answer_logprobs, train_adapters
+from seal.training.models import format_prompt
 
 PROMPT = "Write three sentences that use the word '{word}', which means {meaning}. One sentence per line."
 
@@ -93,7 +93,7 @@ def sentences(completion: str) -> list[str]:
 
 @dataclass
 class WordsTask:
-    """seal.task.TableTask for invented words."""
+    """seal.engine.task.TableTask for invented words."""
 
     cfg: WordsConfig
     words: list[Word]

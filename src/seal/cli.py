@@ -28,7 +28,7 @@ import re
 import sys
 import warnings
 
-from .config import ConfigError, RunConfig, describe_range, leaf_settings, resolve
+from seal.config import ConfigError, RunConfig, leaf_settings, resolve, setting_help
 
 SHORT = {"model": "model.name", "data": "data.path", "limit": "data.limit", "completions": "data.completions"}
 
@@ -49,11 +49,6 @@ def _add_config_flags(p: argparse.ArgumentParser, short: dict[str, str] | None =
                    help="continued-pretraining mode (same as --eval.mode cpt)")
     p.add_argument("--trust-remote-code", dest="cfg:model.trust_remote_code", action="store_const", const="true",
                    default=None, help="allow the model repository's own code to run")
-
-
-def setting_help(default, rule: dict) -> str:
-    shown = ",".join(default) if isinstance(default, tuple) else default
-    return f"(default: {shown}" + (f"; {describe_range(rule)})" if rule else ")")
 
 
 _NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.I)
@@ -99,20 +94,20 @@ def _on_data(command: str, target: str, what: str):
     return handler
 
 
-cmd_evaluate = _on_data("evaluate", ".evaluate:evaluate", "a SQuAD-style JSON file")
-cmd_train = _on_data("train", ".tasks.knowledge_task:train", "a SQuAD-style JSON file of training passages")
-cmd_continual = _on_data("continual", ".continual:continual", "a SQuAD-style JSON file")
+cmd_evaluate = _on_data("evaluate", "seal.knowledge.evaluate:evaluate", "a SQuAD-style JSON file")
+cmd_train = _on_data("train", "seal.knowledge.task:train", "a SQuAD-style JSON file of training passages")
+cmd_continual = _on_data("continual", "seal.knowledge.continual:continual", "a SQuAD-style JSON file")
 
 
 def cmd_demo(args, argv):
-    from .demo import DEMO_DEFAULTS, demo
+    from seal.demo import DEMO_DEFAULTS, demo
     cfg = config_from_args(args, DEMO_DEFAULTS)
     _setup_threads(cfg)
     demo(cfg, argv)
 
 
 def cmd_sft(args, argv):
-    from .sft_distributed import sft_command
+    from seal.engine.sft_distributed import sft_command
     cfg = config_from_args(args)
     _setup_threads(cfg)
     sft_command(cfg, args.examples, cfg.out)
@@ -121,8 +116,8 @@ def cmd_sft(args, argv):
 def _registry_config(args) -> RunConfig:
     """The config of a registry command: the registry's own model unless one is named (a
     different one is refused: adapters fit only the model they were trained on)."""
-    from .adapt import bind_model, stored_model
-    from .config import load_yaml
+    from seal.config import load_yaml
+    from seal.documents.adapt import bind_model, stored_model
     cfg = config_from_args(args)
     named = getattr(args, "cfg:model.name") is not None or bool(
         args.config and (load_yaml(args.config).get("model") or {}).get("name"))
@@ -132,30 +127,31 @@ def _registry_config(args) -> RunConfig:
 
 
 def cmd_adapt(args, argv):
-    from .adapt import adapt
+    from seal.documents.adapt import adapt
     return adapt(_registry_config(args), args.files, argv)
 
 
 def cmd_ask(args, argv):
-    from .adapt import ask, parse_version
+    from seal.documents.adapt import ask
+    from seal.documents.versions import parse_version
     version = None if args.version is None else parse_version(args.version)
     ask(_registry_config(args), " ".join(args.question), version)
     return 0
 
 
 def cmd_history(args, argv):
-    from .adapt import history
+    from seal.documents.versions import history
     out = history(args.registry, args.json, args.verify)
     return 1 if args.verify and (out["verify"]["damaged_documents"] or out["verify"]["problems"]) else 0
 
 
 def cmd_rollback(args, argv):
-    from .adapt import parse_version, rollback
+    from seal.documents.versions import parse_version, rollback
     return rollback(args.registry, parse_version(args.version), args.lock_wait)
 
 
 def _add_registry_commands(sub) -> None:
-    from .config import AdaptConfig
+    from seal.config import AdaptConfig
     default = AdaptConfig().registry
     registry = {"registry": "adapt.registry"}
     p = sub.add_parser("adapt", help="your own documents: self-edit, LoRA update, forgetting gate, new registry version",
@@ -214,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", required=True, metavar="FILE", help="JSONL of {\"prompt\": ..., \"completion\": ...}")
     _add_config_flags(p)
     p.set_defaults(func=cmd_sft)
-    for module in ("report", "bench_round", "tasks.arc.cli"):  # bench_round: all of `seal bench`
+    for module in ("report", "bench.round", "arc.cli"):  # bench.round: all of `seal bench`
         try:
             mod = __import__(f"seal.{module}", fromlist=["add_cli"])
         except ModuleNotFoundError as e:
@@ -236,10 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_library_progress()
     else:
         logging.basicConfig(level=logging.INFO)
-    from .runs import discard_unstarted_runs
+    from seal.runs import discard_unstarted_runs
     try:
         if os.environ.get("SEAL_FORCE_FP32"):  # a bad value is refused before anything starts
-            from .models import force_fp32
+            from seal.training.models import force_fp32
             force_fp32()
         rc = args.func(args, argv)
     except KeyboardInterrupt:
@@ -293,13 +289,13 @@ def _one_line(e: Exception) -> str:
 
 def _known_errors() -> tuple:
     """Errors whose message is written for the user (they name the file, record or setting)."""
-    from .executors import ExecutorError
-    from .models import ModelError
-    from .registry import RegistryError
-    from .runs import RunError
-    from .tasks.knowledge import DataError
+    from seal.documents.registry import RegistryError
+    from seal.engine.executors import ExecutorError
+    from seal.knowledge import DataError
+    from seal.runs import RunError
+    from seal.training.models import ModelError
     out = [ConfigError, CLIError, ModelError, RunError, DataError, RegistryError, ExecutorError]
-    for mod, name in (("seal.report", "ReportError"), ("seal.tasks.arc.data", "ArcDataError")):
+    for mod, name in (("seal.report", "ReportError"), ("seal.arc.data", "ArcDataError")):
         try:
             out.append(getattr(__import__(mod, fromlist=[name]), name))
         except (ImportError, AttributeError):

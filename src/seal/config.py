@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 
 # ----------------------------------------------------------------------------- ranges
 
-# Self-edit templates (their prompts live in tasks/knowledge.py; named here so that a typo is
+# Self-edit templates (their prompts live in knowledge/selfedits.py; named here so that a typo is
 # refused when the config is read, before any model loads).
 SELFEDIT_TEMPLATES = ("implications", "implications-long", "rewrite", "self-qa", "none", "custom")
 
@@ -57,6 +57,12 @@ def describe_range(rule: dict) -> str:
         return f"in {'[' if lo == 'ge' else '('}{_num(rule[lo])}, {_num(rule[hi])}{']' if hi == 'le' else ')'}"
     key = lo or hi
     return f"{_OPS[key][0]} {_num(rule[key])}" if key else ""
+
+
+def setting_help(default, rule: dict) -> str:
+    """A flag's help text: its default and the range or choices it accepts."""
+    shown = ",".join(default) if isinstance(default, tuple) else default
+    return f"(default: {shown}" + (f"; {describe_range(rule)})" if rule else ")")
 
 
 def _num(x) -> str:
@@ -306,7 +312,7 @@ class ReSTEMConfig:
     example whose prompt alone fills it is dropped; both are counted and warned about."""
     selection: str = setting("exhaustive", choices=("exhaustive", "racing"))
     """How the E-step scores a passage's k self-edits: `exhaustive` (the paper: every one trained
-    for inner.epochs and graded in full) or `racing` (successive halving, seal/racing.py: all
+    for inner.epochs and graded in full) or `racing` (successive halving, seal/engine/racing.py: all
     trained to the first rung epoch, scored, the worse ones stopped, the rest continued; the
     stopped ones get no reward and are never kept)."""
     race_first: int = setting(3, ge=1)
@@ -323,7 +329,7 @@ class ReSTEMConfig:
     gold answer's log-prob) or the log-prob alone (no answer generation at rungs)."""
     reward_questions: str = setting("gold", choices=("gold", "probes"))
     """What the reward grades: `gold`, the data's questions (the paper), or `probes`, label-free
-    questions that the base model writes and answers with the passage in view (seal/probes.py;
+    questions that the base model writes and answers with the passage in view (seal/knowledge/probes.py;
     a data file without questions is then accepted). With `probes`, a passage's own questions,
     when it has them, are graded beside the probes and saved as `gold_reward`, never used for
     selection, and each round's done.json reports how well the two rewards agree."""
@@ -342,7 +348,7 @@ class ReSTEMConfig:
     sft_processes: int = setting(1, ge=1)
     """Processes the M-step's SFT runs on: 1 in this process; more launches `accelerate launch
     --num_processes N -m seal.cli sft` (one per GPU, or CPU processes without one), data-parallel
-    with the same result (seal/sft_distributed.py; needs `pip install 'seal[distributed]'`)."""
+    with the same result (seal/engine/sft_distributed.py; needs `pip install 'seal[distributed]'`)."""
     probes: int = setting(4, ge=1)
     """reward_questions probes: probe questions per passage (cloze probes fill up when the model
     writes fewer usable ones). Written once per run and reused in every round."""
@@ -423,7 +429,7 @@ class ContinualConfig:
 @dataclass
 class AdaptConfig:
     """`seal adapt` / `ask` / `history` / `rollback`: your own documents, adapted into a versioned
-    registry of per-document LoRA adapters (see seal/adapt.py). The self-edit and the update use
+    registry of per-document LoRA adapters (see seal/documents/adapt.py). The self-edit and the update use
     the `selfedit` and `inner` settings; answers use `eval.max_answer_tokens`."""
 
     registry: str = "seal-registry"
@@ -486,7 +492,7 @@ class AdaptConfig:
 
 @dataclass
 class ExecutorConfig:
-    """Where inner-loop jobs run (seal/executors.py): in this process, or fanned out to Ray
+    """Where inner-loop jobs run (seal/engine/executors.py): in this process, or fanned out to Ray
     actors that each keep a copy of the base model resident. Results are the same either way:
     jobs that train side by side (a passage's k self-edits) always stay in one batch."""
 
@@ -519,10 +525,10 @@ class ExecutorConfig:
 
 @dataclass
 class GenerationConfig:
-    """Which engine samples text (seal/generation.py)."""
+    """Which engine samples text (seal/training/generation.py)."""
 
     backend: str = setting("hf", choices=("hf", "vllm"))
-    """`hf` (transformers, in process, any device) or `vllm` (seal/generation_vllm.py: needs
+    """`hf` (transformers, in process, any device) or `vllm` (seal/training/generation_vllm.py: needs
     vLLM and a GPU; used for self-edit sampling in `seal train`)."""
     gpu_memory_utilization: float = setting(0.4, gt=0, le=1)
     """backend vllm: share of the GPU's memory vLLM may take (the rest is left to training)."""

@@ -24,10 +24,11 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from .config import RunConfig
-from .evaluate import evaluate, plain_summary
-from .tasks.knowledge_task import train
-from .tasks import knowledge as K
+from seal import knowledge as K
+from seal.config import RunConfig
+from seal.knowledge.evaluate import evaluate
+from seal.knowledge.table import plain_summary
+from seal.knowledge.task import train
 
 DEMO_DEFAULTS = {
     "restem.rounds": 1,

@@ -27,8 +27,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from . import __version__
-from .config import ConfigError, from_dict, load_yaml, save_yaml, to_dict
+from seal import __version__
+from seal.config import ConfigError, from_dict, load_yaml, save_yaml, to_dict
 
 
 class RunError(RuntimeError):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import seal.tasks.arc.run as arc_run
+import seal.arc.run as arc_run
 from seal.cli import main
 from seal.runs import read_jsonl
 

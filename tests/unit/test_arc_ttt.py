@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from seal.tasks.arc.augment import BASIC, IDENTITY
-from seal.tasks.arc.data import ArcTask, Pair, load_tasks
-from seal.tasks.arc.grids import answer_text, grid_to_text, task_prompt, text_to_grid
-from seal.tasks.arc.selfedit import FALLBACK, SelfEditConfig, parse_selfedit
-from seal.tasks.arc.ttt import TrainExample, build_ttt_data, inference_views, map_back, score, vote, within_tokens
+from seal.arc.augment import BASIC, IDENTITY
+from seal.arc.data import ArcTask, Pair, load_tasks
+from seal.arc.grids import answer_text, grid_to_text, task_prompt, text_to_grid
+from seal.arc.selfedit import FALLBACK, SelfEditConfig, parse_selfedit
+from seal.arc.ttt import TrainExample, build_ttt_data, inference_views, map_back, score, vote, within_tokens
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "arc"
 NO_AUG = SelfEditConfig(num_train_epochs=2)

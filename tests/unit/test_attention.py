@@ -1,15 +1,15 @@
-"""The short-sequence causal attention (seal/attention.py) computes SDPA's attention, and only
+"""The short-sequence causal attention (seal/training/attention.py) computes SDPA's attention, and only
 takes the calls it covers."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from seal import attention as A
-from seal import lora
 from seal.config import InnerLoopConfig, LoRAConfig, ModelConfig
-from seal.inner_loop import Speedups, TrainExample, train_adapters
-from seal.models import load_model
+from seal.training import attention as A
+from seal.training import lora
+from seal.training.inner_loop import Speedups, TrainExample, train_adapters
+from seal.training.models import load_model
 
 PASSAGE = TrainExample("Velmora\nVelmora is a harbor town on Orlet Island, founded by salt traders in 1820.")
 TEXTS = [[TrainExample("Velmora is a harbor town founded by salt traders."), PASSAGE],

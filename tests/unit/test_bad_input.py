@@ -114,10 +114,10 @@ def test_settings_are_checked_before_the_model_loads(argv, needle, squad_tiny, t
 
 
 def _forbid_model_loading(monkeypatch, instead=None) -> None:
-    import seal.evaluate
-    import seal.models
-    import seal.restem
-    for mod in (seal.models, seal.evaluate, seal.restem):  # each imported load_model by name
+    import seal.engine.restem
+    import seal.knowledge.evaluate
+    import seal.training.models
+    for mod in (seal.training.models, seal.knowledge.evaluate, seal.engine.restem):  # each imported load_model by name
         monkeypatch.setattr(mod, "load_model", instead or _never_load)
 
 
@@ -352,7 +352,7 @@ def test_every_setting_range_is_checked_before_the_model_loads(data, squad_tiny,
 @given(data=st.data())
 def test_every_arc_setting_range_is_checked_before_the_model_loads(data, tiny_model_dir, capsys, monkeypatch,
                                                                     tmp_path_factory):
-    from seal.tasks.arc.config import ArcConfig
+    from seal.arc.config import ArcConfig
     name, value, inside = data.draw(_setting_value(_ranged(ArcConfig)))
     _forbid_model_loading(monkeypatch, _reached_loading)
     tasks = Path(__file__).parents[1] / "fixtures" / "arc"
@@ -362,8 +362,8 @@ def test_every_arc_setting_range_is_checked_before_the_model_loads(data, tiny_mo
 
 def test_every_numeric_setting_has_a_range():
     """A new numeric setting without a documented range would escape the property tests above."""
+    from seal.arc.config import ArcConfig
     from seal.config import RunConfig, leaf_settings
-    from seal.tasks.arc.config import ArcConfig
     for cls in (RunConfig, ArcConfig):
         missing = [n for n, t, _, r in leaf_settings(cls) if t in (int, float) and not r]
         assert not missing, f"{cls.__name__}: no range for {missing}"
@@ -379,11 +379,11 @@ def test_a_train_run_folder_given_as_a_model_names_its_model(squad_tiny, tiny_mo
 
 def test_an_os_error_mid_run_names_its_file(squad_tiny, tiny_model_dir, capsys, tmp_path, monkeypatch):
     """A write that fails mid-run (disk full, permissions) is one line naming the file."""
-    import seal.evaluation
+    import seal.engine.table
 
     def full(path, record):
         raise OSError(28, "No space left on device", str(path))
-    monkeypatch.setattr(seal.evaluation, "append_jsonl", full)  # where `seal evaluate` appends its records
+    monkeypatch.setattr(seal.engine.table, "append_jsonl", full)  # where `seal evaluate` appends its records
     rc = main(["evaluate", "--data", str(squad_tiny), "--limit", "1", "--model", str(tiny_model_dir),
                "--out", str(tmp_path / "run"), *FAST])
     err = capsys.readouterr().err.strip()

@@ -14,13 +14,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from seal import registry as R
-from seal.adapt import parse_version
-from seal.cli import main
-from seal.registry import Registry
-
 from test_registry import FAST, _adapt, _refused, committed, docs  # noqa: F401 (committed, docs: fixtures)
+
+from seal.cli import main
+from seal.documents import registry as R
+from seal.documents.registry import Registry
+from seal.documents.versions import parse_version
 
 
 @contextlib.contextmanager
@@ -88,7 +87,7 @@ def test_special_files_as_data_config_or_completions_are_refused_at_once(flag, t
 
 
 def test_a_huge_document_is_refused_before_it_is_read(tmp_path, capsys, monkeypatch):
-    import seal.documents
+    import seal.documents.reading
 
     huge = tmp_path / "huge.txt"
     with open(huge, "wb") as f:  # 100 MiB, sparse: no disk used
@@ -100,7 +99,7 @@ def test_a_huge_document_is_refused_before_it_is_read(tmp_path, capsys, monkeypa
     monkeypatch.undo()
     small = tmp_path / "small.txt"
     small.write_text("The ferry crosses the Sorrel River at dawn.")
-    assert seal.documents.read_documents([str(small)], max_bytes=small.stat().st_size)[0].text.startswith("The ferry")
+    assert seal.documents.reading.read_documents([str(small)], max_bytes=small.stat().st_size)[0].text.startswith("The ferry")
     assert not (tmp_path / "reg").exists()
 
 
@@ -132,8 +131,8 @@ def test_a_refused_adapt_on_a_registry_keeps_it(committed, tiny_model_dir, tmp_p
 
 def test_a_full_disk_under_the_registry_is_one_line_and_loses_nothing(committed, tiny_model_dir, docs, capsys,
                                                                      monkeypatch):
-    from safetensors import SafetensorError
     import safetensors.torch
+    from safetensors import SafetensorError
 
     before = _adapters(committed)
     real = safetensors.torch.save_file
@@ -204,7 +203,7 @@ def test_a_partial_model_folder_is_cleared_and_a_failed_save_leaves_none(tiny_mo
     from safetensors import SafetensorError
 
     from seal.config import ModelConfig
-    from seal.models import load_model, save_model
+    from seal.training.models import load_model, save_model
 
     model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
     folder = tmp_path / "round_1" / "model"
@@ -235,7 +234,7 @@ def test_a_question_longer_than_the_context_window_is_refused_in_seconds(committ
 
 
 def test_control_characters_are_escaped_when_printed(tiny_model_dir, tmp_path, capsys):
-    from seal.adapt import printable
+    from seal.documents.adapt import printable
     assert printable("a\x1b[2Jb\rc\x07\x7f\u202e") == "a\\x1b[2Jb\\rc\\x07\\x7f\\u202e"
     assert printable("two\nlines\tok", keep="\n\t") == "two\nlines\tok" and printable("x\ny") == "x\\ny"
     doc = tmp_path / "evil.md"
@@ -256,8 +255,8 @@ def test_the_gguf_cache_clears_a_killed_writers_partial_folder(tiny_model_dir, t
     run left there is cleared, never reused, and the cache then loads."""
     import transformers
 
-    from seal import models
     from seal.config import ModelConfig
+    from seal.training import models
 
     model, tok = models.load_model(ModelConfig(name=str(tiny_model_dir)))
     gguf = tmp_path / "tiny.gguf"
@@ -282,7 +281,7 @@ def test_a_full_disk_saving_a_continual_update_is_named(tmp_path, monkeypatch):
     import torch
     from safetensors import SafetensorError
 
-    from seal.continual import save_adapter
+    from seal.training.lora import save_adapter
 
     def full(*a, **k):
         raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
@@ -297,9 +296,9 @@ def test_a_full_disk_saving_a_continual_update_is_named(tmp_path, monkeypatch):
 def test_a_write_error_without_a_file_name_names_the_output_folder(tmp_path, capsys, monkeypatch):
     """An OSError from a write deep in a library often carries no file name: the one line then
     names the folder the command writes (--registry, --out)."""
-    import seal.adapt
+    import seal.documents.versions
 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system")
-    monkeypatch.setattr(seal.adapt, "rollback", read_only)
+    monkeypatch.setattr(seal.documents.versions, "rollback", read_only)
     _refused(["rollback", "1", "--registry", str(tmp_path / "reg")], capsys, f"{tmp_path / 'reg'}: Read-only file system")

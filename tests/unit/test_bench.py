@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from seal.bench import add_cli, render
-from seal.inner_loop import Speedups
+from seal.bench.inner_loop import add_cli, render
+from seal.training.inner_loop import Speedups
 
 
 def _args(tmp_path, model_dir, squad_tiny, **kw):
@@ -109,7 +109,7 @@ def test_a_benchmark_worker_ends_with_the_benchmark_that_started_it():
     """A killed `seal bench` leaves no worker running (it would skew the next measurement)."""
     import subprocess
     import time
-    child = ("import os, sys, time; from seal.executors import die_with_parent; "
+    child = ("import os, sys, time; from seal.engine.executors import die_with_parent; "
              "die_with_parent(int(sys.argv[1])); print('armed', flush=True); time.sleep(120)")
     parent = ("import subprocess, sys, os; c = subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid())], "
               "stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True); c.stdout.readline(); print(c.pid, flush=True)")

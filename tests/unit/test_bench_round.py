@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from seal.bench import WORKLOAD_VERSION
-from seal.bench_round import add_cli, agreement, kept, render
+from seal.bench.round import add_cli, agreement, kept, render
+from seal.bench.workload import WORKLOAD_VERSION
 
 
 def test_kept_is_restems_best_positive_filter():

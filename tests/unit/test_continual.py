@@ -9,13 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from seal import continual as C
+from seal import knowledge as K
 from seal.cli import main
 from seal.config import ConfigError, ModelConfig, RunConfig, resolve
-from seal.generation import HFGenerator
-from seal.models import load_model
+from seal.knowledge import continual as C
+from seal.knowledge import continual_summary as S
+from seal.knowledge import routing as R
 from seal.runs import read_jsonl
-from seal.tasks import knowledge as K
+from seal.training import lora
+from seal.training.generation import HFGenerator
+from seal.training.models import load_model
 
 FAST = {"selfedit.max_new_tokens": "12", "eval.max_answer_tokens": "4", "inner.epochs": "1", "eval.bootstrap": "50",
         "continual.skip_if_gain": "0"}  # the tiny random model's likelihoods move freely: no skipping unless a test asks
@@ -62,9 +65,9 @@ def _run(tiny_model_dir, data, tmp_path, **over):
     cfg = _cfg(data, **{"continual.length": 3, "continual.unrelated": 1, **over})
     su = _setup(tiny_model_dir, cfg, tmp_path)
     seq, unrelated = _sequence(data, cfg)
-    before = C.target_weights(su.model, cfg.inner.lora)
+    before = lora.target_weights(su.model, cfg.inner.lora)
     records = C.run_sequence(su, 0, seq, unrelated)
-    after = C.target_weights(su.model, cfg.inner.lora)
+    after = lora.target_weights(su.model, cfg.inner.lora)
     changed = any(not torch.equal(before[k], after[k]) for k in before)
     return su, records, changed
 
@@ -87,14 +90,14 @@ def test_sequences_are_disjoint_when_the_data_allows_and_wrap_otherwise(data):
 
 def test_bm25_routes_a_question_to_its_passage_and_an_unrelated_one_to_the_base(data):
     passages, _ = K.load_passages(data)
-    qs = [C.question_query(q) for p in passages for q in p.questions]
-    assert C.route(qs, list(range(len(qs))), passages, "bm25", 0.25) == list(range(len(passages)))
-    assert C.route(qs[:2], [1, -1], passages, "oracle") == [1, -1]
+    qs = [R.question_query(q) for p in passages for q in p.questions]
+    assert R.route(qs, list(range(len(qs))), passages, "bm25", 0.25) == list(range(len(passages)))
+    assert R.route(qs[:2], [1, -1], passages, "oracle") == [1, -1]
     # a question about none of the seen passages: some best passage exists, but it covers little
     off_topic = "Zarnik Observatory What telescope does the Zarnik Observatory use?"
-    assert C.route([off_topic], [-1], passages, "bm25", 0.0) != [-1]
-    assert C.route([off_topic], [-1], passages, "bm25", 0.25) == [-1]
-    i, cov = C.BM25([p.context for p in passages]).best(passages[2].context)
+    assert R.route([off_topic], [-1], passages, "bm25", 0.0) != [-1]
+    assert R.route([off_topic], [-1], passages, "bm25", 0.25) == [-1]
+    i, cov = R.BM25([p.context for p in passages]).best(passages[2].context)
     assert i == 2 and cov == pytest.approx(1.0)
 
 
@@ -119,7 +122,7 @@ def test_when_to_adapt_curve_counts_gains_of_the_updates_made():
                 "grades": [[{"containment": after_c, "logprob": -1.0}]] * (t + 1)}
     # steps: new A (gain 1), new B (gain 0.5), repeat A (already known: gain 0)
     steps = {0: [step(0, "A", 0.0, 1.0, -3.0), step(1, "B", 0.0, 0.5, -3.0), step(2, "A", 1.0, 1.0, -1.0)]}
-    w = C.when_to_adapt(steps, [0], ["containment", "logprob"])
+    w = S.when_to_adapt(steps, [0], ["containment", "logprob"])
     assert w["items"] == 3 and w["repeats"] == 1
     gain = w["signals"]["doc_logprob_gain"]
     assert gain["auroc_repeat_vs_new"] == 1.0 and gain["mean_repeat"] == 2.0
@@ -130,7 +133,7 @@ def test_when_to_adapt_curve_counts_gains_of_the_updates_made():
     assert pts[None]["skipped"] == 0.0 and pts[None]["gain_kept"]["containment"] == 1.0
     assert pts[None]["gain_kept"]["logprob"] is None  # no gain at all: undefined, not 0/0
     steps[0][1]["decision"] = "skipped"  # a run that skipped has no counterfactual gain
-    assert C.when_to_adapt(steps, [0], ["containment"]) is None
+    assert S.when_to_adapt(steps, [0], ["containment"]) is None
 
 
 @pytest.mark.parametrize("setting,value,needle", [
@@ -181,7 +184,7 @@ def test_merge_changes_the_weights_and_per_doc_keeps_them(tiny_model_dir, data, 
     assert changed and [r["decision"] for r in records] == ["kept"] * 3
     assert [len(r["grades"]) for r in records] == [1, 2, 3]  # every passage seen so far, no later one
     base = read_jsonl(su.run_dir / "base.jsonl")[0]
-    summ = C.sequence_summary(base, records, "logprob")
+    summ = S.sequence_summary(base, records, "logprob")
     mat = summ["matrix"]
     assert len(mat) == 3 and all(len(r) == 3 for r in mat)
     assert all((mat[i][j] is None) == (j > i) for i in range(3) for j in range(3))  # lower-triangular
@@ -205,11 +208,11 @@ def test_gate_rejects_under_a_negative_threshold_and_accepts_under_a_huge_one(ti
     # rejected updates leave the weights bit-identical: as after the first update alone
     su, _, _ = _run(tiny_model_dir, data, tmp_path / "strict2",
                     **{"continual.guard": "gate", "continual.gate_threshold": -0.001, "continual.gate_halvings": 0})
-    gated = C.target_weights(su.model, su.cfg.inner.lora)
+    gated = lora.target_weights(su.model, su.cfg.inner.lora)
     one = _cfg(data, **{"continual.length": 1, "continual.unrelated": 1})
     su1 = _setup(tiny_model_dir, one, tmp_path / "one")
     C.run_sequence(su1, 0, *_sequence(data, one))
-    assert all(torch.equal(w, C.target_weights(su1.model, one.inner.lora)[k]) for k, w in gated.items())
+    assert all(torch.equal(w, lora.target_weights(su1.model, one.inner.lora)[k]) for k, w in gated.items())
     _, records, _ = _run(tiny_model_dir, data, tmp_path / "lax",
                          **{"continual.guard": "gate", "continual.gate_threshold": 1})
     assert [r["decision"] for r in records] == ["kept"] * 3
@@ -231,9 +234,9 @@ def test_kl_guard_holds_the_update_closer_to_the_pre_update_model(tiny_model_dir
             su.generic = C.generic_texts(su)
             assert len(su.generic) == 2 and len(C.read_jsonl(su.run_dir / "kl_texts.jsonl")) == 2
         seq, unrelated = _sequence(data, cfg)
-        before = C.target_weights(su.model, cfg.inner.lora)
+        before = lora.target_weights(su.model, cfg.inner.lora)
         records = C.run_sequence(su, 0, seq, unrelated)
-        after = C.target_weights(su.model, cfg.inner.lora)
+        after = lora.target_weights(su.model, cfg.inner.lora)
         return records, sum(float((after[k] - before[k]).norm()) for k in before), after
 
     _, d_merge, w_merge = change("merge")

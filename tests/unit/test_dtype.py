@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from seal import models
 from seal.cli import main
-from seal.models import ModelError, pick_dtype
+from seal.training import models
+from seal.training.models import ModelError, pick_dtype
 
 CPU = torch.device("cpu")
 

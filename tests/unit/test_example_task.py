@@ -8,15 +8,15 @@ import pickle
 import re
 
 import pytest
-
 from example_task import Word, WordsConfig, WordsTask, sentences
+
 from seal.config import ModelConfig
-from seal.evaluation import evaluate_task
-from seal.generation import HFGenerator
-from seal.models import load_model
-from seal.restem import run_rounds
+from seal.engine.restem import run_rounds
+from seal.engine.table import evaluate_task
+from seal.engine.task import Session, TableTask, Task
 from seal.runs import open_run, read_jsonl
-from seal.task import Session, TableTask, Task
+from seal.training.generation import HFGenerator
+from seal.training.models import load_model
 
 WORDS = [Word("blick", "a small blue stone used as money"), Word("quorn", "the hour before a storm"),
          Word("tassit", "a song sung while rowing")]

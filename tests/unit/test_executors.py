@@ -1,4 +1,4 @@
-"""Executors (seal/executors.py) under engine.run_inner_jobs: the Ray executor gives the local
+"""Executors (seal/engine/executors.py) under engine.run_inner_jobs: the Ray executor gives the local
 executor's results on a real local Ray cluster (2 CPUs) with the tiny model, for every task's inner
 loop (knowledge, ARC, the example task), a worker killed mid-round loses nothing, and a missing
 Ray or a bad address is one line naming the setting."""
@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from seal.runs import read_jsonl
-
+from seal import knowledge as K
 from seal.config import ConfigError, EvalConfig, ExecutorConfig, InnerLoopConfig, ModelConfig
-from seal.engine import job_batches, run_inner_jobs
-from seal.executors import Batch, ExecutorError, LocalExecutor, Resident, inner_batch, make_executor, unreachable
-from seal.tasks import knowledge as K
+from seal.engine.executors import Batch, ExecutorError, LocalExecutor, Resident, inner_batch, make_executor, unreachable
+from seal.engine.jobs import job_batches, run_inner_jobs
+from seal.runs import read_jsonl
 
 INNER = InnerLoopConfig(epochs=1, parallel_adapters=2, steps="packed", batch_size=4, dtype="fp32")
 EVAL = EvalConfig(max_answer_tokens=3, batch_size=8)
@@ -49,8 +48,8 @@ def _strip(results: dict) -> str:
 def tiny(tiny_model_dir):
     import torch
 
-    from seal.generation import HFGenerator
-    from seal.models import load_model, uses_chat
+    from seal.training.generation import HFGenerator
+    from seal.training.models import load_model, uses_chat
 
     torch.set_num_threads(1)  # as each Ray actor (num_cpus 1)
     cfg = ModelConfig(name=str(tiny_model_dir))
@@ -235,10 +234,10 @@ def test_seal_train_on_ray_equals_local(ray_executor, squad_tiny, tiny_model_dir
 
 
 def _ttt_jobs(tok, chat):
-    from seal.tasks.arc.config import ArcConfig
-    from seal.tasks.arc.data import load_tasks
-    from seal.tasks.arc.run import make_job
-    from seal.tasks.arc.selfedit import SelfEditConfig
+    from seal.arc.config import ArcConfig
+    from seal.arc.data import load_tasks
+    from seal.arc.run import make_job
+    from seal.arc.selfedit import SelfEditConfig
 
     cfg = ArcConfig(max_examples=2, max_steps=2, batch_size=1, permutations=0, views=1, max_answer_tokens=8,
                     parallel_adapters=2)
@@ -255,7 +254,7 @@ def _ttt_strip(results: dict) -> str:
 def _arc_ttt_matches_local(res: Resident, executor) -> None:
     """ARC's test-time training (its TTTInnerLoop) on `executor` gives the in-process results,
     through the same engine call and with no executor code of its own."""
-    from seal.tasks.arc.run import TTTInnerLoop
+    from seal.arc.run import TTTInnerLoop
 
     cfg, jobs = _ttt_jobs(res.tok, res.chat)
     ttt = TTTInnerLoop(cfg)
@@ -275,10 +274,10 @@ def test_a_third_task_on_ray_with_no_code_of_its_own(tiny, ray_cluster, ray_exec
     """tests/example_task.py (invented words), a domain the engine has never heard of: a whole
     ReSTEM round with its inner-loop jobs on the Ray workers writes the rewards and the round
     model of the in-process round."""
+    import example_task as W
     from safetensors.torch import load_file
 
-    import example_task as W
-    from seal.restem import Backends, run_rounds
+    from seal.engine.restem import Backends, run_rounds
     from seal.runs import open_run
 
     ray_cluster.cloudpickle.register_pickle_by_value(W)  # a test module, not installed on the workers
@@ -366,7 +365,7 @@ def test_seal_train_on_processes_equals_local(squad_tiny, tiny_model_dir, tmp_pa
 def test_kept_self_edits_do_not_depend_on_the_order_rewards_arrive_in():
     """Tied rewards (a tiny model's are often all 0) must keep the same self-edits whichever
     order the executor finished the jobs in."""
-    from seal.restem import select_kept
+    from seal.engine.restem import select_kept
     rewards = {("b", 1): 0.0, ("a", 1): 0.0, ("b", 0): 0.0, ("a", 0): 0.0, ("c", 0): 0.5, ("c", 1): 0.5}
     for keep, frac in (("top-fraction", 0.5), ("best-positive", 1.0), ("all-positive", 1.0)):
         first = select_kept(rewards, keep, frac)
@@ -376,7 +375,7 @@ def test_kept_self_edits_do_not_depend_on_the_order_rewards_arrive_in():
 
 
 def test_equal_rewards_are_ordered_by_the_tiebreak_then_by_sample():
-    from seal.restem import select_kept
+    from seal.engine.restem import select_kept
     rewards = {("a", 0): 0.5, ("a", 1): 0.5, ("a", 2): 0.25, ("b", 0): 0.0, ("b", 1): 0.0, ("c", 0): 0.25}
     tb = {("a", 0): -2.0, ("a", 1): -1.0, ("a", 2): 0.0, ("b", 1): 5.0, ("c", 0): float("nan")}
     assert select_kept(rewards, "best-positive", tiebreak=tb) == [("a", 1, 0.5), ("c", 0, 0.25)]

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from seal import lora
 from seal.config import LoRAConfig, ModelConfig
-from seal.generation import HFGenerator
-from seal.models import load_model
+from seal.training import lora
+from seal.training.generation import HFGenerator
+from seal.training.models import load_model
 
 PROMPTS = ["<|im_start|>user\nVelmora is a harbor town<|im_end|>\n<|im_start|>assistant\n",
            "The pellicant frog",
@@ -61,8 +61,8 @@ def test_bf16_generation_casts_once_and_leaves_the_model_in_fp32(tiny_model_dir)
     import torch
 
     from seal.config import ModelConfig
-    from seal.generation import HFGenerator
-    from seal.models import load_model
+    from seal.training.generation import HFGenerator
+    from seal.training.models import load_model
     model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     seen = []
@@ -85,7 +85,7 @@ def test_answer_logprobs_from_the_prefill_equal_a_separate_forward(tiny):
     """`generate(score=)` scores each gold answer on the generation's own prompt cache: the same
     log-probs as inner_loop.answer_logprobs (a second forward over prompt + answer), under each
     row's adapter, with prompts and answers of different lengths, and the same completions."""
-    from seal.inner_loop import answer_logprobs
+    from seal.training.inner_loop import answer_logprobs
     model, tok = tiny
     _two_random_adapters(model)
     try:
@@ -105,8 +105,8 @@ def test_answer_logprobs_from_the_prefill_equal_a_separate_forward(tiny):
 
 
 def test_score_rows_grades_alike_with_either_decoder(tiny):
+    from seal import knowledge as K
     from seal.config import EvalConfig
-    from seal.tasks import knowledge as K
     model, tok = tiny
     qs = [[K.QA("Where is Velmora?", "Orlet Island", "Velmora"), K.QA("Who eats copper beetles?", "the frog", "Frogs")],
           [K.QA("Who founded Drosk?", "Ilsa Drosk", "Drosk")]]
@@ -123,7 +123,7 @@ def test_nucleus_draws_follow_the_full_sort_distribution():
     candidates hold too little mass falls back to the whole vocabulary."""
     import torch
 
-    from seal.generation import nucleus_draws
+    from seal.training.generation import nucleus_draws
     torch.manual_seed(0)
     peaked = torch.softmax(torch.randn(50) * 4, -1)
     flat = torch.full((50,), 1 / 50)

@@ -1,4 +1,4 @@
-"""The vLLM generator (seal/generation_vllm.py): request building and the guarded import run
+"""The vLLM generator (seal/training/generation_vllm.py): request building and the guarded import run
 everywhere (a stand-in `vllm` module records what seal asks for); the real engine runs only
 where vLLM and a GPU are present."""
 
@@ -11,13 +11,19 @@ import types
 import pytest
 
 from seal.config import ConfigError, LoRAConfig, ModelConfig
-from seal.generation import make_generator
-from seal.generation_vllm import (VLLMGenerator, export_adapters, is_vllm_available, lora_request_args, model_path,
-                                  sampling_kwargs)
+from seal.training.generation import make_generator
+from seal.training.generation_vllm import (
+    VLLMGenerator,
+    export_adapters,
+    is_vllm_available,
+    lora_request_args,
+    model_path,
+    sampling_kwargs,
+)
 
 
 def test_backend_vllm_without_vllm_is_one_line(monkeypatch):
-    monkeypatch.setattr("seal.generation_vllm.is_vllm_available", lambda: False)
+    monkeypatch.setattr("seal.training.generation_vllm.is_vllm_available", lambda: False)
     with pytest.raises(ConfigError) as e:
         make_generator(None, None, backend="vllm", path="some/model")
     msg = str(e.value)
@@ -63,11 +69,11 @@ def _fake_vllm(monkeypatch):
     req_mod.LoRARequest = lambda **kw: ("lora", kw["lora_int_id"], kw["lora_path"])
     for name, mod in (("vllm", vllm), ("vllm.lora", lora_mod), ("vllm.lora.request", req_mod)):
         monkeypatch.setitem(sys.modules, name, mod)
-    monkeypatch.setattr("seal.generation_vllm.is_vllm_available", lambda: True)
+    monkeypatch.setattr("seal.training.generation_vllm.is_vllm_available", lambda: True)
 
 
 def test_generate_passes_adapters_per_request(tiny_model_dir, monkeypatch):
-    from seal.models import load_model
+    from seal.training.models import load_model
 
     _fake_vllm(monkeypatch)
     _, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
@@ -89,8 +95,8 @@ def test_generate_passes_adapters_per_request(tiny_model_dir, monkeypatch):
 def test_exported_adapters_are_peft_folders(tiny_model_dir, tmp_path):
     import torch
 
-    from seal import lora
-    from seal.models import load_model
+    from seal.training import lora
+    from seal.training.models import load_model
 
     model, _ = load_model(ModelConfig(name=str(tiny_model_dir)))
     lora.attach(model, LoRAConfig(rank=4, alpha=8, targets=("q_proj", "v_proj")), 2)
@@ -118,8 +124,8 @@ def test_real_vllm_greedy_matches_hf(tiny_model_dir):
 
     if not torch.cuda.is_available():
         pytest.skip("vLLM needs a CUDA GPU")
-    from seal.generation import HFGenerator
-    from seal.models import load_model
+    from seal.training.generation import HFGenerator
+    from seal.training.models import load_model
 
     model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
     prompts = ["Answer the question", "Read the following passage"]

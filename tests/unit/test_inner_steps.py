@@ -4,12 +4,12 @@ controls of the evaluation table (`eval.controls`)."""
 import pytest
 import torch
 
-from seal import lora
-from seal.config import ConfigError, EvalConfig, InnerLoopConfig, LoRAConfig, ModelConfig, RunConfig
-from seal.tasks.knowledge_table import control_name, matched_copies, table_plan
-from seal.inner_loop import Tokenized, TrainExample, row_weights, schedule, train_adapters
-from seal.models import load_model
-from seal.tasks import knowledge as K
+from seal import knowledge as K
+from seal.config import ConfigError, EvalConfig, InnerLoopConfig, LoRAConfig, ModelConfig, RunConfig, SelfEditConfig
+from seal.knowledge.table import control_name, matched_copies, table_plan
+from seal.training import lora
+from seal.training.inner_loop import Tokenized, TrainExample, row_weights, schedule, train_adapters
+from seal.training.models import load_model
 
 PASSAGE = K.Passage("p0", "Velmora", "Velmora is a harbor town founded by salt traders in 1612. Its lighthouse, the "
                     "Ambertine Tower, was built of green stone from the Orlet quarries.",
@@ -126,13 +126,13 @@ def test_permuted_passages_restate_every_sentence_in_another_order():
     for text in perms:
         assert sorted(text.replace(". ", ".\n").splitlines()) == sentences
         assert text != PASSAGE.context
-    ex = K.selfedit_examples(PASSAGE, ITEMS, K.SelfEditConfig(permutations=2), seed=1)
+    ex = K.selfedit_examples(PASSAGE, ITEMS, SelfEditConfig(permutations=2), seed=1)
     assert len(ex) == len(ITEMS) + 1 + 2 and all(e.completion.startswith("Velmora\n") for e in ex)
 
 
 def test_pool_trains_several_selfedits_in_one_update(tiny_model_dir):
     _, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
-    cfg = RunConfig(eval=EvalConfig(selfedits=2, controls=("steps",)), selfedit=K.SelfEditConfig(pool=2))
+    cfg = RunConfig(eval=EvalConfig(selfedits=2, controls=("steps",)), selfedit=SelfEditConfig(pool=2))
     comps = [ITEMS[0], ITEMS[1] + "\n" + ITEMS[0], ITEMS[2], "ok"]  # the 4th parses to nothing
     jobs, details = table_plan(cfg, [PASSAGE], {"own": {"p0": comps}}, tok)
     by = {j.key: j for j in jobs}
@@ -142,7 +142,7 @@ def test_pool_trains_several_selfedits_in_one_update(tiny_model_dir):
     assert len(by["passage x steps/p0/0"].examples) == 3
     assert details["skipped"] == {}
     with pytest.raises(ConfigError, match="pool"):
-        from seal.tasks.knowledge_task import train
+        from seal.knowledge.task import train
         train(cfg, [], passages=[PASSAGE], data_sha="x")
 
 
@@ -215,7 +215,7 @@ def test_generator_check_scores_both_generators_on_held_apart_passages(tiny_mode
 
 
 def test_closing_sentence_judges_by_the_reward_metric_and_names_the_control():
-    from seal.tasks.knowledge_table import plain_summary
+    from seal.knowledge.table import plain_summary
 
     def stat(mean, lo, hi):
         return {"mean": mean, "lo": lo, "hi": hi, "n": 12}

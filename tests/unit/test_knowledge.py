@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from seal import knowledge as K
 from seal.config import SELFEDIT_TEMPLATES, ConfigError, SelfEditConfig
-from seal.tasks import knowledge as K
 
 
 def test_reads_both_layouts(tmp_path, squad_tiny):

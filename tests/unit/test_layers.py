@@ -1,5 +1,6 @@
-"""The import graph of `src/seal` runs one way: no cycles, and the engine and training modules
-import no domain or application module (what the engine needs from a domain comes through the
+"""The import graph of `src/seal` runs one way: no cycles, and every import runs down the layers
+(foundation, training, engine, domains, applications, tooling, commands), so the engine and
+training import no domain or application (what the engine needs from a domain comes through the
 `Task` protocol or the inner loop a task hands over).
 
 Read from the source, not by importing it: every `import` and `from ... import` in a module counts,
@@ -13,18 +14,35 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
-ENGINE = {"seal.task", "seal.engine", "seal.restem", "seal.evaluation", "seal.racing", "seal.executors",
-          "seal.sft_distributed"}
-TRAINING = {"seal.models", "seal.lora", "seal.inner_loop", "seal.attention", "seal.generation",
-            "seal.generation_vllm", "seal.peft_folder"}
-# Domain and application modules; a name ending in "." covers a package and everything in it.
-ABOVE = ("seal.tasks.", "seal.evaluate", "seal.probes", "seal.continual", "seal.adapt", "seal.registry",
-         "seal.oversight", "seal.documents", "seal.bench", "seal.bench_round", "seal.report", "seal.report.",
-         "seal.demo", "seal.cli")
+# The layers, lowest first: a module may import its own layer and the layers below it, never one
+# above. Each entry is a module or, ending in ".", a package and everything in it. Domains sit
+# side by side and do not import each other; nor do the applications.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("foundation", ("seal", "seal.config", "seal.runs", "seal.stats")),
+    ("training", ("seal.training.",)),
+    ("engine", ("seal.engine.",)),
+    ("domains", ("seal.knowledge.", "seal.arc.")),
+    ("applications", ("seal.documents.", "seal.demo")),
+    ("tooling", ("seal.bench.", "seal.report.")),
+    ("commands", ("seal.cli",)),
+]
+SIDE_BY_SIDE = {"domains", "applications"}
 
-# Import edges a cycle may still run through (none: the knowledge table's pieces live in
-# tasks/knowledge_table.py, below both `seal evaluate` and KnowledgeTask).
+# Import edges a cycle may still run through (none).
 ALLOWED: set[tuple[str, str]] = set()
+
+
+def _in(module: str, entry: str) -> bool:
+    return module.startswith(entry) or module == entry.rstrip(".") if entry.endswith(".") else module == entry
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    """(rank, the entry that holds it) of a module; an unplaced module is an error to fix here."""
+    for rank, (_, entries) in enumerate(LAYERS):
+        for entry in entries:
+            if _in(module, entry):
+                return rank, entry
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in {Path(__file__).name}")
 
 
 def _modules() -> dict[str, Path]:
@@ -56,12 +74,12 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 origin = ".".join(base + ([node.module] if node.module else []))
             else:
                 origin = node.module or ""
-            # `from seal import lora` imports the module seal.lora; `from .x import name`, seal.x
+            # `from seal import lora` imports the module seal.training.lora; `from .x import name`, seal.x
             targets.update(f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules else origin
                            for alias in node.names)
     found = set()
     for target in targets:
-        # `import seal.tasks.knowledge` names the deepest module that exists
+        # `import seal.knowledge` names the deepest module that exists
         while target and target not in modules:
             target = target.rpartition(".")[0]
         if target and target != name and target != "seal":
@@ -97,16 +115,13 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def _above(module: str) -> bool:
-    return any(module.startswith(p) if p.endswith(".") else module == p for p in ABOVE)
-
-
 def test_the_graph_is_read_from_every_kind_of_import():
     graph = import_graph()
-    assert ENGINE | TRAINING <= graph.keys()  # the layer lists name modules that exist
-    assert "seal.inner_loop" in graph["seal.restem"]  # `from .inner_loop import ...`
-    assert "seal.lora" in graph["seal.inner_loop"]  # `from . import lora`
-    assert "seal.tasks.arc.grids" in graph["seal.tasks.arc"]  # a package's __init__
+    for _, entries in LAYERS:  # the layer lists name modules and packages that exist
+        assert all(any(_in(m, e) for m in graph) for e in entries), entries
+    assert "seal.training.inner_loop" in graph["seal.engine.restem"]  # `from .inner_loop import ...`
+    assert "seal.training.lora" in graph["seal.training.inner_loop"]  # `from . import lora`
+    assert "seal.arc.grids" in graph["seal.arc"]  # a package's __init__
 
 
 def test_no_import_cycles():
@@ -138,7 +153,26 @@ def test_find_cycle_reports_the_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_engine_and_training_import_no_domain_or_application():
-    graph = import_graph()
-    wrong = sorted(f"{low} imports {up}" for low in ENGINE | TRAINING for up in graph.get(low, ()) if _above(up))
+def wrong_edges(graph: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for low, ups in graph.items():
+        rank, entry = layer_of(low)
+        for up in ups:
+            up_rank, up_entry = layer_of(up)
+            if up_rank > rank or (up_rank == rank and up_entry != entry and LAYERS[rank][0] in SIDE_BY_SIDE):
+                wrong.append(f"{low} ({LAYERS[rank][0]}) imports {up} ({LAYERS[up_rank][0]})")
+    return sorted(wrong)
+
+
+def test_every_import_runs_down_the_layers():
+    """In particular the engine and training import no domain or application: what the engine
+    needs from a domain comes through the `Task` protocol or the inner loop a task hands over."""
+    wrong = wrong_edges(import_graph())
     assert not wrong, "\n".join(wrong)
+
+
+def test_an_upward_or_sideways_import_is_caught():
+    assert wrong_edges({"seal.engine.restem": {"seal.knowledge.task"}}) == [
+        "seal.engine.restem (engine) imports seal.knowledge.task (domains)"]
+    assert wrong_edges({"seal.arc.run": {"seal.knowledge"}}) == ["seal.arc.run (domains) imports seal.knowledge (domains)"]
+    assert wrong_edges({"seal.knowledge.task": {"seal.engine.restem", "seal.knowledge", "seal.training.lora"}}) == []

@@ -5,13 +5,13 @@ import json
 
 import pytest
 
+from seal import knowledge as K
 from seal.config import EvalConfig, InnerLoopConfig, ModelConfig, RunConfig, SelfEditConfig
-from seal.evaluate import summarize
-from seal.generation import HFGenerator
-from seal.models import format_prompt, load_model
-from seal.engine import job_batches, run_inner_jobs
-from seal.tasks import knowledge as K
-from seal.tasks.knowledge_task import KnowledgeTask
+from seal.engine.jobs import job_batches, run_inner_jobs
+from seal.knowledge.table import summarize
+from seal.knowledge.task import KnowledgeTask
+from seal.training.generation import HFGenerator
+from seal.training.models import format_prompt, load_model
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_a_condition_does_not_depend_on_its_batch_mates(tiny, squad_tiny, dtype)
 
 
 def test_several_other_selfedit_writers_get_one_row_each():
-    from seal.evaluate import _cond_name, _sources, other_models
+    from seal.knowledge.table import _cond_name, _sources, other_models
 
     cfg = RunConfig()
     cfg.selfedit.model = "runs/t/rounds/round_2/model, runs/teacher-model,default"
@@ -151,7 +151,7 @@ def test_several_other_selfedit_writers_get_one_row_each():
 
 def test_reward_agreement_counts_same_kept_and_rank_correlation():
     from seal.config import RunConfig
-    from seal.tasks.knowledge_task import reward_agreement
+    from seal.knowledge.task import reward_agreement
 
     cfg = RunConfig()
     gold = {("a", 0): 0.1, ("a", 1): 0.5, ("a", 2): 0.9, ("b", 0): -0.2, ("b", 1): -0.1, ("b", 2): 0.3}
@@ -169,7 +169,7 @@ def test_equal_rewards_keep_the_self_edit_with_the_larger_gold_logprob(squad_tin
     """restem.tie_break logprob: of two self-edits with the same reward the filter keeps the one
     whose updates made the gold answers likelier (mean over seeds; a seed stopped by racing has no
     say); `first` keeps the lower sample as before."""
-    from seal.restem import select_kept, selfedit_rewards, selfedit_tiebreaks
+    from seal.engine.restem import select_kept, selfedit_rewards, selfedit_tiebreaks
     ps = K.load_passages(squad_tiny)[0][:1]
     p = ps[0]
     cfg = RunConfig()

@@ -1,9 +1,9 @@
 import torch
 
-from seal import lora
 from seal.config import InnerLoopConfig, LoRAConfig, ModelConfig
-from seal.inner_loop import TrainExample, answer_logprobs, train_adapters
-from seal.models import load_model
+from seal.training import lora
+from seal.training.inner_loop import TrainExample, answer_logprobs, train_adapters
+from seal.training.models import load_model
 
 TEXTS = [
     [TrainExample("Velmora is a harbor town founded by salt traders."), TrainExample("The lighthouse is the Ambertine Tower.")],
@@ -73,7 +73,7 @@ def test_selective_output_layer_matches_full_logits(tiny_model_dir):
     numbers must equal those from the model's full logits."""
     import torch.nn.functional as F
 
-    from seal.inner_loop import Tokenized, collate, token_losses
+    from seal.training.inner_loop import Tokenized, collate, token_losses
 
     model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
     rows = [(0, Tokenized(tok("Velmora is a harbor town.")["input_ids"], 1)),

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from seal import oversight
-from seal import probes as P
+from seal import knowledge as K
 from seal.config import EvalConfig, ModelConfig
-from seal.documents import chunk_text, read_document
-from seal.generation import HFGenerator
-from seal.inner_loop import answer_logprobs
-from seal.models import load_model
-from seal.tasks import knowledge as K
+from seal.documents import oversight
+from seal.documents.reading import chunk_text, read_document
+from seal.knowledge import probes as P
+from seal.training.generation import HFGenerator
+from seal.training.inner_loop import answer_logprobs
+from seal.training.models import load_model
 
 VELMORA = K.Passage("v", "Velmora", "Velmora is a harbor town founded in 1742 by salt traders. Its lighthouse is "
                     "painted green and white. The town holds a lantern festival every April.", [])
@@ -108,7 +108,7 @@ def test_probe_passages_make_evaluate_grade_self_edits_on_probes(tiny_model_dir,
     import json
 
     from seal.config import RunConfig, resolve
-    from seal.evaluate import evaluate
+    from seal.knowledge.evaluate import evaluate
     model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
     passages = [K.Passage(p.id, p.title, p.context, []) for p in K.load_passages(squad_tiny)[0][:2]]
     probes = P.probes_for(HFGenerator(model, tok), tok, True, passages, 2, seed=0, max_new_tokens=8, max_answer_tokens=4)

@@ -5,8 +5,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from seal import knowledge as K
 from seal.config import ConfigError, RunConfig, from_dict
-from seal.tasks import knowledge as K
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -68,7 +68,7 @@ arc_tasks = st.dictionaries(st.sampled_from(["train", "test", "x"]), st.lists(st
 @SETTINGS
 @given(arc_tasks | json_values)
 def test_arc_task_parser_never_crashes(obj):
-    from seal.tasks.arc.data import ArcDataError, task_from_json
+    from seal.arc.data import ArcDataError, task_from_json
     try:
         task = task_from_json("t1", obj, "tasks/t1.json", outputs_optional=False)
     except ArcDataError as e:

@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from seal import lora
 from seal.cli import main
 from seal.config import InnerLoopConfig, LoRAConfig, ModelConfig
-from seal.inner_loop import TrainExample, epoch_aligned, schedule, train_adapters
-from seal.models import load_model
-from seal.racing import rung_epochs, score_key, survivors
+from seal.engine.racing import rung_epochs, score_key, survivors
 from seal.runs import read_jsonl
+from seal.training import lora
+from seal.training.inner_loop import TrainExample, epoch_aligned, schedule, train_adapters
+from seal.training.models import load_model
 
 TEXTS = [
     [TrainExample("Velmora is a harbor town founded by salt traders."), TrainExample("The lighthouse is the Ambertine Tower."),

@@ -19,18 +19,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from seal import adapt as A
-from seal import lora
 from seal.cli import main
 from seal.config import LoRAConfig, ModelConfig
-from seal.models import load_model
-from seal.registry import (
+from seal.documents import adapt as A
+from seal.documents.registry import (
     Registry,
     RegistryError,
     peft_config,
     read_adapter_folder,
     write_adapter_folder,
 )
+from seal.training import lora
+from seal.training.models import load_model
 
 FAST = ["--selfedit.max_new_tokens", "12", "--eval.max_answer_tokens", "4", "--inner.epochs", "1",
         "--adapt.probe_max_new_tokens", "16", "--threads", "1"]
@@ -154,9 +154,9 @@ def test_adapt_ask_history_rollback_round_trip(tiny_model_dir, docs, tmp_path, c
 def test_ask_answers_under_the_routed_adapter(tiny_model_dir):
     """The answer is generated with the routed document's adapter applied (and its title asked
     as the topic), not by the base model."""
+    from seal import knowledge as K
     from seal.config import RunConfig
-    from seal.generation import HFGenerator
-    from seal.tasks import knowledge as K
+    from seal.training.generation import HFGenerator
     model, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
     cfg = RunConfig()
     cfg.eval.max_answer_tokens = 6
@@ -254,7 +254,7 @@ def _cli(*args) -> list[str]:
 
 
 def _env() -> dict:
-    src = str(Path(A.__file__).resolve().parents[1])
+    src = str(Path(A.__file__).resolve().parents[2])
     return {**os.environ, "SEAL_QUIET": "1", "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
@@ -403,7 +403,7 @@ def test_the_gate_refuses_an_update_after_halving_it(tiny_model_dir, docs, tmp_p
 
 
 def test_halving_gate_retries_at_half_scale_then_refuses():
-    from seal.continual import halving_gate
+    from seal.knowledge.continual import halving_gate
     afters = iter([0.2, 0.5, 0.55])
     halved = []
     g = halving_gate(0.6, 0.05, 2, lambda: next(afters), lambda: halved.append(1))

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from seal import peft_folder
-from seal.cli import main
-from seal.registry import PEFT_WEIGHTS, NewDocument, Registry, RegistryError
-
 from test_registry import FAST, _adapt, _ask, _refused, docs  # noqa: F401 (docs: a fixture)
+
+from seal.cli import main
+from seal.documents.registry import PEFT_WEIGHTS, NewDocument, Registry, RegistryError
+from seal.training import peft_folder
 
 
 @pytest.fixture

@@ -321,7 +321,7 @@ def test_continual_registry_and_bench_pages(tmp_path):
 @needs_mpl
 def test_registry_folder(tmp_path):
     """A registry folder is read as `seal history --json` reads it (here a new one: version 0)."""
-    from seal.registry import Registry
+    from seal.documents.registry import Registry
 
     Registry.open(tmp_path / "reg", create=True, model="tiny-model", lock_wait=0).close()
     text = build_report([tmp_path / "reg"], tmp_path / "out").read_text()

@@ -1,4 +1,4 @@
-"""Data-parallel SFT (seal/sft_distributed.py): one process equals the in-process M-step, two
+"""Data-parallel SFT (seal/engine/sft_distributed.py): one process equals the in-process M-step, two
 processes (threads summing their gradients, and real `accelerate launch` CPU processes) equal
 one process with the same global batch."""
 
@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from seal.config import InnerLoopConfig, LoRAConfig, ModelConfig
-from seal.inner_loop import TrainExample
-from seal.models import load_model
-from seal.restem import sft
-from seal.sft_distributed import read_examples, sft_data_parallel, write_examples
+from seal.engine.restem import sft
+from seal.engine.sft_distributed import read_examples, sft_data_parallel, write_examples
+from seal.training.inner_loop import TrainExample
+from seal.training.models import load_model
 
 INNER = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=3e-3, epochs=2, steps="packed", batch_size=3, loss_on="completion",
                         dtype="fp32", parallel_adapters=1)
@@ -160,11 +160,11 @@ def test_launch_config_carries_every_tasks_m_step_settings():
     it (knowledge's restem.sft_*, ARC's), and settings it cannot carry are refused."""
     import dataclasses
 
+    from seal.arc.config import ArcConfig
+    from seal.arc.task import sft_config as arc_sft
     from seal.config import ConfigError, ModelConfig, RunConfig
-    from seal.sft_distributed import launch_config
-    from seal.tasks.arc.config import ArcConfig
-    from seal.tasks.arc.task import sft_config as arc_sft
-    from seal.tasks.knowledge_task import sft_config as knowledge_sft
+    from seal.engine.sft_distributed import launch_config
+    from seal.knowledge.task import sft_config as knowledge_sft
 
     for inner in (knowledge_sft(RunConfig()), arc_sft(ArcConfig(dtype="fp32")), INNER):
         cfg = launch_config(ModelConfig(), "some/folder", inner, seed=3, threads=1)

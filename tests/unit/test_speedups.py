@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from seal import lora
 from seal.config import InnerLoopConfig, LoRAConfig, ModelConfig
-from seal.inner_loop import (
+from seal.training import lora
+from seal.training.inner_loop import (
     Speedups,
     TrainExample,
     _AdapterAdamW,
@@ -19,7 +19,7 @@ from seal.inner_loop import (
     tokenize_examples,
     train_adapters,
 )
-from seal.models import load_model
+from seal.training.models import load_model
 
 PASSAGE = TrainExample("Velmora\nVelmora is a harbor town on Orlet Island, founded by salt traders in 1820.")
 TEXTS = [  # each self-edit's data ends with the same passage, as SEAL trains on both
@@ -194,7 +194,7 @@ def test_low_precision_base_trains_like_autocast_and_leaves_the_base_in_fp32(tin
 
 
 def test_frozen_cast_swaps_back_after_an_error(tiny_model_dir):
-    from seal.inner_loop import FrozenCast
+    from seal.training.inner_loop import FrozenCast
     model, _ = load_model(ModelConfig(name=str(tiny_model_dir)))
     cast = FrozenCast(model, torch.bfloat16)
     linear = next(m for m in model.modules() if type(m) is torch.nn.Linear and m is not model.get_output_embeddings())

@@ -4,13 +4,13 @@ EOS is <|endoftext|>), and counted, never silent, truncation of training sequenc
 import pytest
 import torch
 
-from seal import lora
 from seal.config import ConfigError, InnerLoopConfig, LoRAConfig, ModelConfig, ReSTEMConfig, RunConfig
-from seal.generation import HFGenerator
-from seal.inner_loop import TrainExample, tokenize_examples, train_adapters
-from seal.models import end_of_turn_ids, format_prompt, load_model
-from seal.restem import sft
-from seal.tasks.knowledge_task import sft_config
+from seal.engine.restem import sft
+from seal.knowledge.task import sft_config
+from seal.training import lora
+from seal.training.generation import HFGenerator
+from seal.training.inner_loop import TrainExample, tokenize_examples, train_adapters
+from seal.training.models import end_of_turn_ids, format_prompt, load_model
 
 CFG = InnerLoopConfig(lora=LoRAConfig(rank=4, alpha=8), lr=5e-3, epochs=1, steps="packed", batch_size=2, dtype="fp32")
 

@@ -23,10 +23,20 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import figures as F
-from . import page as P
-from . import words as W
-from .load import Bench, Registry, ReportError, ReportWarning, Run, as_dict, data_passages, label_items, load_any
+from seal.report import figures as F
+from seal.report import page as P
+from seal.report import words as W
+from seal.report.load import (
+    Bench,
+    Registry,
+    ReportError,
+    ReportWarning,
+    Run,
+    as_dict,
+    data_passages,
+    label_items,
+    load_any,
+)
 
 __all__ = ["ReportError", "ReportWarning", "build_report", "add_cli"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .load import ReportError, Run, Table, as_dict, dig, num, stat
-from .words import bench_ratios, is_fraction, reference_name
+from seal.report.load import ReportError, Run, Table, as_dict, dig, num, stat
+from seal.report.words import bench_ratios, is_fraction, reference_name
 
 MPL_MISSING = "seal report needs matplotlib: pip install 'seal[report]'"
 DPI = 100

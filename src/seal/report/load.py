@@ -177,7 +177,7 @@ class Run:
 def data_passages(run: Run) -> dict[str, tuple[str, str]]:
     """(title, text) by passage id from the data file the manifest names, when it is still there
     and unchanged (its sha256 as recorded); {} otherwise (a changed file is named in a warning)."""
-    from ..tasks.knowledge import DataError, file_sha256, load_passages
+    from seal.knowledge import DataError, file_sha256, load_passages
 
     data = as_dict(run.manifest.get("data"))
     path = data.get("path")
@@ -339,8 +339,8 @@ class Bench:
 
 def registry_history(path: Path) -> dict:
     """`seal history --json` of the registry folder `path` (read without the writer's lock)."""
-    from ..adapt import history
-    from ..registry import RegistryError
+    from seal.documents.registry import RegistryError
+    from seal.documents.versions import history
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):

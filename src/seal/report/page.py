@@ -17,8 +17,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from . import words as W
-from .load import Bench, Registry, Run, Table, as_dict, num, stat
+from seal.report import words as W
+from seal.report.load import Bench, Registry, Run, Table, as_dict, num, stat
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.2em auto;padding:0 1.2em;color:#222;max-width:1360px;
 line-height:1.4}h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 
-from .load import Bench, Registry, Run, Table, as_dict, dig, num, stat
+from seal.report.load import Bench, Registry, Run, Table, as_dict, dig, num, stat
 
 FRACTION_METRICS = ("containment", "f1", "em", "success", "accuracy")
 METRIC_WORDS = {

@@ -1,0 +1,397 @@
+"""The knowledge-incorporation table's pieces (paper section 4.1, Table 2), over KnowledgeTask:
+which rows a table has (`table_plan`: passage-only, one row per writer of self-edits, and each
+self-edit row's compute-matched controls), how a row is summarized (`summarize`: mean of
+per-passage means with bootstrap intervals, paired gains over no adaptation, passage-only, the
+controls and the model's own self-edits), and how it is printed and put in words
+(`print_table`, `plain_summary`). `seal evaluate` (seal/knowledge/evaluate.py) runs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seal import knowledge as K
+from seal.config import RunConfig
+from seal.engine.jobs import job_seed
+from seal.stats import bootstrap_mean, paired_bootstrap, spearman, spearman_undefined
+from seal.training.inner_loop import tokenize_examples
+from seal.training.lora import check_targets
+from seal.training.models import check_model_name, context_window
+
+
+def load_external(path: str, passages: list[K.Passage]) -> dict[str, list[str]]:
+    """External self-edits by passage id (refused when they cover none of `passages`)."""
+    try:
+        ext, _ = K.load_passages(path)
+    except K.DataError as e:
+        raise K.DataError(f"{e} (data.completions)") from None
+    by_id = {p.id: p.completions for p in ext if p.completions}
+    if not any(p.id in by_id for p in passages):
+        raise K.DataError(f"{path}: no passage of the evaluation data has 'completions' here "
+                          "(passages are matched by title and context)")
+    return by_id
+
+
+def external_coverage(path: str, by_id: dict[str, list[str]], passages: list[K.Passage], n_selfedits: int) -> dict:
+    """How well external self-edits cover the passages a run uses (printed at the start and
+    stored in summary.json: the `external` row is computed on the covered ones only)."""
+    comps = [c for p in passages for c in by_id.get(p.id, [])[:n_selfedits]]
+    coverage = {"file": path, "passages": len(passages),
+                "covered": sum(p.id in by_id for p in passages),
+                "missing": [p.title or p.id for p in passages if p.id not in by_id],
+                "fewer_than_eval_selfedits": sum(0 < len(by_id.get(p.id, [])) < n_selfedits for p in passages),
+                "empty_completions": sum(not c.strip() for c in comps)}
+    return coverage
+
+
+def describe_external(cov: dict) -> str:
+    text = f"external self-edits ({cov['file']}): {cov['covered']} of {cov['passages']} passages"
+    if cov["missing"]:
+        text += f"; the 'external' row leaves out the {len(cov['missing'])} without completions"
+    if cov["fewer_than_eval_selfedits"]:
+        text += f"; {cov['fewer_than_eval_selfedits']} passage(s) have fewer completions than eval.selfedits"
+    if cov["empty_completions"]:
+        text += f"; {cov['empty_completions']} completion(s) are empty (trained as passage-only updates)"
+    return text
+
+
+def check_models(cfg: RunConfig) -> None:
+    """Before the run folder is made: every model named exists on disk or can be fetched."""
+    for name in [cfg.model.name] + other_models(cfg):
+        check_model_name(name)
+
+
+def prepare_passages(cfg: RunConfig, model, tok, chat: bool, passages, counts: dict, where: str) -> list[K.Passage]:
+    """Once the model is loaded: refuse LoRA targets it lacks, leave out (and count) passages too
+    long for its context window, and print what the data gave and what was left out."""
+    check_targets(model, cfg.inner.lora, "inner.lora.targets")
+    passages, too_long = K.fit_to_context(passages, tok, context_window(model), cfg.selfedit, chat, where)
+    counts["too_long"] = len(too_long)
+    counts["too_long_titles"] = too_long
+    print(f"data: {K.describe_counts(counts)}" + (f"; using {len(passages)}" if counts.get("used") else ""))
+    if too_long:
+        print(f"  too long (left out): {', '.join(too_long[:10])}" + (" ..." if len(too_long) > 10 else ""))
+    return passages
+
+
+def other_models(cfg: RunConfig) -> list[str]:
+    """The other self-edit writers named by --selfedit.model (comma-separated for several)."""
+    names = [m.strip() for m in cfg.selfedit.model.split(",") if m.strip()]
+    return [m for m in dict.fromkeys(names) if m != cfg.model.name]
+
+
+def _sources(cfg: RunConfig) -> list[str]:
+    """Which models write self-edits: 'own' and, when given, each --selfedit.model ('other', or
+    'other:<i>' when there are several)."""
+    others = other_models(cfg)
+    return ["own"] + (["other"] if len(others) == 1 else [f"other:{i}" for i in range(len(others))])
+
+
+def table_plan(cfg: RunConfig, passages, selfedits: dict[str, dict[str, list[str]]], tok=None) -> tuple[list[K.Job], dict]:
+    """The table's jobs (`passage`, one condition per source of self-edits and, in mode single,
+    each source's compute-matched controls, `eval.controls`) and what the summary needs:
+    (conditions, self-edits that parsed to nothing per condition, each control's self-edit
+    condition). `tok` counts tokens for the `tokens` control."""
+    conditions = ["passage"]
+    for s in selfedits:
+        cond = _cond_name(s, cfg)
+        conditions.append(cond)
+        if cfg.eval.mode == "single":
+            conditions += [control_name(c, cond) for c in cfg.eval.controls]
+    jobs, skipped = _make_jobs(cfg, passages, selfedits, tok)
+    for cond, n in skipped.items():
+        print(f"{cond}: {n} self-edit(s) parse to no training item ({cfg.selfedit.template} template); "
+              "each is graded as a passage-only update and counted in summary.json (skipped_empty_selfedits)")
+    controls = {control_name(c, cond): cond for s in selfedits for cond in [_cond_name(s, cfg)]
+                for c in cfg.eval.controls} if cfg.eval.mode == "single" else {}
+    return jobs, {"conditions": conditions, "skipped": skipped, "controls": controls}
+
+
+def control_name(control: str, selfedit_condition: str) -> str:
+    """`passage x steps` for the own self-edits' steps control, `passage x steps:round_2` for
+    another writer's, `passage x tokens:external`, ..."""
+    writer = selfedit_condition.split(":", 1)[1] if ":" in selfedit_condition else \
+        ("" if selfedit_condition == "self-edits" else selfedit_condition)
+    return f"passage x {control}" + (f":{writer}" if writer else "")
+
+
+def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Job], dict]:
+    skipped: dict[str, int] = {}
+    jobs: list[K.Job] = []
+    if cfg.eval.mode == "single":
+        for p in passages:
+            seed = job_seed(cfg.seed, p.id)
+            jobs.append(K.Job(f"passage/{p.id}/0", [p.id], K.training_examples(p, [], True), p.questions,
+                              seed, group="passage"))
+            for source, comps in selfedits.items():
+                cond = _cond_name(source, cfg)
+                pool = cfg.selfedit.pool
+                mine = comps.get(p.id, [])[: cfg.eval.selfedits * pool]
+                for j in range(-(-len(mine) // pool)):
+                    items = K.pooled_items(mine[j * pool : (j + 1) * pool], cfg.selfedit.template)
+                    if not items and cfg.selfedit.template != "none":
+                        skipped[cond] = skipped.get(cond, 0) + 1  # counted; graded as passage-only
+                    examples = K.selfedit_examples(p, items, cfg.selfedit, job_seed(cfg.seed, "permute", p.id, j))
+                    jobs.append(K.Job(f"{cond}/{p.id}/{j}", [p.id], examples, p.questions, seed, group=cond))
+                    for control in cfg.eval.controls:
+                        name = control_name(control, cond)
+                        n = matched_copies(control, examples, p, cfg, tok)
+                        jobs.append(K.Job(f"{name}/{p.id}/{j}", [p.id], [K.passage_example(p)] * n, p.questions,
+                                          seed, group=name))
+    else:  # cpt: one update on everything
+        allq = [q for p in passages for q in p.questions]
+        ids = [p.id for p in passages]
+        jobs.append(K.Job("passage/all/0", ids, [e for p in passages for e in K.training_examples(p, [], True)],
+                          allq, job_seed(cfg.seed, "cpt"), group="passage"))
+        for source, comps in selfedits.items():
+            cond = _cond_name(source, cfg)
+            for j in range(cfg.eval.selfedits):
+                ex = []
+                for p in passages:
+                    c = comps.get(p.id, [])
+                    pool = c[j * cfg.selfedit.pool : (j + 1) * cfg.selfedit.pool]
+                    ex += K.selfedit_examples(p, K.pooled_items(pool, cfg.selfedit.template), cfg.selfedit,
+                                              job_seed(cfg.seed, "permute", p.id, j))
+                jobs.append(K.Job(f"{cond}/all/{j}", ids, ex, allq, job_seed(cfg.seed, "cpt"), group=cond))
+    return jobs, skipped
+
+
+def matched_copies(control: str, examples: list, passage: K.Passage, cfg: RunConfig, tok) -> int:
+    """How many copies of the passage match a self-edit update of `examples`: as many training
+    sequences (`steps`: then the control takes exactly the update's optimizer steps under every
+    `inner.steps`, one sequence a step or packed), or about as many target tokens (`tokens`:
+    round(update tokens / passage tokens), at least 1)."""
+    if control == "steps":
+        return max(1, len(examples))
+    if tok is None:
+        raise ValueError("the tokens control needs the tokenizer")
+    update = sum(t.targets for t in tokenize_examples(tok, examples, cfg.inner))
+    alone = sum(t.targets for t in tokenize_examples(tok, [K.passage_example(passage)], cfg.inner))
+    return max(1, round(update / max(1, alone)))
+
+
+def _other_path(source: str, cfg: RunConfig) -> str:
+    others = other_models(cfg)
+    return others[0] if source == "other" else others[int(source.split(":")[1])]
+
+
+def _cond_name(source: str, cfg: RunConfig) -> str:
+    if source in ("own", "external"):
+        return {"own": "self-edits", "external": "external"}[source]
+    other = Path(_other_path(source, cfg))
+    label = other.parent.name if other.name == "model" else other.name  # rounds/round_2/model -> round_2
+    return "self-edits:" + label
+
+
+def per_passage(cfg, passages, base, results, condition) -> dict[str, list[dict]]:
+    """Per passage, the per-question grades of `condition`, averaged over its self-edits."""
+    if condition == "no-adaptation":
+        return {p.id: base[p.id] for p in passages}
+    runs: dict[str, list[list[dict]]] = {}
+    for r in results.values():
+        if r["condition"] != condition:
+            continue
+        if r["passage_id"] == "all":  # cpt: split the questions back by passage
+            i = 0
+            for p in passages:
+                runs.setdefault(p.id, []).append(r["questions"][i : i + len(p.questions)])
+                i += len(p.questions)
+        else:
+            runs.setdefault(r["passage_id"], []).append(r["questions"])
+    out = {}
+    for pid, reps in runs.items():
+        qs = []
+        for qi in range(len(reps[0])):
+            rec = {}
+            for m in K.METRICS:
+                vals = [rep[qi][m] for rep in reps if m in rep[qi]]
+                if vals:
+                    rec[m] = sum(vals) / len(vals)
+            qs.append(rec)
+        out[pid] = qs
+    return out
+
+
+def summarize(cfg, passages, base, results, conditions, skipped, controls: dict | None = None) -> dict:
+    """summary.json's table: per condition the mean of per-passage means with its bootstrap
+    interval, its mean optimizer steps and trained tokens per update, and the paired gains (same
+    passages, bootstrap over passages): `gain_vs_no_adaptation` (every row), `gain_vs_passage`
+    (every row past passage-only), `gain_vs_own_selfedits` (another writer's self-edits against
+    the model's own), and `gain_vs_<kind>_control` (a self-edit row against its compute-matched
+    control, `controls`: control row -> self-edit row)."""
+    controls = controls or {}
+    out = {"mode": cfg.eval.mode, "reward_metric": cfg.eval.reward, "seed": cfg.seed,
+           "weighting": "mean over passages of each passage's mean over its questions (as the paper)", "order": [],
+           "conditions": {}, "gain_vs_no_adaptation": {}, "skipped_empty_selfedits": skipped,
+           "inner_steps": cfg.inner.steps, "controls": controls}
+    rows = {cond: per_passage(cfg, passages, base, results, cond) for cond in conditions}
+
+    def paired(cond: str, other: str) -> dict:
+        a, b = rows[cond], rows[other]
+        ids = [p.id for p in passages if p.id in a and p.id in b]
+        return {m: paired_bootstrap([K.mean_metrics(a[i])[m] for i in ids], [K.mean_metrics(b[i])[m] for i in ids],
+                                    cfg.eval.bootstrap, cfg.seed)
+                for m in out["conditions"][cond]["metrics"] if m in out["conditions"][other]["metrics"]}
+
+    for cond in conditions:
+        pp = rows[cond]
+        if not pp:
+            continue
+        ids = [p.id for p in passages if p.id in pp]
+        metrics = {}
+        for m in K.METRICS:
+            # one weighting everywhere (the paper's): the mean of per-passage means, so the rows
+            # subtract exactly to the paired gains below
+            means = [K.mean_metrics(pp[i]).get(m) for i in ids]
+            if means and all(v is not None for v in means):
+                metrics[m] = bootstrap_mean(means, cfg.eval.bootstrap, cfg.seed)
+        out["order"].append(cond)
+        out["conditions"][cond] = {"n_passages": len(ids), "n_questions": sum(len(pp[i]) for i in ids),
+                                   "metrics": metrics}
+        updates = [r for r in results.values() if r["condition"] == cond and "examples" in r.get("train", {})]
+        if updates:  # each update's own optimizer steps (a batch's `steps` is its longest adapter's)
+            out["conditions"][cond]["steps_mean"] = sum(cfg.inner.update_steps(r["train"]["examples"])
+                                                        for r in updates) / len(updates)
+            out["conditions"][cond]["tokens_mean"] = sum(r["train"]["tokens"] for r in updates) / len(updates)
+        if cond != "no-adaptation":
+            out["gain_vs_no_adaptation"][cond] = paired(cond, "no-adaptation")
+    present = out["conditions"]
+    for cond in out["order"]:
+        if cond not in ("no-adaptation", "passage") and "passage" in present:
+            out.setdefault("gain_vs_passage", {})[cond] = paired(cond, "passage")
+        # other writers of self-edits (a ReSTEM round's model, external files) against the model's own
+        if (cond.startswith("self-edits:") or cond == "external") and "self-edits" in present:
+            out.setdefault("gain_vs_own_selfedits", {})[cond] = paired(cond, "self-edits")
+    for ctrl, cond in controls.items():
+        if ctrl in present and cond in present:
+            kind = ctrl.split(" x ", 1)[1].split(":", 1)[0]
+            out.setdefault(f"gain_vs_{kind}_control", {})[cond] = paired(cond, ctrl)
+    # how well the reward metric tracks accuracy, over every (passage, self-edit) update
+    if cfg.eval.mode == "single" and cfg.eval.generate:
+        base_mean = {pid: K.mean_metrics(q) for pid, q in base.items()}
+        d = {m: [] for m in K.METRICS}
+        for r in results.values():
+            b = base_mean[r["passage_id"]]
+            for m in K.METRICS:
+                d[m].append(r["metrics"][m] - b[m])
+        track = {"n_updates": len(d["logprob"])}
+        for m in ("containment", "f1", "em"):
+            key = f"spearman_logprob_gain_vs_{m}_gain"
+            track[key] = spearman(d["logprob"], d[m])
+            if track[key] is None:
+                track.setdefault("undefined", {})[key] = spearman_undefined(d["logprob"], d[m])
+        out["reward_tracking"] = track
+    secs = [r["seconds"] for r in results.values()]
+    if secs:
+        out["seconds_per_update"] = {"mean": sum(secs) / len(secs), "n": len(secs),
+                                     "train_mean": sum(r["train_seconds"] for r in results.values()) / len(secs),
+                                     "tokens_mean": sum(r["train"]["tokens"] for r in results.values()) / len(secs)}
+    return out
+
+
+def passage_lines(passages, base, results) -> list[dict]:
+    """passages.jsonl: per passage, the unadapted model's metrics and every update's."""
+    return [{"passage_id": p.id, "title": p.title, "n_questions": len(p.questions),
+             "no-adaptation": K.mean_metrics(base[p.id]),
+             "updates": {r["key"]: r["metrics"] for r in results.values() if r["passage_id"] in (p.id,)}}
+            for p in passages]
+
+
+GAIN_SECTIONS = (("gain over no adaptation", "gain_vs_no_adaptation"),
+                 ("gain over passage-only (paired)", "gain_vs_passage"),
+                 ("gain over the passage trained for the same steps (paired)", "gain_vs_steps_control"),
+                 ("gain over the passage trained for about the same tokens (paired)", "gain_vs_tokens_control"),
+                 ("gain over the model's own self-edits (paired)", "gain_vs_own_selfedits"))
+
+
+def print_table(summary: dict) -> None:
+    metrics = [m for m in K.METRICS if any(m in c["metrics"] for c in summary["conditions"].values())]
+    head = f"{'condition':<28}" + "".join(f"{m:>24}" for m in metrics) + f"{'passages':>10}{'steps':>8}"
+    print(f"mean over passages [95% interval]; {summary.get('weighting', '')}; inner.steps "
+          f"{summary.get('inner_steps', '?')}, steps = mean optimizer steps per update")
+    print(head)
+    print("-" * len(head))
+    n_max = max(c["n_passages"] for c in summary["conditions"].values())
+    for cond in summary["order"]:
+        c = summary["conditions"][cond]
+        cells = "".join(_cell(c["metrics"].get(m), "") for m in metrics)
+        steps = f"{c['steps_mean']:>8.1f}" if c.get("steps_mean") is not None else " " * 8
+        note = "" if c["n_passages"] == n_max else f"  (only {c['n_passages']} of {n_max} passages)"
+        print(f"{cond:<28}{cells}{c['n_passages']:>10}{steps}{note}")
+    for title, key in GAIN_SECTIONS:
+        if summary.get(key):
+            print(f"\n{title}")
+            for cond, gains in summary[key].items():
+                cells = "".join(_cell(gains.get(m), "+") for m in metrics)
+                print(f"{cond:<28}{cells}")
+
+
+def _cell(v: dict | None, sign: str) -> str:
+    if not v:
+        return " " * 24
+    if v.get("mean") is None:
+        return "n/a".rjust(24)
+    return f"{v['mean']:>{sign}8.3f} [{v['lo']:{sign}.3f},{v['hi']:{sign}.3f}]".rjust(24)
+
+
+def verdict(gain: dict | None) -> str:
+    """'taught more than' / 'taught less than' when the paired 95% interval excludes 0, else
+    'could not be told apart from' (the interval holds 0)."""
+    if not gain or gain.get("lo") is None:
+        return "could not be compared with"
+    return "taught more than" if gain["lo"] > 0 else "taught less than" if gain["hi"] < 0 else \
+        "could not be told apart from"
+
+
+def plain_summary(summary: dict) -> str:
+    """Plain sentences on what the table means (the demo's closing lines), judged by the
+    reward's metric (`reward_metric`, containment by default) and its paired 95% intervals."""
+    c = summary["conditions"]
+    metric = summary.get("reward_metric", "containment")
+    if not any(metric in v["metrics"] for v in c.values()):
+        metric = "containment"
+
+    def value(cond):
+        v = c.get(cond, {}).get("metrics", {}).get(metric, {}).get("mean")
+        return None if v is None else (f"{v:.0%}" if metric in ("containment", "em", "f1") else f"{v:+.2f}")
+
+    def gain(g):
+        fmt = "{:+.0%}" if metric in ("containment", "em", "f1") else "{:+.2f}"
+        return f"{fmt.format(g['mean'])} [{fmt.format(g['lo'])}, {fmt.format(g['hi'])}]"
+
+    what = {"containment": "the model's answers contained the gold answer on", "em": "the model's answers matched "
+            "the gold answer exactly on", "f1": "the model's answers scored a mean F1 of",
+            "logprob": "the model gave the gold answers a mean log-prob per token of"}[metric]
+    if value("no-adaptation") is None or value("passage") is None:
+        return ""
+    parts = [f"after training on the passage alone {value('passage')}"]
+    for cond in summary["order"]:
+        if cond.startswith("passage x ") and value(cond) is not None:
+            kind = cond.split(" x ", 1)[1].split(":", 1)[0]
+            writer = cond.split(":", 1)[1] if ":" in cond else "own"
+            parts.append(f"on the passage alone for as many {kind} as the {writer} self-edits' update {value(cond)}")
+    if value("self-edits") is not None:
+        parts.append(f"on the passage plus its own self-edits {value('self-edits')}")
+    text = f"Before any update {what} {value('no-adaptation')} of the questions; " + "; ".join(parts) + "."
+    for cond in summary["order"]:
+        if not (cond == "self-edits" or cond.startswith("self-edits:") or cond == "external"):
+            continue
+        who = "Its own self-edits" if cond == "self-edits" else \
+            ("External self-edits" if cond == "external" else f"Self-edits written by the {cond.split(':', 1)[1]} model")
+        clauses = []
+        for key, against in (("gain_vs_passage", "the passage alone"), ("gain_vs_steps_control", "the passage "
+                             "trained for the same steps"), ("gain_vs_tokens_control", "the passage trained for the "
+                             "same tokens"), ("gain_vs_own_selfedits", "the base model's own")):
+            g = (summary.get(key) or {}).get(cond, {}).get(metric)
+            if g and g.get("mean") is not None:
+                clauses.append(f"{verdict(g)} {against} ({gain(g)})")
+        if clauses:
+            text += f" {who} " + ", ".join(clauses) + "."
+    rows = [(v["metrics"][metric]["mean"], cond) for cond, v in c.items()
+            if cond != "no-adaptation" and v["metrics"].get(metric, {}).get("mean") is not None]
+    if rows:
+        top = max(v for v, _ in rows)
+        best = [cond for v, cond in rows if v == top]
+        text += (f" Most taught: {' and '.join(best)}" + (" (tied)" if len(best) > 1 else "") +
+                 " (paired 95% intervals in summary.json; differences inside them are noise).")
+    return text
