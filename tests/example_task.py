@@ -9,8 +9,8 @@
     M-step    SFT on (prompt -> self-edit), loss on the self-edit
     table     no adaptation vs each source's self-edits: mean log-prob over words, 95% bootstrap
 
-`restem.run_rounds(WordsTask(cfg, words), run, ...)` trains it and
-`evaluation.evaluate_task(WordsTask(cfg, words), run, ...)` tables it, exactly as they run
+`seal.engine.restem.run_rounds(WordsTask(cfg, words), run, ...)` trains it and
+`seal.engine.table.evaluate_task(WordsTask(cfg, words), run, ...)` tables it, exactly as they run
 knowledge incorporation and ARC (tests/unit/test_example_task.py does both on the tiny model).
 """
 

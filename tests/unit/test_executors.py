@@ -1,4 +1,4 @@
-"""Executors (seal/engine/executors.py) under engine.run_inner_jobs: the Ray executor gives the local
+"""Executors (seal/engine/executors.py) under jobs.run_inner_jobs: the Ray executor gives the local
 executor's results on a real local Ray cluster (2 CPUs) with the tiny model, for every task's inner
 loop (knowledge, ARC, the example task), a worker killed mid-round loses nothing, and a missing
 Ray or a bad address is one line naming the setting."""

@@ -419,7 +419,7 @@ def unreachable(address: str, timeout: float = 5.0) -> str | None:
 
 @contextmanager
 def open_executor(cfg: ExecutorConfig, model_cfg: ModelConfig, threads: int = 0):
-    """A command's executor for `engine.run_inner_jobs`: None for `local` (batches then run in
+    """A command's executor for `jobs.run_inner_jobs`: None for `local` (batches then run in
     this process on the session's model), worker processes for `processes` and Ray actors for
     `ray` (started now, so that a model that cannot load, a missing Ray or an unreachable cluster
     is refused before any work; released at the end)."""

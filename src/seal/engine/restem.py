@@ -22,7 +22,7 @@ its departures from the paper. Departures common to both:
 - equal rewards are ordered by the task's finer score where it has one (`restem.tie_break`:
   knowledge incorporation's gold-answer log-prob), not by sample index: with a containment
   reward over a passage's 4-5 questions the best is tied on about half the passages;
-- seeds come from the run's seed and the piece of work (`engine.job_seed`), so a round samples,
+- seeds come from the run's seed and the piece of work (`jobs.job_seed`), so a round samples,
   trains and scores the same whether or not it was interrupted.
 
 Run folder: rounds/round_<t>/{samples.jsonl, base.jsonl (when the reward has a baseline),

@@ -6,7 +6,7 @@
     2. the unadapted model's check on every context (task.baseline_file)
     3. the inner-loop jobs of every condition (task.table_plan: a condition is a source of
        self-edits, or one of the task's own, such as `passage` or `oracle`), run through
-       engine.run_inner_jobs and saved as each finishes (task.table_job_file)
+       jobs.run_inner_jobs and saved as each finishes (task.table_job_file)
     4. the table (task.summarize_table: per condition, the mean with its bootstrap interval),
        written to summary.json with the task's detail files, and printed
 
