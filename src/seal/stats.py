@@ -47,6 +47,16 @@ def paired_bootstrap(a: list[float], b: list[float], n_boot: int = 2000, seed: i
     return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(d))}
 
 
+def interval_sign(lo: float | None, hi: float | None) -> int | None:
+    """What a 95% interval of a difference says about its sign: +1 when it lies above 0, -1 below
+    0, 0 when it holds 0 (the two cannot be told apart), None when there is no interval. Every
+    sentence that puts a paired difference into words asks this, so a significant drop is never
+    called "cannot be told apart"."""
+    if lo is None or hi is None:
+        return None
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
 def _ranks(x: np.ndarray) -> np.ndarray:
     order = np.argsort(x, kind="mergesort")
     ranks = np.empty(len(x), dtype=float)

@@ -15,7 +15,16 @@ import pytest
 
 from seal import knowledge as K
 from seal.config import ConfigError, EvalConfig, ExecutorConfig, InnerLoopConfig, ModelConfig
-from seal.engine.executors import Batch, ExecutorError, LocalExecutor, Resident, inner_batch, make_executor, unreachable
+from seal.engine.executors import (
+    Batch,
+    ExecutorError,
+    LocalExecutor,
+    Resident,
+    inner_batch,
+    make_executor,
+    oversubscription,
+    unreachable,
+)
 from seal.engine.jobs import job_batches, run_inner_jobs
 from seal.runs import read_jsonl
 
@@ -386,3 +395,10 @@ def test_equal_rewards_are_ordered_by_the_tiebreak_then_by_sample():
     assert select_kept(rewards, "top-fraction", 5 / 6, tb) == [("a", 0, 0.5), ("a", 1, 0.5), ("a", 2, 0.25),
                                                                ("b", 1, 0.0), ("c", 0, 0.25)]
     assert select_kept(rewards, "all-positive", tiebreak=tb) == select_kept(rewards, "all-positive")
+
+
+def test_oversubscribed_worker_threads_are_warned_with_a_fit():
+    assert oversubscription(2, 1, cores=2) is None and oversubscription(1, 2, cores=2) is None
+    msg = oversubscription(2, 2, cores=2)
+    assert "2 workers x 2 threads = 4 on 2 cores" in msg and "--threads 1)" in msg
+    assert "--executor.workers 2" in oversubscription(4, 1, cores=2)

@@ -75,3 +75,11 @@ def test_arc_task_parser_never_crashes(obj):
         assert "t1" in str(e)
     else:
         assert task.train and task.test
+
+
+def test_interval_sign_names_a_significant_difference():
+    from seal.stats import interval_sign
+
+    assert interval_sign(0.01, 0.2) == 1 and interval_sign(-0.2, -0.01) == -1
+    assert interval_sign(-0.1, 0.1) == 0 and interval_sign(0.0, 0.1) == 0  # an interval that touches 0 holds it
+    assert interval_sign(None, 0.1) is None and interval_sign(0.1, None) is None

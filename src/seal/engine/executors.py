@@ -173,6 +173,20 @@ def _run_in_process(work: Work, batch: Batch):
     return work(_RESIDENT, batch)
 
 
+def oversubscription(workers: int, threads: int, cores: int | None = None) -> str | None:
+    """A warning when `workers` processes of `threads` torch threads each want more threads than
+    this process may run on (None when they fit). On a 2-core CPU, two 2-thread workers made
+    AdamW's foreach kernels crawl about 10x: give each worker one thread there."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers * threads <= cores:
+        return None
+    fit = max(1, cores // workers)
+    return (f"seal: warning: executor processes: {workers} workers x {threads} threads = {workers * threads} on "
+            f"{cores} cores; oversubscribed cores run several times slower (use --threads {fit}"
+            + ("" if fit * workers <= cores else f" or --executor.workers {cores}") + ")")
+
+
 class ProcessExecutor(Executor):
     """`cfg.workers` processes on this machine (the standard library's, no Ray), each loading the
     base model once with `threads` torch threads, fed the next batch as each frees up; results
@@ -190,6 +204,8 @@ class ProcessExecutor(Executor):
         if cfg.num_gpus:
             raise ConfigError("executor.kind processes runs on CPUs: use executor.kind ray for executor.num_gpus")
         self.threads = threads or max(1, int(round(cfg.num_cpus)))
+        if warning := oversubscription(cfg.workers, self.threads):
+            print(warning, file=sys.stderr)
         self.pool = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_start_process, initargs=(model_cfg, self.threads, os.getpid()))
         self.pids: set[int] = set()

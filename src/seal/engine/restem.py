@@ -331,7 +331,7 @@ def generator_check(task: Task, s: Session, rdir: Path, rnd: int, contexts: list
     context, check.jsonl), and the paired reward difference (after - before) is bootstrapped over
     the contexts where both parse. A self-edit that parses to nothing counts as reward 0 (no
     update: no gain), so a generator that stops writing usable self-edits is not excused."""
-    from seal.stats import bootstrap_mean, paired_bootstrap
+    from seal.stats import bootstrap_mean, interval_sign, paired_bootstrap
 
     baseline = saved_baseline(task, s, contexts, rdir / "check_base.jsonl")
     pairs = {c.id: [before[c.id], after[c.id]] for c in contexts}
@@ -343,8 +343,8 @@ def generator_check(task: Task, s: Session, rdir: Path, rnd: int, contexts: list
     b = [r.get((c.id, 0), 0.0) for c in contexts]
     a = [r.get((c.id, 1), 0.0) for c in contexts]
     diff = paired_bootstrap(a, b, seed=seed)
-    verdict = ("better than" if diff["lo"] > 0 else "worse than" if diff["hi"] < 0 else
-               "not distinguishable from") if diff["n"] else "not comparable with"
+    sign = interval_sign(diff["lo"], diff["hi"]) if diff["n"] else None
+    verdict = {1: "better than", -1: "worse than", 0: "not distinguishable from", None: "not comparable with"}[sign]
     sentence = (f"round {rnd}: on {len(contexts)} held-apart {task.unit}s the new generator's self-edits earn "
                 f"{diff['mean']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] reward against those of the generator "
                 f"it started from: {verdict} it" + ("; it is still the next round's generator" if verdict ==

@@ -13,7 +13,7 @@ from pathlib import Path
 from seal import knowledge as K
 from seal.config import RunConfig
 from seal.engine.jobs import job_seed
-from seal.stats import bootstrap_mean, paired_bootstrap, spearman, spearman_undefined
+from seal.stats import bootstrap_mean, interval_sign, paired_bootstrap, spearman, spearman_undefined
 from seal.training.inner_loop import tokenize_examples
 from seal.training.lora import check_targets
 from seal.training.models import check_model_name, context_window
@@ -337,10 +337,9 @@ def _cell(v: dict | None, sign: str) -> str:
 def verdict(gain: dict | None) -> str:
     """'taught more than' / 'taught less than' when the paired 95% interval excludes 0, else
     'could not be told apart from' (the interval holds 0)."""
-    if not gain or gain.get("lo") is None:
-        return "could not be compared with"
-    return "taught more than" if gain["lo"] > 0 else "taught less than" if gain["hi"] < 0 else \
-        "could not be told apart from"
+    sign = interval_sign(gain.get("lo"), gain.get("hi")) if gain else None
+    return {1: "taught more than", -1: "taught less than", 0: "could not be told apart from",
+            None: "could not be compared with"}[sign]
 
 
 def plain_summary(summary: dict) -> str:

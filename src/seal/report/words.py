@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 
 from seal.report.load import Bench, Registry, Run, Table, as_dict, dig, num, stat
+from seal.stats import interval_sign
 
 FRACTION_METRICS = ("containment", "f1", "em", "success", "accuracy")
 METRIC_WORDS = {
@@ -56,13 +57,8 @@ def fmt_gain(metric: str, mean, lo=None, hi=None) -> str:
 
 def verdict(lo, hi) -> str:
     """What a paired 95% interval says: never "cannot be told apart" when it excludes 0."""
-    if lo is not None and lo > 0:
-        return "more than"
-    if hi is not None and hi < 0:
-        return "less than"
-    if lo is None or hi is None:
-        return "(no interval) vs"
-    return "cannot be told apart from"
+    return {1: "more than", -1: "less than", 0: "cannot be told apart from", None: "(no interval) vs"}[
+        interval_sign(lo, hi)]
 
 
 def reference_name(key: str) -> str:
