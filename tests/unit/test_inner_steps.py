@@ -75,6 +75,9 @@ def test_sequence_steps_are_packed_steps_of_one(tiny_model_dir):
         for k in x:
             torch.testing.assert_close(x[k], y[k], rtol=0, atol=0)
     assert sa["steps"] == sb["steps"] == 4 * 2
+    # trained side by side, each adapter still takes its own update's steps (the batch, the longest)
+    cfg = _cfg(steps="sequence", batch_size=8)
+    assert sa["adapter_steps"] == [cfg.update_steps(len(d)) for d in data] == [4 * 2, 2 * 2]
     _, sp = _train(model, tok, data, _cfg(steps="packed", batch_size=8), [3, 3])
     assert sp["steps"] == 2
 

@@ -369,7 +369,7 @@ def adapt_one(su: Server, working: list[Entry], grades: dict[str, list[dict]], c
     record["chosen"] = best
     record["selfedit"] = comps[best]
     record["train"] = {"examples": stats["examples"][best], "tokens": stats["tokens"][best],
-                       "steps": stats["steps"], "final_loss": stats["final_loss"][best]}
+                       "steps": stats["adapter_steps"][best], "final_loss": stats["final_loss"][best]}
     entry = Entry(c.key, c.doc.title, c.text, probes, c.doc.source, weights=weights, lora=cfg.inner.lora)
 
     # the gate: earlier documents' probes whose routing the new document changes, graded again

@@ -153,7 +153,7 @@ def train_and_grade(model, tok, gen, chat, group: list[Job], inner_cfg, eval_cfg
         out.append((job, {
             "key": job.key, "metrics": mean_metrics(pq) if pq is not None else history[i][-1]["metrics"],
             "questions": pq, "raced_out": pq is None, **race_info,
-            "train": {"steps": stats["steps"], "tokens": stats["tokens"][i], "examples": stats["examples"][i],
+            "train": {"steps": stats["adapter_steps"][i], "tokens": stats["tokens"][i], "examples": stats["examples"][i],
                       "final_loss": stats["final_loss"][i], "truncated": stats["n_truncated"][i],
                       # tokens the group actually ran (shared sequences once; sum of squared
                       # lengths for attention), split equally over its adapters

@@ -532,6 +532,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
     opt = _AdapterAdamW([state.parameters(a) for a in range(n)], cfg.lr, cfg.weight_decay, cfg.max_grad_norm,
                         foreach=speed.foreach_adamw)
     tokens = [0] * n
+    adapter_steps = [0] * n  # the optimizer steps each adapter took (`steps` is the batch's, the longest)
     last_loss = [float("nan")] * n
     last_penalty = None
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -572,6 +573,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
         opt.step(active.tolist())
         for a in range(n):
             if active[a]:
+                adapter_steps[a] += 1
                 tokens[a] += int(denom[a])
                 last_loss[a] = float(loss_sum[a] / denom[a].clamp(min=1))
         if progress is not None:
@@ -588,7 +590,7 @@ def train_adapters(model, tok, datasets: list[list[TrainExample]], cfg: InnerLoo
         p.requires_grad_(False)
     state.fuse_shared_input = fused_before
     state.dense = dense_before
-    out = {"steps": steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd],
+    out = {"steps": steps, "adapter_steps": adapter_steps, "tokens": tokens, "final_loss": last_loss, "examples": [len(t) for t in tokd],
            "executed_lens": executed, "n_truncated": n_truncated, "n_dropped": n_dropped,
            "final_penalty": last_penalty}
     if judge is not None:
