@@ -1,5 +1,5 @@
-"""Knowledge passages: the SQuAD-style data file (parsed and checked record by record), the
-seeded selection of passages a run uses, and the fit of each passage to the model's context."""
+"""Knowledge passages: the SQuAD-style data file (parsed and checked record by record) and the
+seeded selection of passages a run uses."""
 
 from __future__ import annotations
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import math
 
-from seal import knowledge as K
-from seal.knowledge import STOPWORDS
+from seal.knowledge.grading import STOPWORDS, normalize_answer
+from seal.knowledge.passages import QA, Passage
 
 
 class BM25:
     """Okapi BM25 (k1 = 1.5, b = 0.75) over SQuAD-normalized words."""
 
     def __init__(self, docs: list[str], k1: float = 1.5, b: float = 0.75):
-        self.docs = [K.normalize_answer(d).split() for d in docs]
+        self.docs = [normalize_answer(d).split() for d in docs]
         self.k1, self.b = k1, b
         self.avg = sum(map(len, self.docs)) / max(1, len(self.docs))
         df: dict[str, int] = {}
@@ -31,7 +31,7 @@ class BM25:
         document. Unlike a BM25 score it does not depend on how many documents are indexed, so
         one threshold serves the first passage of a stream and the eighth. A question about a
         seen passage shares most of its content words with it; one about another topic shares few."""
-        q = K.normalize_answer(query).split()
+        q = normalize_answer(query).split()
         scores = []
         for d in self.docs:
             tf: dict[str, int] = {}
@@ -44,7 +44,7 @@ class BM25:
         return i, (len(content & set(self.docs[i])) / len(content) if content else 0.0)
 
 
-def route(queries: list[str], owners: list[int], seen: list[K.Passage], router: str,
+def route(queries: list[str], owners: list[int], seen: list[Passage], router: str,
           min_coverage: float = 0.0) -> list[int]:
     """For each query (a question with its topic, or a passage), the index in `seen` of the
     passage whose adapter answers it, or -1 (the base model) when no seen passage covers at least
@@ -58,5 +58,5 @@ def route(queries: list[str], owners: list[int], seen: list[K.Passage], router: 
     return [i if cov >= min_coverage else -1 for i, cov in map(index.best, queries)]
 
 
-def question_query(qa: K.QA) -> str:
+def question_query(qa: QA) -> str:
     return f"{qa.title} {qa.question}"
