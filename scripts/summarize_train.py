@@ -22,7 +22,9 @@ def main(run: str, out: str) -> None:
         if not (rdir / "done.json").exists():
             continue
         summary["rounds"].append(json.loads((rdir / "done.json").read_text()))
-        summary["rewards"][rdir.name] = [{k: r[k] for k in ("passage_id", "sample", "seed", "reward", "seconds")}
+        # a steps-control job (restem.reward_against steps-control) has no sample and its copies
+        summary["rewards"][rdir.name] = [{k: r[k] for k in ("passage_id", "sample", "seed", "reward", "control_copies",
+                                                            "seconds") if k in r}
                                          for r in read_jsonl(rdir / "rewards.jsonl")]
         samples = {r["passage_id"]: r["completions"] for r in read_jsonl(rdir / "samples.jsonl")}
         summary["kept"][rdir.name] = [{**k, "completion": samples[k["passage_id"]][k["sample"]]}
@@ -31,7 +33,8 @@ def main(run: str, out: str) -> None:
     for r in summary["rounds"]:
         print({k: r[k] for k in ("round", "mean_reward", "reward_sd", "n_kept", "n_scored", "n_empty",
                                  "kept_logprob_before", "kept_logprob_after", "seconds")},
-              {k: r["selfedits"][k] for k in ("mean_tokens", "mean_items", "distinct_2")})
+              {k: r["selfedits"][k] for k in ("mean_tokens", "mean_items", "distinct_2")},
+              {"generator_check": r["generator_check"]["after_minus_before"]} if r.get("generator_check") else "")
 
 
 if __name__ == "__main__":
