@@ -75,7 +75,6 @@ from seal.knowledge.routing import BM25
 from seal.training import lora
 from seal.training.generation import HFGenerator
 from seal.training.inner_loop import train_adapters
-from seal.training.lora import load_adapter
 from seal.training.models import (
     DEFAULT_NAME,
     cache_root,
@@ -175,7 +174,7 @@ def _attached(su: Server, entry: Entry | None):
         yield
         return
     weights, conf = su.adapter(entry)
-    load_adapter(lora.attach(su.model, conf, 1), 0, weights)
+    lora.load_adapter(lora.attach(su.model, conf, 1), 0, weights)
     try:
         yield
     finally:

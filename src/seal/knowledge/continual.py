@@ -97,7 +97,6 @@ from seal.runs import append_jsonl, atomic_write_json, open_run, read_jsonl
 from seal.training import lora
 from seal.training.generation import HFGenerator
 from seal.training.inner_loop import _hidden, answer_logprobs, train_adapters
-from seal.training.lora import load_adapter, merge_saved, read_adapter, restore_weights, save_adapter, target_weights
 from seal.training.models import format_prompt, load_model, model_device, pick_dtype, uses_chat
 
 # ----------------------------------------------------------------------------- sequences
@@ -196,7 +195,7 @@ def grade(su: Setup, learner: Learner, seen: list[K.Passage], groups: list[list[
     if steps:
         state = lora.attach(su.model, cfg.inner.lora, len(steps))
         for t in steps:
-            load_adapter(state, slot[t], learner.adapters[t])
+            lora.load_adapter(state, slot[t], learner.adapters[t])
     try:
         singles = K.score_rows(su.model, su.tok, su.gen, su.chat, [[qa] for _, qa in flat], rows, cfg.eval)
     finally:
@@ -301,7 +300,7 @@ def doc_logprob(su: Setup, learner: Learner, earlier: list[K.Passage], p: K.Pass
         return score(-1)
     state = lora.attach(su.model, cfg.inner.lora, 1)
     try:
-        load_adapter(state, 0, learner.adapters[r])
+        lora.load_adapter(state, 0, learner.adapters[r])
         return score(0)
     finally:
         lora.detach(su.model)
@@ -327,7 +326,7 @@ def _apply_kept(su: Setup, learner: Learner, t: int, weights, examples) -> None:
     if su.cfg.continual.guard == "per-doc":
         learner.adapters[t] = weights
     else:
-        merge_saved(su.model, su.cfg.inner.lora, weights)
+        lora.merge_saved(su.model, su.cfg.inner.lora, weights)
     learner.pool.extend(examples)
 
 
@@ -359,7 +358,7 @@ def run_sequence(su: Setup, s: int, seq: list[K.Passage], unrelated: list[K.Pass
             rec = done[t]
             if rec["decision"] == "kept":
                 _, own = _own_examples(cfg, p, rec["selfedit"])
-                _apply_kept(su, learner, t, read_adapter(_adapter_path(su, s, t), device), own)
+                _apply_kept(su, learner, t, lora.read_adapter(_adapter_path(su, s, t), device), own)
             records.append(rec)
             prev_grades = rec["grades"]
             continue
@@ -443,7 +442,7 @@ def step(su: Setup, learner: Learner, s: int, t: int, seq: list[K.Passage], unre
         finally:
             lora.detach(su.model)
         if rec["decision"] == "kept":
-            save_adapter(_adapter_path(su, s, t), weights)  # before the step record: resume re-applies it
+            lora.save_adapter(_adapter_path(su, s, t), weights)  # before the step record: resume re-applies it
             _apply_kept(su, learner, t, weights, own)
 
     # grade every passage seen so far, and the unrelated ones
@@ -490,15 +489,15 @@ def continual(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None 
     su = Setup(model, tok, HFGenerator(model, tok), chat, cfg, run.path)
     if cc.guard == "kl":
         su.generic = generic_texts(su)  # from the never-edited model
-    never_edited = target_weights(model, cfg.inner.lora)
+    never_edited = lora.target_weights(model, cfg.inner.lora)
 
     steps: dict[int, list[dict]] = {}
     for s, seq in enumerate(seqs):
         have = [r for r in read_jsonl(run.path / "steps.jsonl") if r["sequence"] == s]
         if len(have) < len(seq):
-            restore_weights(model, never_edited)
+            lora.restore_weights(model, never_edited)
             have = run_sequence(su, s, seq, unrelated[s])
-            restore_weights(model, never_edited)
+            lora.restore_weights(model, never_edited)
         steps[s] = have
         if (folder := run.path / "adapters" / f"seq_{s}").is_dir():  # a finished sequence needs none
             for f in folder.iterdir():
