@@ -2,7 +2,8 @@
 the rewards scored so far, the Spearman correlation of each self-edit's training sequences (under
 `inner.steps sequence` its optimizer steps are sequences x epochs) with its reward, pooled and
 within a passage, and the length of the self-edit best-positive would keep against the sampled
-ones, over the passages whose k self-edits are all scored.
+ones, over the passages whose k self-edits are all scored. With restem.reward_against steps-control,
+also each self-edit's reward less its steps control's (mean, 95% interval, share above it).
 
     python scripts/reward_length.py RUN_DIR results/NAME.json
 """
@@ -16,11 +17,28 @@ from pathlib import Path
 
 import yaml
 
-from seal.stats import spearman
+from seal.stats import bootstrap_mean, spearman
+
+
+def control_stats(recs: list[dict]) -> dict:
+    """With restem.reward_against steps-control: each self-edit's reward less its steps control's
+    (the passage alone on as many sequences), as the round's selection sees it, with its 95%
+    bootstrap interval over self-edits; and the updates' mean length."""
+    control = {(r["passage_id"], r["control_copies"]): r["reward"] for r in recs if r.get("control_copies")}
+    own = [r for r in recs if not r.get("control_copies") and r.get("reward") is not None]
+    gains = [r["reward"] - control[key] for r in own if (key := (r["passage_id"], r["train"]["examples"])) in control]
+    if not gains:
+        return {}
+    ci = bootstrap_mean(gains)
+    return {"n_paired_with_control": len(gains), "mean_vs_steps_control": ci["mean"],
+            "vs_steps_control_lo": ci["lo"], "vs_steps_control_hi": ci["hi"],
+            "frac_above_steps_control": sum(g > 0 for g in gains) / len(gains),
+            "mean_tokens": sum(r["train"]["tokens"] for r in own) / len(own)}
 
 
 def round_stats(path: Path, k: int) -> dict:
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    paired = control_stats(recs)
     recs = [r for r in recs if r.get("reward") is not None and not r.get("control_copies")]
     by_passage: dict[str, list[dict]] = defaultdict(list)
     for r in recs:
@@ -40,7 +58,8 @@ def round_stats(path: Path, k: int) -> dict:
             "spearman_within_passage_n": len(within),
             "kept_mean_sequences": sum(r["train"]["examples"] for r in kept) / len(kept) if kept else None,
             "sampled_mean_sequences": (sum(r["train"]["examples"] for v in complete for r in v) / (k * len(complete))
-                                       if complete else None)}
+                                       if complete else None),
+            "mean_sequences": sum(length) / len(length) if length else None, **paired}
 
 
 def main() -> None:
