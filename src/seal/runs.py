@@ -182,8 +182,13 @@ class Run:
 
 
 def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, data_sha256: str | None = None,
-             n_items: int | None = None) -> Run:
-    """Create runs/<command>-<time> (or cfg.out), or resume cfg.out if it is a run folder."""
+             n_items: int | None = None, grows: tuple[str, ...] = ()) -> Run:
+    """Create runs/<command>-<time> (or cfg.out), or resume cfg.out if it is a run folder.
+
+    A resumed run must have the same settings, except `threads`, `out` and the settings named in
+    `grows` ("section.field", a comma-separated list): those may gain items at the end, the old
+    ones kept in order (e.g. `seal evaluate` adding a writer's rows to a finished table, which
+    then computes only the new rows). The grown settings are saved and logged."""
     if cfg.out:
         path = Path(cfg.out)
     else:
@@ -204,14 +209,25 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
         for section in (mine, theirs):
             section.pop("out", None)
             section.pop("threads", None)
+        grown = _grown(mine, theirs, grows)
+        for dotted in grown:
+            section, field = dotted.split(".")
+            theirs[section][field] = mine[section][field]
         if mine != theirs:
             diff = [k for k in mine if mine[k] != theirs.get(k)]
-            raise ConfigError(f"{path}: resuming with a different config (sections {diff}); "
+            extra = f" ({', '.join(grows)} may only gain items at the end)" if grows else ""
+            raise ConfigError(f"{path}: resuming with a different config (sections {diff}){extra}; "
                               "use a new --out or the same settings")
         if data_sha256 and manifest.get("data", {}).get("sha256") not in (None, data_sha256):
             raise RunError(f"{path}: the data file changed since this run started (sha256 differs)")
+        if grown:
+            for dotted in grown:
+                section, field = dotted.split(".")
+                setattr(getattr(saved, section), field, getattr(getattr(cfg, section), field))
+            save_yaml(saved, path / "config.yaml")
         run = Run(path, saved, resumed=True)
-        run.log("resume", argv=argv)
+        run.log("resume", argv=argv, git_rev=git_rev(), **({"grown": {d: theirs[d.split(".")[0]][d.split(".")[1]] for d in grown}}
+                                        if grown else {}))
     else:
         created = not path.exists()
         try:
@@ -242,6 +258,21 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
             raise RunError("--wandb needs the wandb package: pip install wandb") from None
         run._wandb = wandb.init(project=cfg.wandb, name=path.name, config=to_dict(cfg), resume="allow", id=path.name)
     return run
+
+
+def _items(value) -> list[str]:
+    return [v.strip() for v in str(value or "").split(",") if v.strip()]
+
+
+def _grown(mine: dict, theirs: dict, grows: tuple[str, ...]) -> list[str]:
+    """The settings of `grows` whose list in `mine` extends the one in `theirs` (saved)."""
+    out = []
+    for dotted in grows:
+        section, field = dotted.split(".")
+        new, old = _items(mine.get(section, {}).get(field)), _items(theirs.get(section, {}).get(field))
+        if new != old and new[: len(old)] == old:
+            out.append(dotted)
+    return out
 
 
 def _check_out(path: Path) -> None:

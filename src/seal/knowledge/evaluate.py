@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from seal import knowledge as K
-from seal.config import RunConfig
+from seal.config import ConfigError, RunConfig, load_yaml
 from seal.engine.executors import open_executor
 from seal.engine.table import evaluate_task
 from seal.engine.task import Session
@@ -38,6 +38,19 @@ from seal.training.generation import HFGenerator
 from seal.training.models import load_model, uses_chat
 
 
+def check_writers_grow(cfg: RunConfig) -> None:
+    """Resuming a table with more `--selfedit.model` writers computes only their rows, unless it
+    had exactly one: its rows are named `other`, and with several they are `other:<i>`."""
+    saved = Path(cfg.out) / "config.yaml" if cfg.out else None
+    if not (saved and saved.exists() and (Path(cfg.out) / "manifest.json").exists()):
+        return
+    old = [m.strip() for m in str((load_yaml(saved).get("selfedit") or {}).get("model") or "").split(",") if m.strip()]
+    new = [m.strip() for m in cfg.selfedit.model.split(",") if m.strip()]
+    if len(old) == 1 and len(new) > 1 and new[:1] == old:
+        raise ConfigError(f"{cfg.out}: this table has one --selfedit.model ({old[0]}); a second writer would rename "
+                          "its rows, so it cannot be added here: use a new --out")
+
+
 def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passages=None, data_sha=None) -> Path:
     """`seal evaluate`: the table over `passages` (by default the selection of `--data`), run by
     the evaluation skeleton (seal/engine/table.py) over KnowledgeTask. Returns the run folder."""
@@ -51,7 +64,8 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
         counts = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages)}
     check_models(cfg)
     external = load_external(cfg.data.completions, passages) if cfg.data.completions else {}
-    run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages))
+    check_writers_grow(cfg)
+    run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages), grows=("selfedit.model",))
     print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
     t_start = time.time()
     model, tok = load_model(cfg.model)

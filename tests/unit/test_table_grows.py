@@ -1,0 +1,54 @@
+"""`seal evaluate` resumed with more `--selfedit.model` writers: the finished rows are kept as
+they are, only the new writer's rows are computed, and any other change of settings is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import yaml
+
+from seal.cli import main
+from seal.runs import read_jsonl
+
+
+def _argv(data, model, out, *extra):
+    return ["evaluate", "--data", str(data), "--limit", "1", "--model", str(model), "--out", str(out),
+            "--selfedit.max_new_tokens", "8", "--inner.epochs", "1", "--eval.max_answer_tokens", "4",
+            "--threads", "1", *extra]
+
+
+def test_a_table_resumed_with_a_new_writer_computes_only_its_rows(tiny_model_dir, squad_tiny, tmp_path, capsys):
+    out = tmp_path / "table"
+    assert main(_argv(squad_tiny, tiny_model_dir, out)) == 0
+    before = (out / "results.jsonl").read_text()
+    conds_before = {r["condition"] for r in read_jsonl(out / "results.jsonl")}
+    assert "self-edits:writer" not in conds_before
+    writer = shutil.copytree(tiny_model_dir, tmp_path / "writer")
+
+    # a changed setting besides the writers is refused, and the run folder is left as it was
+    assert main(_argv(squad_tiny, tiny_model_dir, out, "--selfedit.model", str(writer), "--inner.lr", "0.5")) != 0
+    assert "resuming with a different config" in capsys.readouterr().err
+    assert (out / "results.jsonl").read_text() == before
+    assert not yaml.safe_load((out / "config.yaml").read_text())["selfedit"]["model"]
+
+    assert main(_argv(squad_tiny, tiny_model_dir, out, "--selfedit.model", str(writer))) == 0
+    after = (out / "results.jsonl").read_text()
+    assert after.startswith(before)  # the finished rows, byte for byte
+    added = [json.loads(line) for line in after[len(before):].splitlines()]
+    assert added and {r["condition"] for r in added} == {"self-edits:writer", "passage x steps:writer"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert "self-edits:writer" in summary["conditions"] and conds_before <= set(summary["conditions"])
+    assert yaml.safe_load((out / "config.yaml").read_text())["selfedit"]["model"] == str(writer)
+    resumes = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("event") == "resume"]
+    assert resumes[-1]["grown"] == {"selfedit.model": str(writer)}
+
+    # the same command again trains nothing more
+    assert main(_argv(squad_tiny, tiny_model_dir, out, "--selfedit.model", str(writer))) == 0
+    assert (out / "results.jsonl").read_text() == after
+
+    # a second writer would rename the first one's rows (other -> other:0): refused, nothing lost
+    second = shutil.copytree(tiny_model_dir, tmp_path / "second")
+    assert main(_argv(squad_tiny, tiny_model_dir, out, "--selfedit.model", f"{writer},{second}")) != 0
+    assert "cannot be added here: use a new --out" in capsys.readouterr().err
+    assert (out / "results.jsonl").read_text() == after
