@@ -21,6 +21,11 @@ def collect(run: Path) -> dict:
         out["rewards"] = {p.parent.name: [{k: r[k] for k in ("passage_id", "sample", "seed", "reward", "seconds")}
                                           for r in map(json.loads, (p.parent / "rewards.jsonl").read_text().splitlines())]
                           for p in rounds}
+    if (run / "metrics.jsonl").exists():  # how the run was resumed (argv, code revision, settings it grew)
+        resumes = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                   if r.get("event") == "resume"]
+        if resumes:
+            out["resumes"] = resumes
     for sub in ("eval",):
         if (run / sub / "manifest.json").exists():
             out[sub] = collect(run / sub)
