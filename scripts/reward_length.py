@@ -2,7 +2,8 @@
 the rewards scored so far, the Spearman correlation of each self-edit's training sequences (under
 `inner.steps sequence` its optimizer steps are sequences x epochs) with its reward, pooled and
 within a passage, and the length of the self-edit best-positive would keep against the sampled
-ones, over the passages whose k self-edits are all scored. With restem.reward_against steps-control,
+ones, over the passages whose k self-edits are all scored (ranked as the round ranks them: by the
+reward less the steps control's when there is one). With restem.reward_against steps-control,
 also each self-edit's reward less its steps control's (mean, 95% interval, share above it).
 
     python scripts/reward_length.py RUN_DIR results/NAME.json
@@ -39,6 +40,12 @@ def control_stats(recs: list[dict]) -> dict:
 def round_stats(path: Path, k: int) -> dict:
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     paired = control_stats(recs)
+    control = {(r["passage_id"], r["control_copies"]): r["reward"] for r in recs if r.get("control_copies")}
+
+    def selected_by(r: dict) -> float:
+        """What best-positive ranks by: the reward, less the steps control's when the run has them."""
+        return r["reward"] - control.get((r["passage_id"], r["train"]["examples"]), 0.0) if control else r["reward"]
+
     recs = [r for r in recs if r.get("reward") is not None and not r.get("control_copies")]
     by_passage: dict[str, list[dict]] = defaultdict(list)
     for r in recs:
@@ -48,8 +55,8 @@ def round_stats(path: Path, k: int) -> dict:
     within = [rho for v in by_passage.values()
               if (rho := spearman([r["train"]["examples"] for r in v], [r["reward"] for r in v])) is not None]
     complete = [v for v in by_passage.values() if len(v) == k]
-    kept = [max(v, key=lambda r: (r["reward"], r["metrics"].get("logprob", 0.0))) for v in complete]
-    kept = [r for r in kept if r["reward"] > 0]
+    kept = [max(v, key=lambda r: (selected_by(r), r["metrics"].get("logprob", 0.0))) for v in complete]
+    kept = [r for r in kept if selected_by(r) > 0]
     return {"n_scored": len(recs), "n_passages": len(by_passage), "n_complete_passages": len(complete),
             "mean_reward": sum(reward) / len(reward) if reward else None,
             "frac_positive": sum(x > 0 for x in reward) / len(reward) if reward else None,
