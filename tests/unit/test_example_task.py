@@ -77,7 +77,10 @@ def test_a_restem_round_on_the_example_task_keeps_the_best_positive_and_resumes(
     (rdir / "done.json").unlink()  # killed before the round finished: the resumed run redoes no inner loop
     _train(tiny, tmp_path / "run")
     assert (rdir / "rewards.jsonl").read_text() == lines
-    assert json.loads((rdir / "done.json").read_text())["n_kept"] == done["n_kept"]
+    again = json.loads((rdir / "done.json").read_text())
+    assert again["n_kept"] == done["n_kept"]
+    # the resumed round says so, and counts the inner-loop seconds of the session that ran them
+    assert (done["resumed"], again["resumed"]) == (False, True) and again["job_seconds"] == done["job_seconds"]
 
 
 def _base(rdir) -> dict[str, float]:

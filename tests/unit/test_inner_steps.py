@@ -179,6 +179,9 @@ def test_restem_reward_against_the_steps_control(tiny_model_dir, squad_tiny, tmp
         assert k["reward"] == pytest.approx(expected[(k["passage_id"], k["sample"])])
     done = json.loads((out / "rounds/round_1/done.json").read_text())
     assert done["mean_reward"] == pytest.approx(sum(expected.values()) / len(expected))
+    recs = read_jsonl(out / "rounds/round_1/rewards.jsonl")  # every job, the controls included
+    assert not done["resumed"] and done["job_seconds"] > 0
+    assert done["job_seconds"] == pytest.approx(sum(r["seconds"] for r in recs))
     with pytest.raises(ConfigError, match="racing"):
         from seal.config import ReSTEMConfig
         ReSTEMConfig(reward_against="steps-control", selection="racing")

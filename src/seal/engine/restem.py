@@ -208,6 +208,7 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
     """One ReSTEM round, each step resumable where it stands. Returns (the policy after the
     M-step, None while it is still the base model; the round's done.json record)."""
     t0 = time.time()
+    resumed = (rdir / "samples.jsonl").exists()  # then `seconds` below covers only this session's part
     backends = backends or Backends()
     contexts = task.round_contexts(rnd, s)
     unit = task.unit
@@ -289,10 +290,15 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
                               policy_sampler(policy, s, model_cfg, backends.generation, rnd + 1), seed)
         info["generator_check"] = generator_check(task, s, rdir, rnd, held, before, after, seed)
     info["seconds"] = time.time() - t0
+    info["resumed"] = resumed
+    # the inner-loop jobs' own seconds, summed over every session that ran them (a resumed round's
+    # `seconds` is only the last session's wall time)
+    info["job_seconds"] = sum(r.get("seconds") or 0.0 for r in records.values())
     atomic_write_json(rdir / "done.json", info)
     print(f"round {rnd}: mean reward {_fmt(info['mean_reward'])} (sd {_fmt(info['reward_sd'])}), kept "
           f"{len(kept)}/{len(vals)}, kept log-prob {_fmt(movement.get('kept_logprob_before'))} -> "
-          f"{_fmt(movement.get('kept_logprob_after'))}, {info['seconds']:.0f} s")
+          f"{_fmt(movement.get('kept_logprob_after'))}, {info['seconds']:.0f} s"
+          + (" this session (resumed)" if resumed else "") + f"; inner-loop jobs {info['job_seconds']:.0f} s")
     for line in task.round_notes(rnd, info):
         print(line)
     if info.get("generator_check"):
