@@ -21,13 +21,22 @@ import yaml
 from seal.stats import bootstrap_mean, spearman
 
 
-def control_stats(recs: list[dict]) -> dict:
+def steps_controls(recs: list[dict]) -> dict[tuple[str, int], float]:
+    """The steps controls' rewards (restem.reward_against steps-control) by (passage, sequences)."""
+    return {(r["passage_id"], r["control_copies"]): r["reward"] for r in recs if r.get("control_copies")}
+
+
+def control_key(r: dict) -> tuple[str, int]:
+    """The steps control a self-edit's record is paired with: its passage, as many sequences."""
+    return r["passage_id"], r["train"]["examples"]
+
+
+def control_stats(recs: list[dict], control: dict[tuple[str, int], float]) -> dict:
     """With restem.reward_against steps-control: each self-edit's reward less its steps control's
     (the passage alone on as many sequences), as the round's selection sees it, with its 95%
     bootstrap interval over self-edits; and the updates' mean length."""
-    control = {(r["passage_id"], r["control_copies"]): r["reward"] for r in recs if r.get("control_copies")}
     own = [r for r in recs if not r.get("control_copies") and r.get("reward") is not None]
-    gains = [r["reward"] - control[key] for r in own if (key := (r["passage_id"], r["train"]["examples"])) in control]
+    gains = [r["reward"] - control[control_key(r)] for r in own if control_key(r) in control]
     if not gains:
         return {}
     ci = bootstrap_mean(gains)
@@ -39,12 +48,12 @@ def control_stats(recs: list[dict]) -> dict:
 
 def round_stats(path: Path, k: int) -> dict:
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    paired = control_stats(recs)
-    control = {(r["passage_id"], r["control_copies"]): r["reward"] for r in recs if r.get("control_copies")}
+    control = steps_controls(recs)
+    paired = control_stats(recs, control)
 
     def selected_by(r: dict) -> float:
         """What best-positive ranks by: the reward, less the steps control's when the run has them."""
-        return r["reward"] - control.get((r["passage_id"], r["train"]["examples"]), 0.0) if control else r["reward"]
+        return r["reward"] - control.get(control_key(r), 0.0)
 
     recs = [r for r in recs if r.get("reward") is not None and not r.get("control_copies")]
     by_passage: dict[str, list[dict]] = defaultdict(list)

@@ -210,8 +210,7 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
             section.pop("out", None)
             section.pop("threads", None)
         grown = _grown(mine, theirs, grows)
-        for dotted in grown:
-            section, field = dotted.split(".")
+        for section, field in grown:
             theirs[section][field] = mine[section][field]
         if mine != theirs:
             diff = [k for k in mine if mine[k] != theirs.get(k)]
@@ -220,14 +219,13 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
                               "use a new --out or the same settings")
         if data_sha256 and manifest.get("data", {}).get("sha256") not in (None, data_sha256):
             raise RunError(f"{path}: the data file changed since this run started (sha256 differs)")
+        for section, field in grown:
+            setattr(getattr(saved, section), field, getattr(getattr(cfg, section), field))
         if grown:
-            for dotted in grown:
-                section, field = dotted.split(".")
-                setattr(getattr(saved, section), field, getattr(getattr(cfg, section), field))
             save_yaml(saved, path / "config.yaml")
         run = Run(path, saved, resumed=True)
-        run.log("resume", argv=argv, git_rev=git_rev(), **({"grown": {d: theirs[d.split(".")[0]][d.split(".")[1]] for d in grown}}
-                                        if grown else {}))
+        run.log("resume", argv=argv, git_rev=git_rev(),
+                **({"grown": {f"{sec}.{field}": theirs[sec][field] for sec, field in grown}} if grown else {}))
     else:
         created = not path.exists()
         try:
@@ -264,14 +262,14 @@ def _items(value) -> list[str]:
     return [v.strip() for v in str(value or "").split(",") if v.strip()]
 
 
-def _grown(mine: dict, theirs: dict, grows: tuple[str, ...]) -> list[str]:
-    """The settings of `grows` whose list in `mine` extends the one in `theirs` (saved)."""
+def _grown(mine: dict, theirs: dict, grows: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The settings of `grows` ("section.field") whose list in `mine` extends the one in `theirs`
+    (saved), as (section, field)."""
     out = []
-    for dotted in grows:
-        section, field = dotted.split(".")
+    for section, field in (dotted.split(".") for dotted in grows):
         new, old = _items(mine.get(section, {}).get(field)), _items(theirs.get(section, {}).get(field))
         if new != old and new[: len(old)] == old:
-            out.append(dotted)
+            out.append((section, field))
     return out
 
 

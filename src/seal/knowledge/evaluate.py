@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from seal import knowledge as K
-from seal.config import ConfigError, RunConfig, load_yaml
+from seal.config import ConfigError, RunConfig, from_dict, load_yaml
 from seal.engine.executors import open_executor
 from seal.engine.table import evaluate_task
 from seal.engine.task import Session
@@ -31,6 +31,7 @@ from seal.knowledge.table import (
     describe_external,
     external_coverage,
     load_external,
+    other_models,
     prepare_passages,
 )
 from seal.runs import open_run
@@ -44,8 +45,7 @@ def check_writers_grow(cfg: RunConfig) -> None:
     saved = Path(cfg.out) / "config.yaml" if cfg.out else None
     if not (saved and saved.exists() and (Path(cfg.out) / "manifest.json").exists()):
         return
-    old = [m.strip() for m in str((load_yaml(saved).get("selfedit") or {}).get("model") or "").split(",") if m.strip()]
-    new = [m.strip() for m in cfg.selfedit.model.split(",") if m.strip()]
+    old, new = other_models(from_dict(RunConfig, load_yaml(saved), str(saved))), other_models(cfg)
     if len(old) == 1 and len(new) > 1 and new[:1] == old:
         raise ConfigError(f"{cfg.out}: this table has one --selfedit.model ({old[0]}); a second writer would rename "
                           "its rows, so it cannot be added here: use a new --out")
