@@ -251,13 +251,17 @@ class EvalConfig:
     """Bootstrap resamples for the 95% intervals."""
     selfedits: int = setting(1, ge=1)
     """`seal evaluate`: self-edits per passage and condition (each its own inner-loop run)."""
-    controls: tuple[str, ...] = setting(factory=lambda: ("steps",), choices=("steps", "tokens"))
+    controls: tuple[str, ...] = setting(factory=lambda: ("steps",), choices=("steps", "tokens", "permutations"))
     """Compute-matched controls, one row per self-edit row (mode single): `steps`, the passage alone
     trained for as many optimizer steps as the self-edit's update (as many copies of the passage
     as the update has training sequences; row `passage x steps`, or `passage x steps:<writer>`),
     and `tokens`, for about as many training tokens (round(update tokens / passage tokens) copies,
-    at least 1; `passage x tokens`). Each self-edit row is paired against passage-only and its
-    controls, so a gain is separated from more training (`--eval.controls ''` for none)."""
+    at least 1; `passage x tokens`). With `selfedit.permutations`, `permutations` trains the
+    self-edit's update without the self-edit's items: the passage and the same sentence-permuted
+    copies (row `passage + permutations`), so what the self-edit's content adds is separated from
+    the restatement. Each self-edit row is paired against passage-only and its controls, so a
+    gain is separated from more training (`--eval.controls ''` for none). A finished table
+    resumed with more controls at the end computes only their rows."""
     mode: str = setting("single", choices=("single", "cpt"))
     """`single`: one update per passage, graded on its questions (the paper's single-passage
     table). `cpt`: continued pretraining, one update on all passages' data, graded on all
@@ -574,6 +578,9 @@ class RunConfig:
 
     def __post_init__(self):
         check_ranges(self)
+        if "permutations" in self.eval.controls and not self.selfedit.permutations:
+            raise ConfigError("eval.controls permutations needs selfedit.permutations > 0 (it is the self-edit's "
+                              "update without the self-edit: the passage and its permuted copies)")
 
 
 # ----------------------------------------------------------------------------- YAML and CLI

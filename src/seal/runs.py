@@ -187,8 +187,8 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
 
     A resumed run must have the same settings, except `threads`, `out` and the settings named in
     `grows` ("section.field", a comma-separated list): those may gain items at the end, the old
-    ones kept in order (e.g. `seal evaluate` adding a writer's rows to a finished table, which
-    then computes only the new rows). The grown settings are saved and logged."""
+    ones kept in order (e.g. `seal evaluate` adding a writer's or a control's rows to a finished
+    table, which then computes only the new rows). The grown settings are saved and logged."""
     if cfg.out:
         path = Path(cfg.out)
     else:
@@ -259,6 +259,9 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
 
 
 def _items(value) -> list[str]:
+    """A list setting's items: a list as it is, a comma-separated string split."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
     return [v.strip() for v in str(value or "").split(",") if v.strip()]
 
 

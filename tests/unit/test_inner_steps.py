@@ -6,7 +6,7 @@ import torch
 
 from seal import knowledge as K
 from seal.config import ConfigError, EvalConfig, InnerLoopConfig, LoRAConfig, ModelConfig, RunConfig, SelfEditConfig
-from seal.knowledge.table import control_name, matched_copies, table_plan
+from seal.knowledge.table import control_kind, control_name, matched_copies, table_plan
 from seal.training import lora
 from seal.training.inner_loop import Tokenized, TrainExample, row_weights, schedule, train_adapters
 from seal.training.models import load_model
@@ -131,6 +131,23 @@ def test_permuted_passages_restate_every_sentence_in_another_order():
         assert text != PASSAGE.context
     ex = K.selfedit_examples(PASSAGE, ITEMS, SelfEditConfig(permutations=2), seed=1)
     assert len(ex) == len(ITEMS) + 1 + 2 and all(e.completion.startswith("Velmora\n") for e in ex)
+
+
+def test_permutations_control_is_the_update_without_the_selfedit(tiny_model_dir):
+    _, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
+    cfg = RunConfig(eval=EvalConfig(controls=("steps", "permutations")), selfedit=SelfEditConfig(permutations=2))
+    jobs, details = table_plan(cfg, [PASSAGE], {"own": {"p0": ["\n".join(ITEMS)]}}, tok)
+    by = {j.key: [e.completion for e in j.examples] for j in jobs}
+    update, control = by["self-edits/p0/0"], by["passage + permutations/p0/0"]
+    # the same passage and the very same permuted copies, without the self-edit's three items
+    assert control == update[len(ITEMS):] and len(control) == 1 + 2
+    assert control[1:] != [control[0]] * 2
+    assert len(by["passage x steps/p0/0"]) == len(update)
+    assert details["controls"]["passage + permutations"] == "self-edits"
+    assert control_kind("passage + permutations:round_2") == "permutations"
+    assert control_kind("passage x steps:round_2") == "steps" and control_kind("self-edits") is None
+    with pytest.raises(ConfigError, match="needs selfedit.permutations"):
+        RunConfig(eval=EvalConfig(controls=("permutations",)))
 
 
 def test_pool_trains_several_selfedits_in_one_update(tiny_model_dir):

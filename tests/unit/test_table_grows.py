@@ -1,5 +1,6 @@
-"""`seal evaluate` resumed with more `--selfedit.model` writers: the finished rows are kept as
-they are, only the new writer's rows are computed, and any other change of settings is refused."""
+"""`seal evaluate` resumed with more `--selfedit.model` writers or more `--eval.controls`: the
+finished rows are kept as they are, only the new rows are computed, and any other change of
+settings is refused."""
 
 from __future__ import annotations
 
@@ -52,3 +53,25 @@ def test_a_table_resumed_with_a_new_writer_computes_only_its_rows(tiny_model_dir
     assert main(_argv(squad_tiny, tiny_model_dir, out, "--selfedit.model", f"{writer},{second}")) != 0
     assert "cannot be added here: use a new --out" in capsys.readouterr().err
     assert (out / "results.jsonl").read_text() == after
+
+
+def test_a_table_resumed_with_a_new_control_computes_only_its_rows(tiny_model_dir, squad_tiny, tmp_path, capsys):
+    out = tmp_path / "table"
+    perm = ("--selfedit.permutations", "1")
+    assert main(_argv(squad_tiny, tiny_model_dir, out, *perm)) == 0
+    before = (out / "results.jsonl").read_text()
+    # a control that does not extend the list (replacing steps) is refused, nothing lost
+    assert main(_argv(squad_tiny, tiny_model_dir, out, *perm, "--eval.controls", "permutations")) != 0
+    assert "eval.controls may only gain items at the end" in capsys.readouterr().err
+    assert (out / "results.jsonl").read_text() == before
+
+    assert main(_argv(squad_tiny, tiny_model_dir, out, *perm, "--eval.controls", "steps,permutations")) == 0
+    after = (out / "results.jsonl").read_text()
+    assert after.startswith(before)
+    added = [json.loads(line) for line in after[len(before):].splitlines()]
+    assert added and {r["condition"] for r in added} == {"passage + permutations"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert "self-edits" in summary["gain_vs_permutations_control"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["eval"]["controls"] == ["steps", "permutations"]
+    resumes = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("event") == "resume"]
+    assert resumes[-1]["grown"] == {"eval.controls": ["steps", "permutations"]}

@@ -107,12 +107,23 @@ def table_plan(cfg: RunConfig, passages, selfedits: dict[str, dict[str, list[str
     return jobs, {"conditions": conditions, "skipped": skipped, "controls": controls}
 
 
+CONTROL_ROWS = {"steps": "passage x steps", "tokens": "passage x tokens", "permutations": "passage + permutations"}
+"""Each `eval.controls` kind's row name (before `:<writer>`)."""
+
+
 def control_name(control: str, selfedit_condition: str) -> str:
     """`passage x steps` for the own self-edits' steps control, `passage x steps:round_2` for
-    another writer's, `passage x tokens:external`, ..."""
+    another writer's, `passage x tokens:external`, `passage + permutations`, ..."""
     writer = selfedit_condition.split(":", 1)[1] if ":" in selfedit_condition else \
         ("" if selfedit_condition == "self-edits" else selfedit_condition)
-    return f"passage x {control}" + (f":{writer}" if writer else "")
+    return CONTROL_ROWS[control] + (f":{writer}" if writer else "")
+
+
+def control_kind(row: str) -> str | None:
+    """The `eval.controls` kind of a row (`passage x steps:round_2` -> `steps`); None for a row
+    that is not a control."""
+    base = row.split(":", 1)[0]
+    return next((kind for kind, name in CONTROL_ROWS.items() if name == base), None)
 
 
 def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Job], dict]:
@@ -131,12 +142,13 @@ def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Jo
                     items = K.pooled_items(mine[j * pool : (j + 1) * pool], cfg.selfedit.template)
                     if not items and cfg.selfedit.template != "none":
                         skipped[cond] = skipped.get(cond, 0) + 1  # counted; graded as passage-only
-                    examples = K.selfedit_examples(p, items, cfg.selfedit, job_seed(cfg.seed, "permute", p.id, j))
+                    permute = job_seed(cfg.seed, "permute", p.id, j)
+                    examples = K.selfedit_examples(p, items, cfg.selfedit, permute)
                     jobs.append(K.Job(f"{cond}/{p.id}/{j}", [p.id], examples, p.questions, seed, group=cond))
                     for control in cfg.eval.controls:
                         name = control_name(control, cond)
-                        n = matched_copies(control, examples, p, cfg, tok)
-                        jobs.append(K.Job(f"{name}/{p.id}/{j}", [p.id], [K.passage_example(p)] * n, p.questions,
+                        jobs.append(K.Job(f"{name}/{p.id}/{j}", [p.id],
+                                          control_examples(control, examples, p, cfg, tok, permute), p.questions,
                                           seed, group=name))
     else:  # cpt: one update on everything
         allq = [q for p in passages for q in p.questions]
@@ -154,6 +166,16 @@ def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Jo
                                               job_seed(cfg.seed, "permute", p.id, j))
                 jobs.append(K.Job(f"{cond}/all/{j}", ids, ex, allq, job_seed(cfg.seed, "cpt"), group=cond))
     return jobs, skipped
+
+
+def control_examples(control: str, examples: list, passage: K.Passage, cfg: RunConfig, tok, permute: int) -> list:
+    """A control's training sequences for the self-edit update of `examples` (whose passage
+    copies were permuted with seed `permute`): copies of the passage (`matched_copies`), or, for
+    `permutations`, that update without the self-edit's items (the passage and the very same
+    permuted copies)."""
+    if control == "permutations":
+        return K.selfedit_examples(passage, [], cfg.selfedit, permute)
+    return [K.passage_example(passage)] * matched_copies(control, examples, passage, cfg, tok)
 
 
 def matched_copies(control: str, examples: list, passage: K.Passage, cfg: RunConfig, tok) -> int:
@@ -264,7 +286,7 @@ def summarize(cfg, passages, base, results, conditions, skipped, controls: dict 
             out.setdefault("gain_vs_own_selfedits", {})[cond] = paired(cond, "self-edits")
     for ctrl, cond in controls.items():
         if ctrl in present and cond in present:
-            kind = ctrl.split(" x ", 1)[1].split(":", 1)[0]
+            kind = control_kind(ctrl)
             out.setdefault(f"gain_vs_{kind}_control", {})[cond] = paired(cond, ctrl)
     # how well the reward metric tracks accuracy, over every (passage, self-edit) update
     if cfg.eval.mode == "single" and cfg.eval.generate:
@@ -301,6 +323,7 @@ GAIN_SECTIONS = (("gain over no adaptation", "gain_vs_no_adaptation"),
                  ("gain over passage-only (paired)", "gain_vs_passage"),
                  ("gain over the passage trained for the same steps (paired)", "gain_vs_steps_control"),
                  ("gain over the passage trained for about the same tokens (paired)", "gain_vs_tokens_control"),
+                 ("gain over the passage with the same permuted copies (paired)", "gain_vs_permutations_control"),
                  ("gain over the model's own self-edits (paired)", "gain_vs_own_selfedits"))
 
 
@@ -365,10 +388,12 @@ def plain_summary(summary: dict) -> str:
         return ""
     parts = [f"after training on the passage alone {value('passage')}"]
     for cond in summary["order"]:
-        if cond.startswith("passage x ") and value(cond) is not None:
-            kind = cond.split(" x ", 1)[1].split(":", 1)[0]
+        kind = control_kind(cond)
+        if kind and value(cond) is not None:
             writer = cond.split(":", 1)[1] if ":" in cond else "own"
-            parts.append(f"on the passage alone for as many {kind} as the {writer} self-edits' update {value(cond)}")
+            parts.append(f"on the passage and its permuted copies without the {writer} self-edits {value(cond)}"
+                         if kind == "permutations" else
+                         f"on the passage alone for as many {kind} as the {writer} self-edits' update {value(cond)}")
     if value("self-edits") is not None:
         parts.append(f"on the passage plus its own self-edits {value('self-edits')}")
     text = f"Before any update {what} {value('no-adaptation')} of the questions; " + "; ".join(parts) + "."
@@ -380,7 +405,7 @@ def plain_summary(summary: dict) -> str:
         clauses = []
         for key, against in (("gain_vs_passage", "the passage alone"), ("gain_vs_steps_control", "the passage "
                              "trained for the same steps"), ("gain_vs_tokens_control", "the passage trained for the "
-                             "same tokens"), ("gain_vs_own_selfedits", "the base model's own")):
+                             "same tokens"), ("gain_vs_permutations_control", "the passage with the same permuted copies"), ("gain_vs_own_selfedits", "the base model's own")):
             g = (summary.get(key) or {}).get(cond, {}).get(metric)
             if g and g.get("mean") is not None:
                 clauses.append(f"{verdict(g)} {against} ({gain(g)})")

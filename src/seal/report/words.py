@@ -67,7 +67,8 @@ def reference_name(key: str) -> str:
     ref = key.removeprefix("gain_vs_")
     known = {"own_selfedits": "the model's own self-edits", "no_adaptation": "no adaptation",
              "passage": "passage-only", "steps_control": "the passage trained for the same steps",
-             "tokens_control": "the passage trained for about the same tokens"}
+             "tokens_control": "the passage trained for about the same tokens",
+             "permutations_control": "the passage with the same permuted copies, without the self-edit"}
     return known.get(ref, ref.replace("_", " "))
 
 
@@ -76,6 +77,9 @@ def condition_words(cond: str) -> str:
     for as many steps as the round_2 self-edits' update (passage x steps:round_2)'."""
     if cond in CONDITION_WORDS:
         return CONDITION_WORDS[cond]
+    if cond.startswith("passage + permutations"):
+        writer = cond.partition(":")[2] or "own"
+        return f"with the passage and its permuted copies, without the {writer} self-edits ({cond})"
     if cond.startswith("passage x"):
         kind, _, writer = cond.removeprefix("passage x").strip().partition(":")
         return (f"with the passage alone trained for as many {kind or 'steps'} as the {writer or 'own'} self-edits' "
