@@ -208,7 +208,8 @@ def test_generator_check_scores_both_generators_on_held_apart_passages(tiny_mode
                                                                         fixed_selfedits):
     """restem.generator_check: after the M-step, one self-edit per held-apart passage from the
     generator before and after it, scored like the round's; with the same (fixed) self-edits
-    from both, the paired difference is exactly 0. A pool too small to hold passages apart is
+    from both, the paired difference is exactly 0, permuted passages included (the self-edits of
+    a passage share them). A pool too small to hold passages apart is
     refused before anything runs."""
     import json
 
@@ -218,7 +219,7 @@ def test_generator_check_scores_both_generators_on_held_apart_passages(tiny_mode
     args = ["train", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--restem.rounds", "1",
             "--restem.passages_per_round", "2", "--selfedit.k", "2", "--restem.keep", "all-positive",
             "--selfedit.max_new_tokens", "12", "--eval.max_answer_tokens", "4", "--inner.epochs", "1",
-            "--eval.reward", "logprob", "--threads", "1"]
+            "--eval.reward", "logprob", "--threads", "1", "--selfedit.permutations", "2"]
     out = tmp_path / "t"
     assert main([*args, "--restem.generator_check", "2", "--out", str(out)]) == 0
     rdir = out / "rounds/round_1"

@@ -101,7 +101,9 @@ def table_plan(cfg: RunConfig, passages, selfedits: dict[str, dict[str, list[str
     jobs, skipped = _make_jobs(cfg, passages, selfedits, tok)
     for cond, n in skipped.items():
         print(f"{cond}: {n} self-edit(s) parse to no training item ({cfg.selfedit.template} template); "
-              "each is graded as a passage-only update and counted in summary.json (skipped_empty_selfedits)")
+              "each is graded as an update without it (the passage" +
+              (f" and its {cfg.selfedit.permutations} permuted copies" if cfg.selfedit.permutations else "") +
+              ") and counted in summary.json (skipped_empty_selfedits)")
     controls = {control_name(c, cond): cond for s in selfedits for cond in [_cond_name(s, cfg)]
                 for c in cfg.eval.controls} if cfg.eval.mode == "single" else {}
     return jobs, {"conditions": conditions, "skipped": skipped, "controls": controls}

@@ -123,7 +123,8 @@ class KnowledgeTask:
 
     def plan(self, rnd: int, contexts: list[K.Passage], samples: dict[str, list[str]], tok, chat: bool) -> Plan:
         """Every parsable self-edit x `inner.seeds` seeds; the k self-edits of a passage share
-        each seed and one batch group (common random numbers). With `restem.reward_against
+        each seed, the same permuted passages (`selfedit.permutations`: those of the table's
+        first update of the passage) and one batch group (common random numbers). With `restem.reward_against
         steps-control`, each self-edit is also scored by the passage alone trained on as many
         sequences (so as many steps) with the same seed: one control job per passage, seed and
         sequence count, in a batch group of its own."""
@@ -131,13 +132,14 @@ class KnowledgeTask:
         controlled = cfg.restem.reward_against == "steps-control"
         jobs, scored_by, empty, controls = [], {}, [], set()
         for p in contexts:
+            permute = job_seed(cfg.seed, "permute", p.id, 0)
             n_reward = reward_question_count(p) if self.label_free else len(p.questions)
             for j, c in enumerate(samples[p.id]):
                 items = K.parse_selfedit(c, cfg.selfedit.template)
                 if not items:
                     empty.append((p.id, j))  # unusable self-edit: no reward, never kept
                     continue
-                examples = K.selfedit_examples(p, items, cfg.selfedit, job_seed(cfg.seed, "permute", p.id, j))
+                examples = K.selfedit_examples(p, items, cfg.selfedit, permute)
                 keys = []
                 for s in range(cfg.inner.seeds):
                     seed = job_seed(cfg.seed, "inner", rnd, p.id, s)
