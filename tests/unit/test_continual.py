@@ -219,8 +219,8 @@ def test_gate_rejects_under_a_negative_threshold_and_accepts_under_a_huge_one(ti
 
 
 def test_replay_adds_earlier_training_sequences(tiny_model_dir, data, tmp_path):
-    _, records, _ = _run(tiny_model_dir, data, tmp_path, **{"continual.guard": "replay", "continual.replay": 3})
-    own = [r["n_items"] + 1 for r in records]  # items + the passage
+    su, records, _ = _run(tiny_model_dir, data, tmp_path, **{"continual.guard": "replay", "continual.replay": 3})
+    own = [r["n_items"] + 1 + su.cfg.selfedit.permutations for r in records]  # items + the passage + its permutations
     assert [r["replayed"] for r in records] == [0, min(3, own[0]), min(3, own[0] + own[1])]
     assert [r["train"]["examples"] for r in records] == [o + r["replayed"] for o, r in zip(own, records)]
 

@@ -102,7 +102,7 @@ def test_controls_match_the_selfedit_update(tiny_model_dir):
     """The steps control trains the passage alone on as many sequences (so as many optimizer
     steps) as its self-edit update; the tokens control on about as many tokens."""
     _, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
-    cfg = RunConfig(eval=EvalConfig(controls=("steps", "tokens")))
+    cfg = RunConfig(eval=EvalConfig(controls=("steps", "tokens")), selfedit=SelfEditConfig(permutations=0))
     completion = "\n".join(ITEMS)
     jobs, details = table_plan(cfg, [PASSAGE], {"own": {"p0": [completion]}, "external": {"p0": [ITEMS[0] + "\n" + ITEMS[1]]}},
                                tok)
@@ -152,7 +152,7 @@ def test_permutations_control_is_the_update_without_the_selfedit(tiny_model_dir)
 
 def test_pool_trains_several_selfedits_in_one_update(tiny_model_dir):
     _, tok = load_model(ModelConfig(name=str(tiny_model_dir)))
-    cfg = RunConfig(eval=EvalConfig(selfedits=2, controls=("steps",)), selfedit=SelfEditConfig(pool=2))
+    cfg = RunConfig(eval=EvalConfig(selfedits=2, controls=("steps",)), selfedit=SelfEditConfig(pool=2, permutations=0))
     comps = [ITEMS[0], ITEMS[1] + "\n" + ITEMS[0], ITEMS[2], "ok"]  # the 4th parses to nothing
     jobs, details = table_plan(cfg, [PASSAGE], {"own": {"p0": comps}}, tok)
     by = {j.key: j for j in jobs}
