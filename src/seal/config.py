@@ -215,7 +215,8 @@ class SelfEditConfig:
     paper, which trains on the self-edit and the passage alone (0). 2 was chosen on dev passages
     100-115 (results/selfedit_diverse_dev16.md: 2 beat 0 and 4); with it, the own self-edits beat
     passage-only on 80 further dev passages, but the permuted copies alone beat them more
-    (results/squad_eval_dev80b.md). It costs 5 x 2 more optimizer steps per update."""
+    (results/squad_eval_dev80b.md). It costs 10 more optimizer steps an update at the default
+    5 epochs, one sequence a step."""
     pool: int = setting(1, ge=1)
     """`seal evaluate`: train one update on the items of this many sampled self-edits of a passage
     together (their union, repeated lines once), so `eval.selfedits` updates take selfedits x pool

@@ -6,7 +6,8 @@ species, ...) with 4 questions each. The demo
   1. runs one ReSTEM round on 8 of them (sample self-edits, score each by its LoRA update,
      keep the best positive one per passage, fine-tune the generator on them), then
   2. runs the evaluation table on the other 12: no adaptation, passage only, passage + the
-     base model's self-edits, passage + the round-1 model's self-edits, and beside each
+     base model's self-edits, passage + the round-1 model's self-edits (each self-edit update
+     with two sentence-permuted copies of the passage, `selfedit.permutations`), and beside each
      self-edit row its compute-matched control (`passage x steps`: the passage alone trained
      for as many optimizer steps as that self-edit's update).
 

@@ -262,5 +262,17 @@ def test_closing_sentence_judges_by_the_reward_metric_and_names_the_control():
     assert "Self-edits written by the round_1 model taught less than the base model's own (-21% [-38%, -4%])" in text
     assert "cannot yet be told apart" not in text and "Most taught: self-edits (paired" in text
     assert text.startswith("Before any update the model's answers contained the gold answer on 0% of the questions")
+    assert "on the passage plus its own self-edits 54%" in text
     summary["conditions"]["passage"]["metrics"]["containment"]["mean"] = 0.54
     assert "Most taught: passage and self-edits (tied)" in plain_summary(summary)
+    # the permuted copies (selfedit.permutations) and the control without the self-edit are named
+    summary["permutations"] = 2
+    summary["order"].append("passage + permutations")
+    summary["conditions"]["passage + permutations"] = {"metrics": {"containment": stat(0.6, 0.5, 0.7)}}
+    summary["controls"] = {"passage + permutations": "self-edits"}
+    summary["gain_vs_permutations_control"] = {"self-edits": {"containment": stat(-0.06, -0.1, -0.02)}}
+    text = plain_summary(summary)
+    assert "on the passage, 2 sentence-permuted copies of it and its own self-edits 54%" in text
+    assert "on the passage and its permuted copies without the own self-edits 60%" in text
+    assert "taught less than the passage with the same permuted copies (-6% [-10%, -2%])" in text
+    assert "Most taught: passage + permutations (paired" in text

@@ -247,7 +247,8 @@ def summarize(cfg, passages, base, results, conditions, skipped, controls: dict 
     out = {"mode": cfg.eval.mode, "reward_metric": cfg.eval.reward, "seed": cfg.seed,
            "weighting": "mean over passages of each passage's mean over its questions (as the paper)", "order": [],
            "conditions": {}, "gain_vs_no_adaptation": {}, "skipped_empty_selfedits": skipped,
-           "inner_steps": cfg.inner.steps, "controls": controls}
+           "inner_steps": cfg.inner.steps, "controls": controls,
+           "permutations": cfg.selfedit.permutations}
     rows = {cond: per_passage(cfg, passages, base, results, cond) for cond in conditions}
 
     def paired(cond: str, other: str) -> dict:
@@ -397,7 +398,9 @@ def plain_summary(summary: dict) -> str:
                          if kind == "permutations" else
                          f"on the passage alone for as many {kind} as the {writer} self-edits' update {value(cond)}")
     if value("self-edits") is not None:
-        parts.append(f"on the passage plus its own self-edits {value('self-edits')}")
+        perms = summary.get("permutations") or 0
+        parts.append(f"on the passage, {perms} sentence-permuted copies of it and its own self-edits "
+                     f"{value('self-edits')}" if perms else f"on the passage plus its own self-edits {value('self-edits')}")
     text = f"Before any update {what} {value('no-adaptation')} of the questions; " + "; ".join(parts) + "."
     for cond in summary["order"]:
         if not (cond == "self-edits" or cond.startswith("self-edits:") or cond == "external"):
