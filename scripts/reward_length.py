@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from seal.knowledge.task import is_control
 from seal.stats import bootstrap_mean, spearman
 
 
@@ -35,7 +36,7 @@ def control_stats(recs: list[dict], control: dict[tuple[str, int], float]) -> di
     """With restem.reward_against steps-control: each self-edit's reward less its steps control's
     (the passage alone on as many sequences), as the round's selection sees it, with its 95%
     bootstrap interval over self-edits; and the updates' mean length."""
-    own = [r for r in recs if not r.get("control_copies") and r.get("reward") is not None]
+    own = [r for r in recs if not is_control(r) and r.get("reward") is not None]
     gains = [r["reward"] - control[control_key(r)] for r in own if control_key(r) in control]
     if not gains:
         return {}
@@ -55,7 +56,7 @@ def round_stats(path: Path, k: int) -> dict:
         """What best-positive ranks by: the reward, less the steps control's when the run has them."""
         return r["reward"] - control.get(control_key(r), 0.0)
 
-    recs = [r for r in recs if r.get("reward") is not None and not r.get("control_copies")]
+    recs = [r for r in recs if r.get("reward") is not None and not is_control(r)]
     by_passage: dict[str, list[dict]] = defaultdict(list)
     for r in recs:
         by_passage[r["passage_id"]].append(r)

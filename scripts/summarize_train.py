@@ -22,9 +22,9 @@ def main(run: str, out: str) -> None:
         if not (rdir / "done.json").exists():
             continue
         summary["rounds"].append(json.loads((rdir / "done.json").read_text()))
-        # a steps-control job (restem.reward_against steps-control) has no sample and its copies
+        # a control job (restem.reward_against) has no sample, and its copies or permutations
         summary["rewards"][rdir.name] = [{k: r[k] for k in ("passage_id", "sample", "seed", "reward", "control_copies",
-                                                            "seconds") if k in r}
+                                                            "control_permutations", "seconds") if k in r}
                                          for r in read_jsonl(rdir / "rewards.jsonl")]
         samples = {r["passage_id"]: r["completions"] for r in read_jsonl(rdir / "samples.jsonl")}
         summary["kept"][rdir.name] = [{**k, "completion": samples[k["passage_id"]][k["sample"]]}

@@ -146,8 +146,8 @@ def test_permutations_control_is_the_update_without_the_selfedit(tiny_model_dir)
     assert details["controls"]["passage + permutations"] == "self-edits"
     assert control_kind("passage + permutations:round_2") == "permutations"
     assert control_kind("passage x steps:round_2") == "steps" and control_kind("self-edits") is None
-    with pytest.raises(ConfigError, match="needs selfedit.permutations"):
-        RunConfig(eval=EvalConfig(controls=("permutations",)))
+    with pytest.raises(ConfigError, match="eval.controls permutations needs selfedit.permutations"):
+        RunConfig(eval=EvalConfig(controls=("permutations",)), selfedit=SelfEditConfig(permutations=0))
 
 
 def test_pool_trains_several_selfedits_in_one_update(tiny_model_dir):
@@ -202,6 +202,39 @@ def test_restem_reward_against_the_steps_control(tiny_model_dir, squad_tiny, tmp
     with pytest.raises(ConfigError, match="racing"):
         from seal.config import ReSTEMConfig
         ReSTEMConfig(reward_against="steps-control", selection="racing")
+
+
+def test_restem_reward_against_the_permutations_control(tiny_model_dir, squad_tiny, tmp_path, fixed_selfedits):
+    """restem.reward_against permutations-control: every self-edit's reward is its gain less the
+    gain of its update without the self-edit's items (the passage and the same permuted copies),
+    with the same seed; one control job per passage and seed."""
+    import json
+
+    from seal.cli import main
+    from seal.runs import read_jsonl
+
+    out = tmp_path / "t"
+    args = ["train", "--model", str(tiny_model_dir), "--data", str(squad_tiny), "--restem.rounds", "1",
+            "--restem.passages_per_round", "2", "--selfedit.k", "3", "--restem.keep", "all-positive",
+            "--restem.reward_against", "permutations-control", "--selfedit.max_new_tokens", "12",
+            "--eval.max_answer_tokens", "4", "--inner.epochs", "1", "--threads", "1"]
+    assert main([*args, "--selfedit.permutations", "2", "--out", str(out)]) == 0
+    recs = read_jsonl(out / "rounds/round_1/rewards.jsonl")
+    ctrl = {r["passage_id"]: r for r in recs if r.get("control_permutations")}
+    own = [r for r in recs if not r.get("control_permutations")]
+    assert len(own) == 6 and len(ctrl) == 2 and not any(r.get("control_copies") for r in recs)
+    for r in ctrl.values():  # the passage and its 2 permuted copies, nothing of a self-edit
+        assert r["control_permutations"] == 2 and r["sample"] is None and r["train"]["examples"] == 3
+    for r in own:
+        assert r["train"]["examples"] > 3 and r["seed"] == ctrl[r["passage_id"]]["seed"]
+    expected = {(r["passage_id"], r["sample"]): r["reward"] - ctrl[r["passage_id"]]["reward"] for r in own}
+    kept = read_jsonl(out / "rounds/round_1/sft.jsonl")
+    assert [(k["passage_id"], k["sample"]) for k in kept] == sorted(k for k, v in expected.items() if v > 0)
+    done = json.loads((out / "rounds/round_1/done.json").read_text())
+    assert done["mean_reward"] == pytest.approx(sum(expected.values()) / len(expected))
+    # without permuted copies there is nothing to control for: refused before anything runs
+    assert main([*args, "--selfedit.permutations", "0", "--out", str(tmp_path / "no")]) == 2
+    assert not (tmp_path / "no").exists()
 
 
 def test_generator_check_scores_both_generators_on_held_apart_passages(tiny_model_dir, squad_tiny, tmp_path,

@@ -46,6 +46,16 @@ from seal.runs import append_jsonl, progress, read_jsonl
 from seal.stats import bootstrap_mean, spearman
 from seal.training.inner_loop import TrainExample
 
+CONTROL_FIELDS = {"c": "control_copies", "p": "control_permutations"}
+"""A control job's key tag (`<passage>/<tag><n>/<seed>`) and its rewards.jsonl field
+(`restem.reward_against`): `c`, the passage x n copies (steps-control); `p`, the passage and its n
+permuted copies (permutations-control)."""
+
+
+def is_control(record: dict) -> bool:
+    """Is this rewards.jsonl record a control job's (never a self-edit's)?"""
+    return any(record.get(field) for field in CONTROL_FIELDS.values())
+
 
 @dataclass
 class KnowledgeTask:
@@ -127,9 +137,11 @@ class KnowledgeTask:
         first update of the passage) and one batch group (common random numbers). With `restem.reward_against
         steps-control`, each self-edit is also scored by the passage alone trained on as many
         sequences (so as many steps) with the same seed: one control job per passage, seed and
-        sequence count, in a batch group of its own."""
+        sequence count, in a batch group of its own. With `permutations-control`, by the update
+        without the self-edit's items (the passage and the same permuted copies): one control
+        job per passage and seed."""
         cfg = self.cfg
-        controlled = cfg.restem.reward_against == "steps-control"
+        against = cfg.restem.reward_against
         jobs, scored_by, empty, controls = [], {}, [], set()
         for p in contexts:
             permute = job_seed(cfg.seed, "permute", p.id, 0)
@@ -146,12 +158,16 @@ class KnowledgeTask:
                     keys.append(f"{p.id}/{j}/{s}")
                     jobs.append(K.Job(keys[-1], [p.id], examples, p.questions, seed, group=f"{p.id}/{s}",
                                       reward_questions=n_reward))
-                    if controlled:
+                    if against == "steps-control":
                         keys.append(f"{p.id}/c{len(examples)}/{s}")
-                        if keys[-1] not in controls:
-                            controls.add(keys[-1])
-                            jobs.append(K.Job(keys[-1], [p.id], [K.passage_example(p)] * len(examples), p.questions,
-                                              seed, group=f"{p.id}/{s}/control", reward_questions=n_reward))
+                        control = [K.passage_example(p)] * len(examples)
+                    elif against == "permutations-control":
+                        keys.append(f"{p.id}/p{cfg.selfedit.permutations}/{s}")
+                        control = K.selfedit_examples(p, [], cfg.selfedit, permute)
+                    if against != "no-adaptation" and keys[-1] not in controls:
+                        controls.add(keys[-1])
+                        jobs.append(K.Job(keys[-1], [p.id], control, p.questions, seed, group=f"{p.id}/{s}/control",
+                                          reward_questions=n_reward))
                 scored_by[(p.id, j)] = keys
         return Plan(jobs, scored_by, empty,
                     f"parse to no training item ({cfg.selfedit.template} template); they get no reward and are "
@@ -161,10 +177,10 @@ class KnowledgeTask:
         """rewards.jsonl's record of one inner-loop run: its reward (the metric's gain over the
         base on the reward questions) and, label-free, the gold reward beside it."""
         pid, j, s = job.key.split("/")
-        rec = {"round": rnd, "passage_id": pid, "sample": int(j) if j[0] != "c" else None, "seed": int(s),
+        rec = {"round": rnd, "passage_id": pid, "sample": int(j) if j[0].isdigit() else None, "seed": int(s),
                "reward": None}
-        if j[0] == "c":  # a steps control (restem.reward_against steps-control): the passage x copies
-            rec["control_copies"] = int(j[1:])
+        if j[0] in CONTROL_FIELDS:  # a control job (restem.reward_against): the passage x copies, or permuted
+            rec[CONTROL_FIELDS[j[0]]] = int(j[1:])
         if result.get("raced_out"):  # stopped at a rung: no reward, never kept
             return {**rec, "raced_out": True, "race": result["race"], "train": result["train"],
                     "seconds": result["seconds"]}
@@ -180,18 +196,19 @@ class KnowledgeTask:
         return rec
 
     def record_key(self, record: dict) -> str:
-        if record.get("control_copies"):
-            return f"{record['passage_id']}/c{record['control_copies']}/{record['seed']}"
+        for tag, field in CONTROL_FIELDS.items():
+            if record.get(field):
+                return f"{record['passage_id']}/{tag}{record[field]}/{record['seed']}"
         return f"{record['passage_id']}/{record['sample']}/{record['seed']}"
 
     def reward(self, records: list[dict]) -> float | None:
         """The mean over inner-loop seeds (seeds stopped by racing have none) of the gain over the
-        unadapted model, less, with `restem.reward_against steps-control`, the mean gain of its
-        steps controls (the same seeds)."""
-        own = [r["reward"] for r in records if r["reward"] is not None and not r.get("control_copies")]
+        unadapted model, less, with `restem.reward_against` a control, the mean gain of its
+        controls (the same seeds)."""
+        own = [r["reward"] for r in records if r["reward"] is not None and not is_control(r)]
         if not own:
             return None
-        ctrl = [r["reward"] for r in records if r.get("control_copies") and r["reward"] is not None]
+        ctrl = [r["reward"] for r in records if is_control(r) and r["reward"] is not None]
         return sum(own) / len(own) - (sum(ctrl) / len(ctrl) if ctrl else 0.0)
 
     def tiebreak(self, records: list[dict]) -> float | None:
@@ -199,7 +216,7 @@ class KnowledgeTask:
         seeds), which orders self-edits with equal rewards (`restem.tie_break logprob`)."""
         if self.cfg.restem.tie_break != "logprob":
             return None
-        vals = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and not r.get("control_copies")
+        vals = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and not is_control(r)
                 and "logprob" in r.get("metrics", {})]
         return sum(vals) / len(vals) if vals else None
 
@@ -212,7 +229,7 @@ class KnowledgeTask:
         template = self.cfg.selfedit.template
         gold: dict[tuple[str, int], list[float]] = {}
         for r in records.values():
-            if r.get("gold_reward") is not None and not r.get("control_copies"):
+            if r.get("gold_reward") is not None and not is_control(r):
                 gold.setdefault((r["passage_id"], r["sample"]), []).append(r["gold_reward"])
         agreement = reward_agreement(rewards, {k: sum(v) / len(v) for k, v in gold.items()}, self.cfg) if gold \
             else None
