@@ -3,8 +3,9 @@ the rewards scored so far, the Spearman correlation of each self-edit's training
 `inner.steps sequence` its optimizer steps are sequences x epochs) with its reward, pooled and
 within a passage, and the length of the self-edit best-positive would keep against the sampled
 ones, over the passages whose k self-edits are all scored (ranked as the round ranks them: by the
-reward less the steps control's when there is one). With restem.reward_against steps-control,
-also each self-edit's reward less its steps control's (mean, 95% interval, share above it).
+reward less its control's when there is one). With restem.reward_against steps-control or
+permutations-control, also each self-edit's reward less its control's (mean, 95% interval, share
+above it).
 
     python scripts/reward_length.py RUN_DIR results/NAME.json
 """
@@ -22,39 +23,48 @@ from seal.knowledge.task import is_control
 from seal.stats import bootstrap_mean, spearman
 
 
-def steps_controls(recs: list[dict]) -> dict[tuple[str, int], float]:
-    """The steps controls' rewards (restem.reward_against steps-control) by (passage, sequences)."""
-    return {(r["passage_id"], r["control_copies"]): r["reward"] for r in recs if r.get("control_copies")}
+def controls(recs: list[dict]) -> dict[tuple, float]:
+    """The control jobs' rewards (restem.reward_against): a steps control by (passage, sequences),
+    a permutations control by (passage, seed)."""
+    out = {}
+    for r in recs:
+        if r.get("control_copies"):
+            out[(r["passage_id"], r["control_copies"])] = r["reward"]
+        elif r.get("control_permutations"):
+            out[(r["passage_id"], r["seed"])] = r["reward"]
+    return out
 
 
-def control_key(r: dict) -> tuple[str, int]:
-    """The steps control a self-edit's record is paired with: its passage, as many sequences."""
-    return r["passage_id"], r["train"]["examples"]
+def control_key(r: dict, against: str) -> tuple:
+    """The control a self-edit's record is paired with: its passage and as many sequences (steps),
+    or its passage and seed (permutations: the same update without the self-edit)."""
+    return (r["passage_id"], r["train"]["examples"]) if against == "steps-control" else (r["passage_id"], r["seed"])
 
 
-def control_stats(recs: list[dict], control: dict[tuple[str, int], float]) -> dict:
-    """With restem.reward_against steps-control: each self-edit's reward less its steps control's
-    (the passage alone on as many sequences), as the round's selection sees it, with its 95%
-    bootstrap interval over self-edits; and the updates' mean length."""
+def control_stats(recs: list[dict], control: dict[tuple, float], against: str) -> dict:
+    """With restem.reward_against steps-control or permutations-control: each self-edit's reward
+    less its control's, as the round's selection sees it, with its 95% bootstrap interval over
+    self-edits; and the updates' mean length."""
     own = [r for r in recs if not is_control(r) and r.get("reward") is not None]
-    gains = [r["reward"] - control[control_key(r)] for r in own if control_key(r) in control]
+    gains = [r["reward"] - control[control_key(r, against)] for r in own if control_key(r, against) in control]
     if not gains:
         return {}
     ci = bootstrap_mean(gains)
-    return {"n_paired_with_control": len(gains), "mean_vs_steps_control": ci["mean"],
-            "vs_steps_control_lo": ci["lo"], "vs_steps_control_hi": ci["hi"],
-            "frac_above_steps_control": sum(g > 0 for g in gains) / len(gains),
+    kind = against.removesuffix("-control")
+    return {"n_paired_with_control": len(gains), f"mean_vs_{kind}_control": ci["mean"],
+            f"vs_{kind}_control_lo": ci["lo"], f"vs_{kind}_control_hi": ci["hi"],
+            f"frac_above_{kind}_control": sum(g > 0 for g in gains) / len(gains),
             "mean_tokens": sum(r["train"]["tokens"] for r in own) / len(own)}
 
 
-def round_stats(path: Path, k: int) -> dict:
+def round_stats(path: Path, k: int, against: str) -> dict:
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    control = steps_controls(recs)
-    paired = control_stats(recs, control)
+    control = controls(recs)
+    paired = control_stats(recs, control, against)
 
     def selected_by(r: dict) -> float:
-        """What best-positive ranks by: the reward, less the steps control's when the run has them."""
-        return r["reward"] - control.get(control_key(r), 0.0)
+        """What best-positive ranks by: the reward, less its control's when the run has them."""
+        return r["reward"] - control.get(control_key(r, against), 0.0)
 
     recs = [r for r in recs if r.get("reward") is not None and not is_control(r)]
     by_passage: dict[str, list[dict]] = defaultdict(list)
@@ -87,7 +97,8 @@ def main() -> None:
            "git_rev": manifest.get("git_rev"), "rounds": {}}
     for f in sorted(run.glob("rounds/round_*/rewards.jsonl")):
         out["rounds"][f.parent.name] = {"finished": (f.parent / "done.json").exists(),
-                                        **round_stats(f, cfg["selfedit"]["k"])}
+                                        **round_stats(f, cfg["selfedit"]["k"],
+                                                      cfg["restem"].get("reward_against", "no-adaptation"))}
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=1))
     print(json.dumps(out["rounds"], indent=1))
