@@ -33,7 +33,8 @@ def passage_values(run: Path) -> dict[str, dict[str, dict[str, float]]]:
         rows: dict[str, list[dict]] = {"no-adaptation": [rec["no-adaptation"]]}
         for key, metrics in rec["updates"].items():
             rows.setdefault(key.rsplit("/", 2)[0], []).append(metrics)
-        out[rec["passage_id"]] = {row: {m: sum(u[m] for u in us) / len(us) for m in METRICS} for row, us in rows.items()}
+        out[rec["passage_id"]] = {row: {m: sum(u[m] for u in us) / len(us) for m in METRICS}
+                                  for row, us in rows.items()}
     return out
 
 

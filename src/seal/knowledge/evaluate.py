@@ -65,7 +65,8 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
     check_models(cfg)
     external = load_external(cfg.data.completions, passages) if cfg.data.completions else {}
     check_writers_grow(cfg)
-    run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages), grows=("selfedit.model", "eval.controls"))
+    run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages),
+                   grows=("selfedit.model", "eval.controls"))
     print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
     t_start = time.time()
     model, tok = load_model(cfg.model)

@@ -143,7 +143,7 @@ def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Jo
                 for j in range(-(-len(mine) // pool)):
                     items = K.pooled_items(mine[j * pool : (j + 1) * pool], cfg.selfedit.template)
                     if not items and cfg.selfedit.template != "none":
-                        skipped[cond] = skipped.get(cond, 0) + 1  # counted; graded as passage-only
+                        skipped[cond] = skipped.get(cond, 0) + 1  # counted; graded without the self-edit
                     permute = job_seed(cfg.seed, "permute", p.id, j)
                     examples = K.selfedit_examples(p, items, cfg.selfedit, permute)
                     jobs.append(K.Job(f"{cond}/{p.id}/{j}", [p.id], examples, p.questions, seed, group=cond))
@@ -399,8 +399,8 @@ def plain_summary(summary: dict) -> str:
                          f"on the passage alone for as many {kind} as the {writer} self-edits' update {value(cond)}")
     if value("self-edits") is not None:
         perms = summary.get("permutations") or 0
-        parts.append(f"on the passage, {perms} sentence-permuted copies of it and its own self-edits "
-                     f"{value('self-edits')}" if perms else f"on the passage plus its own self-edits {value('self-edits')}")
+        what_trained = f"the passage, {perms} sentence-permuted copies of it and" if perms else "the passage plus"
+        parts.append(f"on {what_trained} its own self-edits {value('self-edits')}")
     text = f"Before any update {what} {value('no-adaptation')} of the questions; " + "; ".join(parts) + "."
     for cond in summary["order"]:
         if not (cond == "self-edits" or cond.startswith("self-edits:") or cond == "external"):
@@ -408,9 +408,11 @@ def plain_summary(summary: dict) -> str:
         who = "Its own self-edits" if cond == "self-edits" else \
             ("External self-edits" if cond == "external" else f"Self-edits written by the {cond.split(':', 1)[1]} model")
         clauses = []
-        for key, against in (("gain_vs_passage", "the passage alone"), ("gain_vs_steps_control", "the passage "
-                             "trained for the same steps"), ("gain_vs_tokens_control", "the passage trained for the "
-                             "same tokens"), ("gain_vs_permutations_control", "the passage with the same permuted copies"), ("gain_vs_own_selfedits", "the base model's own")):
+        for key, against in (("gain_vs_passage", "the passage alone"),
+                             ("gain_vs_steps_control", "the passage trained for the same steps"),
+                             ("gain_vs_tokens_control", "the passage trained for the same tokens"),
+                             ("gain_vs_permutations_control", "the passage with the same permuted copies"),
+                             ("gain_vs_own_selfedits", "the base model's own")):
             g = (summary.get(key) or {}).get(cond, {}).get(metric)
             if g and g.get("mean") is not None:
                 clauses.append(f"{verdict(g)} {against} ({gain(g)})")

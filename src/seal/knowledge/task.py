@@ -42,6 +42,7 @@ from seal.engine.restem import select_kept
 from seal.engine.sft_distributed import sft_config  # the M-step's settings are `seal sft`'s
 from seal.engine.task import Plan, Sampling, Session
 from seal.knowledge.probes import Probe, write_probes
+from seal.knowledge.table import control_examples
 from seal.runs import append_jsonl, progress, read_jsonl
 from seal.stats import bootstrap_mean, spearman
 from seal.training.inner_loop import TrainExample
@@ -50,6 +51,8 @@ CONTROL_FIELDS = {"c": "control_copies", "p": "control_permutations"}
 """A control job's key tag (`<passage>/<tag><n>/<seed>`) and its rewards.jsonl field
 (`restem.reward_against`): `c`, the passage x n copies (steps-control); `p`, the passage and its n
 permuted copies (permutations-control)."""
+CONTROL_KINDS = {"steps-control": "steps", "permutations-control": "permutations"}
+"""`restem.reward_against` -> the `eval.controls` kind whose update it trains (`control_examples`)."""
 
 
 def is_control(record: dict) -> bool:
@@ -141,7 +144,7 @@ class KnowledgeTask:
         without the self-edit's items (the passage and the same permuted copies): one control
         job per passage and seed."""
         cfg = self.cfg
-        against = cfg.restem.reward_against
+        kind = CONTROL_KINDS.get(cfg.restem.reward_against)
         jobs, scored_by, empty, controls = [], {}, [], set()
         for p in contexts:
             permute = job_seed(cfg.seed, "permute", p.id, 0)
@@ -158,16 +161,14 @@ class KnowledgeTask:
                     keys.append(f"{p.id}/{j}/{s}")
                     jobs.append(K.Job(keys[-1], [p.id], examples, p.questions, seed, group=f"{p.id}/{s}",
                                       reward_questions=n_reward))
-                    if against == "steps-control":
-                        keys.append(f"{p.id}/c{len(examples)}/{s}")
-                        control = [K.passage_example(p)] * len(examples)
-                    elif against == "permutations-control":
-                        keys.append(f"{p.id}/p{cfg.selfedit.permutations}/{s}")
-                        control = K.selfedit_examples(p, [], cfg.selfedit, permute)
-                    if against != "no-adaptation" and keys[-1] not in controls:
-                        controls.add(keys[-1])
-                        jobs.append(K.Job(keys[-1], [p.id], control, p.questions, seed, group=f"{p.id}/{s}/control",
-                                          reward_questions=n_reward))
+                    if kind:  # the same control update as the evaluation table's row of this kind
+                        control = control_examples(kind, examples, p, cfg, tok, permute)
+                        tag = f"c{len(control)}" if kind == "steps" else f"p{cfg.selfedit.permutations}"
+                        keys.append(f"{p.id}/{tag}/{s}")
+                        if keys[-1] not in controls:
+                            controls.add(keys[-1])
+                            jobs.append(K.Job(keys[-1], [p.id], control, p.questions, seed,
+                                              group=f"{p.id}/{s}/control", reward_questions=n_reward))
                 scored_by[(p.id, j)] = keys
         return Plan(jobs, scored_by, empty,
                     f"parse to no training item ({cfg.selfedit.template} template); they get no reward and are "
