@@ -45,7 +45,8 @@ def comparisons(summaries: list[dict]) -> list[tuple[str, str]]:
         for row in s["order"]:
             if row not in ("no-adaptation", "passage") and (row, "passage") not in pairs:
                 pairs.append((row, "passage"))
-        for ctrl, row in (s.get("controls") or {}).items():
+        controls = s.get("controls") or []
+        for ctrl, row in (controls.items() if isinstance(controls, dict) else controls):  # a dict before 2026-12
             if (row, ctrl) not in pairs:
                 pairs.append((row, ctrl))
     return pairs

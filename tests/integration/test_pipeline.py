@@ -50,7 +50,7 @@ def test_evaluate_table_with_external_and_cpt(tiny_model_dir, squad_tiny, tmp_pa
         assert s["conditions"][cond]["steps_mean"] > s["conditions"]["passage"]["steps_mean"]
         assert s["gain_vs_steps_control"][cond]["logprob"]["n"] == 4
         assert s["gain_vs_passage"][cond]["containment"]["n"] == 4
-    assert s["controls"] == {"passage x steps": "self-edits", "passage x steps:external": "external"}
+    assert s["controls"] == [["passage x steps", "self-edits"], ["passage x steps:external", "external"]]
     assert (out / "passages.jsonl").exists() and (out / "manifest.json").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["data"]["sha256"]) == 64 and manifest["seed"] == 0

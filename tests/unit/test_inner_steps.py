@@ -109,7 +109,7 @@ def test_controls_match_the_selfedit_update(tiny_model_dir):
     by = {j.key.rsplit("/", 2)[0]: j for j in jobs}
     assert details["conditions"] == ["passage", "self-edits", "passage x steps", "passage x tokens", "external",
                                      "passage x steps:external", "passage x tokens:external"]
-    assert details["controls"]["passage x steps:external"] == "external"
+    assert ["passage x steps:external", "external"] in details["controls"]
     assert len(by["passage x steps"].examples) == len(by["self-edits"].examples) == 4
     assert len(by["passage x steps:external"].examples) == len(by["external"].examples) == 3
     assert all(e.completion == K.passage_example(PASSAGE).completion for e in by["passage x steps"].examples)
@@ -143,7 +143,13 @@ def test_permutations_control_is_the_update_without_the_selfedit(tiny_model_dir)
     assert control == update[len(ITEMS):] and len(control) == 1 + 2
     assert control[1:] != [control[0]] * 2
     assert len(by["passage x steps/p0/0"]) == len(update)
-    assert details["controls"]["passage + permutations"] == "self-edits"
+    assert ["passage + permutations", "self-edits"] in details["controls"]
+    # another writer shares the row: its update without the self-edit is the same job, made once
+    two, d2 = table_plan(cfg, [PASSAGE], {"own": {"p0": ["\n".join(ITEMS)]}, "external": {"p0": [ITEMS[0]]}}, tok)
+    assert [j.key for j in two].count("passage + permutations/p0/0") == 1
+    assert d2["conditions"].count("passage + permutations") == 1 and "passage x steps:external" in d2["conditions"]
+    assert ["passage + permutations", "external"] in d2["controls"]
+    assert control_name("permutations", "self-edits:round_2") == "passage + permutations"
     assert control_kind("passage + permutations:round_2") == "permutations"
     assert control_kind("passage x steps:round_2") == "steps" and control_kind("self-edits") is None
     with pytest.raises(ConfigError, match="eval.controls permutations needs selfedit.permutations"):
@@ -302,7 +308,7 @@ def test_closing_sentence_judges_by_the_reward_metric_and_names_the_control():
     summary["permutations"] = 2
     summary["order"].append("passage + permutations")
     summary["conditions"]["passage + permutations"] = {"metrics": {"containment": stat(0.6, 0.5, 0.7)}}
-    summary["controls"] = {"passage + permutations": "self-edits"}
+    summary["controls"] = [["passage + permutations", "self-edits"]]
     summary["gain_vs_permutations_control"] = {"self-edits": {"containment": stat(-0.06, -0.1, -0.02)}}
     text = plain_summary(summary)
     assert "on the passage, 2 sentence-permuted copies of it and its own self-edits 54%" in text

@@ -75,3 +75,17 @@ def test_a_table_resumed_with_a_new_control_computes_only_its_rows(tiny_model_di
     assert yaml.safe_load((out / "config.yaml").read_text())["eval"]["controls"] == ["steps", "permutations"]
     resumes = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("event") == "resume"]
     assert resumes[-1]["grown"] == {"eval.controls": ["steps", "permutations"]}
+
+    # a new writer then adds its self-edits and its steps control; the permutations control
+    # (the update without any self-edit) is the row already there, paired with both writers
+    writer = shutil.copytree(tiny_model_dir, tmp_path / "writer")
+    argv = _argv(squad_tiny, tiny_model_dir, out, *perm, "--eval.controls", "steps,permutations",
+                 "--selfedit.model", str(writer))
+    assert main(argv) == 0
+    grown = (out / "results.jsonl").read_text()
+    assert grown.startswith(after)
+    added = {json.loads(line)["condition"] for line in grown[len(after):].splitlines()}
+    assert added == {"self-edits:writer", "passage x steps:writer"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["gain_vs_permutations_control"]) == {"self-edits", "self-edits:writer"}
+    assert ["passage + permutations", "self-edits:writer"] in summary["controls"]

@@ -97,15 +97,15 @@ def table_plan(cfg: RunConfig, passages, selfedits: dict[str, dict[str, list[str
         cond = _cond_name(s, cfg)
         conditions.append(cond)
         if cfg.eval.mode == "single":
-            conditions += [control_name(c, cond) for c in cfg.eval.controls]
+            conditions += [n for c in cfg.eval.controls if (n := control_name(c, cond)) not in conditions]
     jobs, skipped = _make_jobs(cfg, passages, selfedits, tok)
     for cond, n in skipped.items():
         print(f"{cond}: {n} self-edit(s) parse to no training item ({cfg.selfedit.template} template); "
               "each is graded as an update without it (the passage" +
               (f" and its {cfg.selfedit.permutations} permuted copies" if cfg.selfedit.permutations else "") +
               ") and counted in summary.json (skipped_empty_selfedits)")
-    controls = {control_name(c, cond): cond for s in selfedits for cond in [_cond_name(s, cfg)]
-                for c in cfg.eval.controls} if cfg.eval.mode == "single" else {}
+    controls = [[control_name(c, cond), cond] for s in selfedits for cond in [_cond_name(s, cfg)]
+                for c in cfg.eval.controls] if cfg.eval.mode == "single" else []
     return jobs, {"conditions": conditions, "skipped": skipped, "controls": controls}
 
 
@@ -115,9 +115,13 @@ CONTROL_ROWS = {"steps": "passage x steps", "tokens": "passage x tokens", "permu
 
 def control_name(control: str, selfedit_condition: str) -> str:
     """`passage x steps` for the own self-edits' steps control, `passage x steps:round_2` for
-    another writer's, `passage x tokens:external`, `passage + permutations`, ..."""
+    another writer's, `passage x tokens:external`, ... The `permutations` control is one row,
+    `passage + permutations`, for every writer: it leaves the self-edit out, so its update (the
+    passage, the same permuted copies, the same seed) is the same whoever wrote the self-edit."""
     writer = selfedit_condition.split(":", 1)[1] if ":" in selfedit_condition else \
         ("" if selfedit_condition == "self-edits" else selfedit_condition)
+    if control == "permutations":
+        writer = ""
     return CONTROL_ROWS[control] + (f":{writer}" if writer else "")
 
 
@@ -131,6 +135,7 @@ def control_kind(row: str) -> str | None:
 def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Job], dict]:
     skipped: dict[str, int] = {}
     jobs: list[K.Job] = []
+    keys: set[str] = set()
     if cfg.eval.mode == "single":
         for p in passages:
             seed = job_seed(cfg.seed, p.id)
@@ -149,6 +154,9 @@ def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Jo
                     jobs.append(K.Job(f"{cond}/{p.id}/{j}", [p.id], examples, p.questions, seed, group=cond))
                     for control in cfg.eval.controls:
                         name = control_name(control, cond)
+                        if f"{name}/{p.id}/{j}" in keys:  # a control shared by every writer: once
+                            continue
+                        keys.add(f"{name}/{p.id}/{j}")
                         jobs.append(K.Job(f"{name}/{p.id}/{j}", [p.id],
                                           control_examples(control, examples, p, cfg, tok, permute), p.questions,
                                           seed, group=name))
@@ -236,14 +244,14 @@ def per_passage(cfg, passages, base, results, condition) -> dict[str, list[dict]
     return out
 
 
-def summarize(cfg, passages, base, results, conditions, skipped, controls: dict | None = None) -> dict:
+def summarize(cfg, passages, base, results, conditions, skipped, controls: list | None = None) -> dict:
     """summary.json's table: per condition the mean of per-passage means with its bootstrap
     interval, its mean optimizer steps and trained tokens per update, and the paired gains (same
     passages, bootstrap over passages): `gain_vs_no_adaptation` (every row), `gain_vs_passage`
     (every row past passage-only), `gain_vs_own_selfedits` (another writer's self-edits against
     the model's own), and `gain_vs_<kind>_control` (a self-edit row against its compute-matched
-    control, `controls`: control row -> self-edit row)."""
-    controls = controls or {}
+    control, `controls`: [control row, self-edit row] pairs)."""
+    controls = [list(pair) for pair in controls or []]
     out = {"mode": cfg.eval.mode, "reward_metric": cfg.eval.reward, "seed": cfg.seed,
            "weighting": "mean over passages of each passage's mean over its questions (as the paper)", "order": [],
            "conditions": {}, "gain_vs_no_adaptation": {}, "skipped_empty_selfedits": skipped,
@@ -287,7 +295,7 @@ def summarize(cfg, passages, base, results, conditions, skipped, controls: dict 
         # other writers of self-edits (a ReSTEM round's model, external files) against the model's own
         if (cond.startswith("self-edits:") or cond == "external") and "self-edits" in present:
             out.setdefault("gain_vs_own_selfedits", {})[cond] = paired(cond, "self-edits")
-    for ctrl, cond in controls.items():
+    for ctrl, cond in controls:
         if ctrl in present and cond in present:
             kind = control_kind(ctrl)
             out.setdefault(f"gain_vs_{kind}_control", {})[cond] = paired(cond, ctrl)
