@@ -312,6 +312,6 @@ def test_closing_sentence_judges_by_the_reward_metric_and_names_the_control():
     summary["gain_vs_permutations_control"] = {"self-edits": {"containment": stat(-0.06, -0.1, -0.02)}}
     text = plain_summary(summary)
     assert "on the passage, 2 sentence-permuted copies of it and its own self-edits 54%" in text
-    assert "on the passage and its permuted copies without the own self-edits 60%" in text
+    assert "on the passage and its permuted copies without any self-edit 60%" in text
     assert "taught less than the passage with the same permuted copies (-6% [-10%, -2%])" in text
     assert "Most taught: passage + permutations (paired" in text

@@ -402,7 +402,7 @@ def plain_summary(summary: dict) -> str:
         kind = control_kind(cond)
         if kind and value(cond) is not None:
             writer = cond.split(":", 1)[1] if ":" in cond else "own"
-            parts.append(f"on the passage and its permuted copies without the {writer} self-edits {value(cond)}"
+            parts.append(f"on the passage and its permuted copies without any self-edit {value(cond)}"
                          if kind == "permutations" else
                          f"on the passage alone for as many {kind} as the {writer} self-edits' update {value(cond)}")
     if value("self-edits") is not None:

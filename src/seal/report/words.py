@@ -77,9 +77,8 @@ def condition_words(cond: str) -> str:
     for as many steps as the round_2 self-edits' update (passage x steps:round_2)'."""
     if cond in CONDITION_WORDS:
         return CONDITION_WORDS[cond]
-    if cond.startswith("passage + permutations"):
-        writer = cond.partition(":")[2] or "own"
-        return f"with the passage and its permuted copies, without the {writer} self-edits ({cond})"
+    if cond.startswith("passage + permutations"):  # one row for every writer: no self-edit in it
+        return f"with the passage and its permuted copies, without any self-edit ({cond})"
     if cond.startswith("passage x"):
         kind, _, writer = cond.removeprefix("passage x").strip().partition(":")
         return (f"with the passage alone trained for as many {kind or 'steps'} as the {writer or 'own'} self-edits' "
