@@ -1,0 +1,51 @@
+"""scripts/check_redraw.py: round t's new generator, drawn again as round t+1's starting one."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "check_redraw.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("check_redraw", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _check(rdir: Path, rewards: dict[str, tuple[float, float, float]], parsed_after: bool = True) -> None:
+    """rewards: passage -> (control, before, after) gains over the unadapted model."""
+    rdir.mkdir(parents=True)
+    lines = []
+    for pid, (ctl, before, after) in rewards.items():
+        lines += [{"passage_id": pid, "sample": None, "reward": ctl}, {"passage_id": pid, "sample": 0, "reward": before}]
+        lines += [{"passage_id": pid, "sample": 1, "reward": after}] if parsed_after else []
+    (rdir / "check.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_the_same_generator_drawn_twice_is_paired_against_its_controls(tmp_path):
+    run = tmp_path / "run"
+    _check(run / "rounds" / "round_1", {"a": (0.5, 0.5, 0.25), "b": (0.0, 0.25, 0.0)})
+    _check(run / "rounds" / "round_2", {"a": (0.25, 0.5, 0.0), "b": (0.5, 0.5, 0.5)}, parsed_after=False)
+    (row,) = _script().redraws(run)
+    assert row["generator"] == "round_1" and row["n_passages"] == 2
+    assert row["first_draw"] == pytest.approx((-0.25 + 0.0) / 2)   # round 1's "after" minus its control
+    assert row["second_draw"] == pytest.approx((0.25 + 0.0) / 2)   # round 2's "before" minus its control
+    assert row["second_minus_first"]["mean"] == pytest.approx(0.25)
+    assert row["check_verdict_first_draw"]["mean"] == pytest.approx((-0.25 - 0.25) / 2)
+    out = tmp_path / "redraw.json"
+    assert _script().main([str(run), str(out)]) == 0 and json.loads(out.read_text())["redraws"][0] == row
+
+
+def test_checks_of_different_passages_are_refused(tmp_path):
+    run = tmp_path / "run"
+    _check(run / "rounds" / "round_1", {"a": (0.0, 0.0, 0.0)})
+    _check(run / "rounds" / "round_2", {"z": (0.0, 0.0, 0.0)})
+    with pytest.raises(SystemExit, match="check different passages"):
+        _script().redraws(run)
+    assert _script().main([str(tmp_path / "empty")]) == 1
