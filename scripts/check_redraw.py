@@ -7,9 +7,10 @@ passage from the generator before the round's M-step and one from the generator 
 (rounds/round_t/check.jsonl). Round t's "after" generator is round t+1's "before": the same
 model, the same N passages, sampled and trained again with round t+1's seeds. The paired
 difference of those two draws is what the check reads when nothing changed, so a verdict of
-the size of that difference says little. A reward is the self-edit update's gain over the
-unadapted model minus its control's (the record with `sample` null) when the run has controls,
-else the gain itself; a self-edit that parsed to nothing counts 0, as in the check.
+the size of that difference says little. A reward is the round's (`controlled_reward`): the
+self-edit update's gain over the unadapted model, less that of the control it was scored against
+when the run has controls (`restem.reward_against`; the steps control of as many sequences); a
+self-edit that parsed to nothing counts 0, as in the check.
 """
 
 from __future__ import annotations
@@ -18,26 +19,38 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
+from seal.knowledge.task import control_key, controlled_reward, is_control, record_key
+from seal.runs import read_jsonl
 from seal.stats import paired_bootstrap
 
 
-def check_rewards(path: Path) -> tuple[list[str], dict[tuple[str, int], float]]:
-    """(the check's passage ids, {(passage id, 0 before | 1 after): reward})."""
-    recs = [json.loads(line) for line in path.read_text().splitlines()]
-    control = {r["passage_id"]: r["reward"] for r in recs if r["sample"] is None}
-    ids = sorted({r["passage_id"] for r in recs})
-    return ids, {(r["passage_id"], r["sample"]): r["reward"] - control.get(r["passage_id"], 0.0)
-                 for r in recs if r["sample"] is not None}
+def check_rewards(path: Path, reward_against: str, permutations: int) -> tuple[list[str], dict[tuple[str, int], float]]:
+    """(the check's passage ids, {(passage id, 0 before | 1 after): reward}), each reward as the
+    round computes it: over its seeds, less the controls it was scored against (`plan`)."""
+    recs = read_jsonl(path)
+    by_key = {record_key(r): r for r in recs}
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in recs:
+        if not is_control(r):
+            ctrl = by_key.get(control_key(r, reward_against, permutations) or "")
+            groups.setdefault((r["passage_id"], r["sample"]), []).extend([r] + ([ctrl] if ctrl else []))
+    rewards = {key: v for key, group in groups.items() if (v := controlled_reward(group)) is not None}
+    return sorted({r["passage_id"] for r in recs}), rewards
 
 
 def redraws(run: Path, seed: int = 0) -> list[dict]:
     checks = {int(p.parent.name.split("_")[1]): p for p in (run / "rounds").glob("round_*/check.jsonl")}
+    cfg = yaml.safe_load((run / "config.yaml").read_text()) if checks else {}
+    against = (cfg.get("restem") or {}).get("reward_against", "no-adaptation")
+    perms = (cfg.get("selfedit") or {}).get("permutations", 0)
     out = []
     for t in sorted(checks):
         if t + 1 not in checks:
             continue
-        ids, first = check_rewards(checks[t])
-        ids2, second = check_rewards(checks[t + 1])
+        ids, first = check_rewards(checks[t], against, perms)
+        ids2, second = check_rewards(checks[t + 1], against, perms)
         if ids != ids2:
             raise SystemExit(f"{checks[t]} and {checks[t + 1]} check different passages")
         a = [first.get((i, 1), 0.0) for i in ids]   # round t's new generator, first draw

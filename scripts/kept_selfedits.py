@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from seal.knowledge.passages import load_passages
+from seal.runs import read_jsonl
 
 
 def kept_records(run: Path, rounds: list[int] | None = None) -> list[dict]:
@@ -36,12 +37,8 @@ def kept_records(run: Path, rounds: list[int] | None = None) -> list[dict]:
         rnd = int(rdir.name.split("_")[1])
         if rounds and rnd not in rounds or not (rdir / "sft.jsonl").exists():
             continue
-        samples = {}
-        for line in (rdir / "samples.jsonl").read_text().splitlines():
-            rec = json.loads(line)
-            samples[rec["passage_id"]] = rec["completions"]
-        for i, line in enumerate((rdir / "sft.jsonl").read_text().splitlines()):
-            kept = json.loads(line)
+        samples = {rec["passage_id"]: rec["completions"] for rec in read_jsonl(rdir / "samples.jsonl")}
+        for i, kept in enumerate(read_jsonl(rdir / "sft.jsonl")):
             pid = kept["passage_id"]
             if pid not in passages:
                 raise SystemExit(f"{rdir / 'sft.jsonl'}: record {i}: passage {pid} is not in {cfg['data']['path']}")

@@ -19,34 +19,21 @@ from pathlib import Path
 
 import yaml
 
-from seal.knowledge.task import is_control
+from seal.knowledge.task import control_key, is_control, record_key
 from seal.stats import bootstrap_mean, spearman
 
 
-def controls(recs: list[dict]) -> dict[tuple, float]:
-    """The control jobs' rewards (restem.reward_against): a steps control by (passage, sequences),
-    a permutations control by (passage, seed)."""
-    out = {}
-    for r in recs:
-        if r.get("control_copies"):
-            out[(r["passage_id"], r["control_copies"])] = r["reward"]
-        elif r.get("control_permutations"):
-            out[(r["passage_id"], r["seed"])] = r["reward"]
-    return out
+def controls(recs: list[dict]) -> dict[str, float]:
+    """The control jobs' rewards (restem.reward_against) by job key (`record_key`)."""
+    return {record_key(r): r["reward"] for r in recs if is_control(r)}
 
 
-def control_key(r: dict, against: str) -> tuple:
-    """The control a self-edit's record is paired with: its passage and as many sequences (steps),
-    or its passage and seed (permutations: the same update without the self-edit)."""
-    return (r["passage_id"], r["train"]["examples"]) if against == "steps-control" else (r["passage_id"], r["seed"])
-
-
-def control_stats(recs: list[dict], control: dict[tuple, float], against: str) -> dict:
+def control_stats(recs: list[dict], control: dict[str, float], against: str, perms: int) -> dict:
     """With restem.reward_against steps-control or permutations-control: each self-edit's reward
     less its control's, as the round's selection sees it, with its 95% bootstrap interval over
     self-edits; and the updates' mean length."""
     own = [r for r in recs if not is_control(r) and r.get("reward") is not None]
-    gains = [r["reward"] - control[control_key(r, against)] for r in own if control_key(r, against) in control]
+    gains = [r["reward"] - control[key] for r in own if (key := control_key(r, against, perms)) in control]
     if not gains:
         return {}
     ci = bootstrap_mean(gains)
@@ -57,14 +44,14 @@ def control_stats(recs: list[dict], control: dict[tuple, float], against: str) -
             "mean_tokens": sum(r["train"]["tokens"] for r in own) / len(own)}
 
 
-def round_stats(path: Path, k: int, against: str) -> dict:
+def round_stats(path: Path, k: int, against: str, perms: int) -> dict:
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     control = controls(recs)
-    paired = control_stats(recs, control, against)
+    paired = control_stats(recs, control, against, perms)
 
     def selected_by(r: dict) -> float:
         """What best-positive ranks by: the reward, less its control's when the run has them."""
-        return r["reward"] - control.get(control_key(r, against), 0.0)
+        return r["reward"] - control.get(control_key(r, against, perms) or "", 0.0)
 
     recs = [r for r in recs if r.get("reward") is not None and not is_control(r)]
     by_passage: dict[str, list[dict]] = defaultdict(list)
@@ -98,7 +85,8 @@ def main() -> None:
     for f in sorted(run.glob("rounds/round_*/rewards.jsonl")):
         out["rounds"][f.parent.name] = {"finished": (f.parent / "done.json").exists(),
                                         **round_stats(f, cfg["selfedit"]["k"],
-                                                      cfg["restem"].get("reward_against", "no-adaptation"))}
+                                                      cfg["restem"].get("reward_against", "no-adaptation"),
+                                                      cfg["selfedit"].get("permutations", 0))}
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=1))
     print(json.dumps(out["rounds"], indent=1))

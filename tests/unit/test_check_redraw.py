@@ -19,12 +19,17 @@ def _script():
 
 
 def _check(rdir: Path, rewards: dict[str, tuple[float, float, float]], parsed_after: bool = True) -> None:
-    """rewards: passage -> (control, before, after) gains over the unadapted model."""
+    """rewards: passage -> (control, before, after) gains over the unadapted model, as a run with
+    `restem.reward_against permutations-control` and `selfedit.permutations 2` records them."""
     rdir.mkdir(parents=True)
+    (rdir.parent.parent / "config.yaml").write_text(
+        "restem:\n  reward_against: permutations-control\nselfedit:\n  permutations: 2\n")
     lines = []
     for pid, (ctl, before, after) in rewards.items():
-        lines += [{"passage_id": pid, "sample": None, "reward": ctl}, {"passage_id": pid, "sample": 0, "reward": before}]
-        lines += [{"passage_id": pid, "sample": 1, "reward": after}] if parsed_after else []
+        lines += [{"passage_id": pid, "sample": None, "seed": 0, "reward": ctl, "control_permutations": 2},
+                  {"passage_id": pid, "sample": 0, "seed": 0, "reward": before, "train": {"examples": 4}}]
+        lines += [{"passage_id": pid, "sample": 1, "seed": 0, "reward": after, "train": {"examples": 5}}] \
+            if parsed_after else []
     (rdir / "check.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
@@ -49,3 +54,22 @@ def test_checks_of_different_passages_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="check different passages"):
         _script().redraws(run)
     assert _script().main([str(tmp_path / "empty")]) == 1
+
+
+def test_a_steps_control_is_the_one_of_as_many_sequences(tmp_path):
+    """Under steps-control, before and after self-edits of a passage have controls of their own
+    (the passage x as many sequences): each reward is paired with its own."""
+    run = tmp_path / "run"
+    for rnd, (before, after) in ((1, (0.5, 0.5)), (2, (0.75, 0.5))):
+        rdir = run / "rounds" / f"round_{rnd}"
+        rdir.mkdir(parents=True)
+        recs = [{"passage_id": "a", "sample": None, "seed": 0, "reward": 0.25, "control_copies": 3},
+                {"passage_id": "a", "sample": None, "seed": 0, "reward": 0.0, "control_copies": 6},
+                {"passage_id": "a", "sample": 0, "seed": 0, "reward": before, "train": {"examples": 3}},
+                {"passage_id": "a", "sample": 1, "seed": 0, "reward": after, "train": {"examples": 6}}]
+        (rdir / "check.jsonl").write_text("".join(json.dumps(x) + "\n" for x in recs))
+    (run / "config.yaml").write_text("restem:\n  reward_against: steps-control\n")
+    (row,) = _script().redraws(run)
+    assert row["first_draw"] == pytest.approx(0.5 - 0.0)     # round 1's after: 6 sequences, its 6-copy control
+    assert row["second_draw"] == pytest.approx(0.75 - 0.25)  # round 2's before: 3 sequences, its 3-copy control
+    assert row["check_verdict_first_draw"]["mean"] == pytest.approx(0.5 - 0.25)

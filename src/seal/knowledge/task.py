@@ -60,6 +60,41 @@ def is_control(record: dict) -> bool:
     return any(record.get(field) for field in CONTROL_FIELDS.values())
 
 
+def control_tag(kind: str, n_sequences: int, permutations: int) -> str:
+    """A control job's key tag: `c<n>`, the passage x n copies (the `steps` control of an update of
+    n sequences), or `p<n>`, the passage and its n permuted copies (`permutations`)."""
+    return f"c{n_sequences}" if kind == "steps" else f"p{permutations}"
+
+
+def record_key(record: dict) -> str:
+    """A rewards.jsonl record's job key: `<passage>/<sample>/<seed>`, or a control's
+    `<passage>/<tag>/<seed>`."""
+    for tag, field in CONTROL_FIELDS.items():
+        if record.get(field):
+            return f"{record['passage_id']}/{tag}{record[field]}/{record['seed']}"
+    return f"{record['passage_id']}/{record['sample']}/{record['seed']}"
+
+
+def control_key(record: dict, reward_against: str, permutations: int) -> str | None:
+    """The job key of the control a self-edit's record was scored against (`plan`): the same
+    passage and seed, and for the steps control as many sequences; None without a control."""
+    kind = CONTROL_KINDS.get(reward_against)
+    if kind is None:
+        return None
+    return f"{record['passage_id']}/{control_tag(kind, record['train']['examples'], permutations)}/{record['seed']}"
+
+
+def controlled_reward(records: list[dict]) -> float | None:
+    """The mean over inner-loop seeds (seeds stopped by racing have none) of a self-edit's gain
+    over the unadapted model, less the mean gain of its controls among `records` (the same
+    seeds; none: less nothing)."""
+    own = [r["reward"] for r in records if r["reward"] is not None and not is_control(r)]
+    if not own:
+        return None
+    ctrl = [r["reward"] for r in records if is_control(r) and r["reward"] is not None]
+    return sum(own) / len(own) - (sum(ctrl) / len(ctrl) if ctrl else 0.0)
+
+
 @dataclass
 class KnowledgeTask:
     """Knowledge incorporation (see the module docstring): `passages` is the pool rounds draw from."""
@@ -163,8 +198,7 @@ class KnowledgeTask:
                                       reward_questions=n_reward))
                     if kind:  # the same control update as the evaluation table's row of this kind
                         control = control_examples(kind, examples, p, cfg, tok, permute)
-                        tag = f"c{len(control)}" if kind == "steps" else f"p{cfg.selfedit.permutations}"
-                        keys.append(f"{p.id}/{tag}/{s}")
+                        keys.append(f"{p.id}/{control_tag(kind, len(control), cfg.selfedit.permutations)}/{s}")
                         if keys[-1] not in controls:
                             controls.add(keys[-1])
                             jobs.append(K.Job(keys[-1], [p.id], control, p.questions, seed,
@@ -197,20 +231,11 @@ class KnowledgeTask:
         return rec
 
     def record_key(self, record: dict) -> str:
-        for tag, field in CONTROL_FIELDS.items():
-            if record.get(field):
-                return f"{record['passage_id']}/{tag}{record[field]}/{record['seed']}"
-        return f"{record['passage_id']}/{record['sample']}/{record['seed']}"
+        return record_key(record)
 
     def reward(self, records: list[dict]) -> float | None:
-        """The mean over inner-loop seeds (seeds stopped by racing have none) of the gain over the
-        unadapted model, less, with `restem.reward_against` a control, the mean gain of its
-        controls (the same seeds)."""
-        own = [r["reward"] for r in records if r["reward"] is not None and not is_control(r)]
-        if not own:
-            return None
-        ctrl = [r["reward"] for r in records if is_control(r) and r["reward"] is not None]
-        return sum(own) / len(own) - (sum(ctrl) / len(ctrl) if ctrl else 0.0)
+        """`controlled_reward`: with `restem.reward_against` a control, the gain less its controls'."""
+        return controlled_reward(records)
 
     def tiebreak(self, records: list[dict]) -> float | None:
         """The mean gold-answer log-prob after the update (over the reward questions, mean over
