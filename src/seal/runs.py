@@ -186,9 +186,10 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
     """Create runs/<command>-<time> (or cfg.out), or resume cfg.out if it is a run folder.
 
     A resumed run must have the same settings, except `threads`, `out` and the settings named in
-    `grows` ("section.field", a comma-separated list): those may gain items at the end, the old
-    ones kept in order (e.g. `seal evaluate` adding a writer's or a control's rows to a finished
-    table, which then computes only the new rows). The grown settings are saved and logged."""
+    `grows` ("section.field"): a list there may gain items at the end, the old ones kept in order
+    (e.g. `seal evaluate` adding a writer's or a control's rows to a finished table, which then
+    computes only the new rows), and a count may rise (`seal train` given more `restem.rounds`
+    runs only the new rounds). The grown settings are saved and logged."""
     if cfg.out:
         path = Path(cfg.out)
     else:
@@ -214,7 +215,7 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
             theirs[section][field] = mine[section][field]
         if mine != theirs:
             diff = [k for k in mine if mine[k] != theirs.get(k)]
-            extra = f" ({', '.join(grows)} may only gain items at the end)" if grows else ""
+            extra = f" ({', '.join(grows)} may only grow)" if grows else ""
             raise ConfigError(f"{path}: resuming with a different config (sections {diff}){extra}; "
                               "use a new --out or the same settings")
         if data_sha256 and manifest.get("data", {}).get("sha256") not in (None, data_sha256):
@@ -266,14 +267,23 @@ def _items(value) -> list[str]:
 
 
 def _grown(mine: dict, theirs: dict, grows: tuple[str, ...]) -> list[tuple[str, str]]:
-    """The settings of `grows` ("section.field") whose list in `mine` extends the one in `theirs`
-    (saved), as (section, field)."""
+    """The settings of `grows` ("section.field") that grew in `mine` against `theirs` (saved), as
+    (section, field): a list that extends the saved one, or a count above the saved one."""
     out = []
     for section, field in (dotted.split(".") for dotted in grows):
-        new, old = _items(mine.get(section, {}).get(field)), _items(theirs.get(section, {}).get(field))
+        new, old = mine.get(section, {}).get(field), theirs.get(section, {}).get(field)
+        if _is_count(new) and _is_count(old):
+            if new > old:
+                out.append((section, field))
+            continue
+        new, old = _items(new), _items(old)
         if new != old and new[: len(old)] == old:
             out.append((section, field))
     return out
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_out(path: Path) -> None:

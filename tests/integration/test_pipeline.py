@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from seal.cli import main
+from seal.demo import N_EVAL, N_TRAIN
 from seal.runs import read_jsonl
 
 FAST = ["--selfedit.max_new_tokens", "12", "--eval.max_answer_tokens", "4", "--inner.epochs", "1", "--threads", "1"]
@@ -79,8 +80,22 @@ def test_train_is_deterministic_and_resume_skips_done(tiny_model_dir, squad_tiny
     n_lines = len((a / "rounds/round_1/rewards.jsonl").read_text().splitlines())
     assert main(args + ["--out", str(a)]) == 0
     assert len((a / "rounds/round_1/rewards.jsonl").read_text().splitlines()) == n_lines
-    # resuming with other settings is refused
+    # resuming with other settings is refused, and so is fewer rounds
     assert main(args + ["--out", str(a), "--inner.lr", "0.5"]) == 2
+    assert main(args + ["--out", str(a), "--restem.rounds", "1"]) == 2
+
+    # a finished 1-round run given a second round runs only that round, as the 2-round run did
+    c = tmp_path / "c"
+    assert main(args + ["--out", str(c), "--restem.rounds", "1"]) == 0
+    round_1 = (c / "rounds/round_1/rewards.jsonl").read_text()
+    assert json.loads((c / "final.json").read_text())["model"].endswith("round_1/model")
+    assert main(args + ["--out", str(c)]) == 0
+    assert (c / "rounds/round_1/rewards.jsonl").read_text() == round_1
+    assert _rewards(c) == ra
+    assert read_jsonl(c / "rounds/round_2/samples.jsonl") == read_jsonl(a / "rounds/round_2/samples.jsonl")
+    assert json.loads((c / "final.json").read_text())["model"].endswith("round_2/model")
+    grown = [r for r in read_jsonl(c / "metrics.jsonl") if r.get("event") == "resume"]
+    assert grown[-1]["grown"] == {"restem.rounds": 2}
 
 
 def test_kill9_and_resume_equals_uninterrupted(tiny_model_dir, squad_tiny, tmp_path):
@@ -199,6 +214,9 @@ def test_demo_tables_the_control_and_says_which_row_taught_most(tiny_model_dir, 
                  "--eval.max_answer_tokens", "4", "--inner.epochs", "1", "--executor.kind", "local"]) == 0
     s = json.loads((out / "eval" / "summary.json").read_text())
     assert s["order"][:4] == ["no-adaptation", "passage", "self-edits", "passage x steps"]
+    # the round trains on the first N_TRAIN built-in passages, the table scores the next N_EVAL
+    assert json.loads((out / "rounds/round_1/done.json").read_text())["n_passages"] == N_TRAIN
+    assert s["conditions"]["passage"]["n_passages"] == N_EVAL
     assert s["conditions"]["passage x steps"]["steps_mean"] == s["conditions"]["self-edits"]["steps_mean"]
     text = capsys.readouterr().out
     assert "for as many steps as the own self-edits' update" in text and "Most taught: " in text

@@ -62,7 +62,7 @@ def test_a_table_resumed_with_a_new_control_computes_only_its_rows(tiny_model_di
     before = (out / "results.jsonl").read_text()
     # a control that does not extend the list (replacing steps) is refused, nothing lost
     assert main(_argv(squad_tiny, tiny_model_dir, out, *perm, "--eval.controls", "permutations")) != 0
-    assert "eval.controls may only gain items at the end" in capsys.readouterr().err
+    assert "eval.controls may only grow" in capsys.readouterr().err
     assert (out / "results.jsonl").read_text() == before
 
     assert main(_argv(squad_tiny, tiny_model_dir, out, *perm, "--eval.controls", "steps,permutations")) == 0

@@ -450,7 +450,7 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
     else:
         counts = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages)}
     check_model_name(cfg.model.name)
-    run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages))
+    run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages), grows=("restem.rounds",))
     print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
     base, tok = load_model(cfg.model)
     chat = uses_chat(tok, cfg.model)
