@@ -301,6 +301,8 @@ class ReSTEMConfig:
     """The outer loop (paper section 3.1): rejection sampling + SFT, round after round."""
 
     rounds: int = setting(2, ge=1)
+    """ReSTEM rounds. A finished run resumed (same `--out`) with more rounds runs only the new
+    ones, from its last round's model; fewer are refused."""
     passages_per_round: int = setting(8, ge=1)
     keep: str = setting("best-positive", choices=("best-positive", "all-positive", "top-fraction"))
     """Which sampled self-edits become SFT data: `best-positive` (the paper: the best one per
