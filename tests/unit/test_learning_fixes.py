@@ -145,6 +145,9 @@ def test_several_other_selfedit_writers_get_one_row_each():
     cfg.selfedit.model = "runs/t/rounds/round_2/model, runs/teacher-model,default"
     assert other_models(cfg) == ["runs/t/rounds/round_2/model", "runs/teacher-model"]
     assert [_cond_name(s, cfg) for s in _sources(cfg)] == ["self-edits", "self-edits:round_2", "self-edits:teacher-model"]
+    assert _sources(cfg) == ["own", "other:0", "other:1"]
+    assert _sources(cfg, "other") == ["own", "other", "other:1"]  # a one-writer table grown by a second
+    assert _cond_name("other", cfg) == _cond_name("other:0", cfg) == "self-edits:round_2"
     cfg.selfedit.model = "runs/t/rounds/round_1/model"
     assert _sources(cfg) == ["own", "other"] and _cond_name("other", cfg) == "self-edits:round_1"
 

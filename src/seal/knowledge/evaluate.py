@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from seal import knowledge as K
-from seal.config import ConfigError, RunConfig, from_dict, load_yaml
+from seal.config import RunConfig
 from seal.engine.executors import open_executor
 from seal.engine.table import evaluate_task
 from seal.engine.task import Session
@@ -31,24 +31,18 @@ from seal.knowledge.table import (
     describe_external,
     external_coverage,
     load_external,
-    other_models,
     prepare_passages,
 )
-from seal.runs import open_run
+from seal.runs import open_run, read_jsonl
 from seal.training.generation import HFGenerator
 from seal.training.models import load_model, uses_chat
 
 
-def check_writers_grow(cfg: RunConfig) -> None:
-    """Resuming a table with more `--selfedit.model` writers computes only their rows, unless it
-    had exactly one: its rows are named `other`, and with several they are `other:<i>`."""
-    saved = Path(cfg.out) / "config.yaml" if cfg.out else None
-    if not (saved and saved.exists() and (Path(cfg.out) / "manifest.json").exists()):
-        return
-    old, new = other_models(from_dict(RunConfig, load_yaml(saved), str(saved))), other_models(cfg)
-    if len(old) == 1 and len(new) > 1 and new[:1] == old:
-        raise ConfigError(f"{cfg.out}: this table has one --selfedit.model ({old[0]}); a second writer would rename "
-                          "its rows, so it cannot be added here: use a new --out")
+def first_writer_name(run_dir: Path) -> str | None:
+    """The first --selfedit.model's name in the table at `run_dir` as its self-edits were saved
+    ('other' or 'other:0'; None when it has none yet): a table grown by more writers keeps it."""
+    saved = {r.get("source") for r in read_jsonl(run_dir / "selfedits.jsonl")}
+    return next((name for name in ("other", "other:0") if name in saved), None)
 
 
 def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passages=None, data_sha=None) -> Path:
@@ -64,7 +58,6 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
         counts = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages)}
     check_models(cfg)
     external = load_external(cfg.data.completions, passages) if cfg.data.completions else {}
-    check_writers_grow(cfg)
     run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages),
                    grows=("selfedit.model", "eval.controls"))
     print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
@@ -78,7 +71,7 @@ def evaluate(cfg: RunConfig, argv: list[str], command: str = "evaluate", passage
         print(describe_external(extra["external"]))
     run.log("data", **{k: v for k, v in counts.items() if isinstance(v, int)})
     # which models write self-edits: the model itself and each --selfedit.model; then the file's
-    sources: dict = {s: None if s == "own" else _other_path(s, cfg) for s in _sources(cfg)}
+    sources: dict = {s: None if s == "own" else _other_path(s, cfg) for s in _sources(cfg, first_writer_name(run.path))}
     if external:
         sources["external"] = {pid: c[: cfg.eval.selfedits * cfg.selfedit.pool] for pid, c in external.items()}
     with open_executor(cfg.executor, cfg.model, cfg.threads) as executor:

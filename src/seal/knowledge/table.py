@@ -80,11 +80,14 @@ def other_models(cfg: RunConfig) -> list[str]:
     return [m for m in dict.fromkeys(names) if m != cfg.model.name]
 
 
-def _sources(cfg: RunConfig) -> list[str]:
-    """Which models write self-edits: 'own' and, when given, each --selfedit.model ('other', or
-    'other:<i>' when there are several)."""
+def _sources(cfg: RunConfig, first: str | None = None) -> list[str]:
+    """Which models write self-edits: 'own' and, when given, each --selfedit.model: 'other' when
+    there is one, 'other:<i>' when there are several (the name also names the sampling seed of
+    its self-edits). `first`: the first writer's name in a finished table grown by more writers
+    ('other' when it had one), so that adding a writer renames nothing."""
     others = other_models(cfg)
-    return ["own"] + (["other"] if len(others) == 1 else [f"other:{i}" for i in range(len(others))])
+    first = first or ("other" if len(others) == 1 else "other:0")
+    return ["own"] + [first if i == 0 else f"other:{i}" for i in range(len(others))]
 
 
 def table_plan(cfg: RunConfig, passages, selfedits: dict[str, dict[str, list[str]]], tok=None) -> tuple[list[K.Job], dict]:
