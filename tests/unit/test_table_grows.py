@@ -67,3 +67,39 @@ def test_a_table_resumed_with_a_new_writer_computes_only_its_rows(tiny_model_dir
     rows = ("self-edits:second", "passage x steps:second")
     assert {c: d for c, d in json.loads((fresh / "summary.json").read_text())["conditions"].items() if c in rows} == \
         {c: d for c, d in json.loads((out / "summary.json").read_text())["conditions"].items() if c in rows}
+
+
+def test_a_table_resumed_with_a_new_control_computes_only_its_rows(tiny_model_dir, squad_tiny, tmp_path, capsys):
+    out = tmp_path / "table"
+    perm = ("--selfedit.permutations", "1")
+    assert main(_argv(squad_tiny, tiny_model_dir, out, *perm)) == 0
+    before = (out / "results.jsonl").read_text()
+    # a control that does not extend the list (replacing steps) is refused, nothing lost
+    assert main(_argv(squad_tiny, tiny_model_dir, out, *perm, "--eval.controls", "permutations")) != 0
+    assert "eval.controls may only grow" in capsys.readouterr().err
+    assert (out / "results.jsonl").read_text() == before
+
+    assert main(_argv(squad_tiny, tiny_model_dir, out, *perm, "--eval.controls", "steps,permutations")) == 0
+    after = (out / "results.jsonl").read_text()
+    assert after.startswith(before)
+    added = [json.loads(line) for line in after[len(before):].splitlines()]
+    assert added and {r["condition"] for r in added} == {"passage + permutations"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert "self-edits" in summary["gain_vs_permutations_control"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["eval"]["controls"] == ["steps", "permutations"]
+    resumes = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("event") == "resume"]
+    assert resumes[-1]["grown"] == {"eval.controls": ["steps", "permutations"]}
+
+    # a new writer then adds its self-edits and its steps control; the permutations control
+    # (the update without any self-edit) is the row already there, paired with both writers
+    writer = shutil.copytree(tiny_model_dir, tmp_path / "writer")
+    argv = _argv(squad_tiny, tiny_model_dir, out, *perm, "--eval.controls", "steps,permutations",
+                 "--selfedit.model", str(writer))
+    assert main(argv) == 0
+    grown = (out / "results.jsonl").read_text()
+    assert grown.startswith(after)
+    added = {json.loads(line)["condition"] for line in grown[len(after):].splitlines()}
+    assert added == {"self-edits:writer", "passage x steps:writer"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["gain_vs_permutations_control"]) == {"self-edits", "self-edits:writer"}
+    assert ["passage + permutations", "self-edits:writer"] in summary["controls"]
