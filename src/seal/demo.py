@@ -61,8 +61,8 @@ def demo(cfg: RunConfig, argv: list[str]) -> Path:
         path, sha = cfg.data.path, K.file_sha256(cfg.data.path)
     cfg.data.path = path
     if len(passages) <= N_TRAIN:
-        raise K.DataError(f"{path}: the demo needs more than {N_TRAIN} passages ({N_TRAIN} to train on, the rest to "
-                          f"evaluate); it has {len(passages)}")
+        raise K.DataError(f"{path}: the demo needs more than {N_TRAIN} passages ({N_TRAIN} to train on, up to "
+                          f"{N_EVAL} more to evaluate); it has {len(passages)}")
     train_set, eval_set = passages[:N_TRAIN], passages[N_TRAIN:N_TRAIN + N_EVAL]
     if not cfg.out:
         import datetime as dt
