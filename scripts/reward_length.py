@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from seal.knowledge.task import control_key, is_control, record_key
+from seal.runs import read_jsonl
 from seal.stats import bootstrap_mean, spearman
 
 
@@ -45,7 +46,7 @@ def control_stats(recs: list[dict], control: dict[str, float], against: str, per
 
 
 def round_stats(path: Path, k: int, against: str, perms: int) -> dict:
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    recs = read_jsonl(path)
     control = controls(recs)
     paired = control_stats(recs, control, against, perms)
 
