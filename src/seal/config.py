@@ -361,6 +361,15 @@ class ReSTEMConfig:
     the data the rounds do not use) from the generator the round started with and from its new
     model, score both with the round's inner loop and reward, and report the paired difference
     (done.json `generator_check`), saying plainly when the new generator is worse (0: off)."""
+    estep_from: str = ""
+    """A `seal train` run folder whose finished round-1 E-step this run takes instead of computing
+    it: the base model's sampled self-edits, the unadapted model's grades, every inner-loop record
+    and reward (controls included), and the base generator's side of the held-apart check. That
+    E-step depends only on the model, data, seed, self-edit, inner-loop, reward and check
+    settings, which must equal that run's (refused, naming the ones that differ, otherwise);
+    the M-step (`keep`, `keep_fraction`, `tie_break`, `sft_*`), `rounds`, `executor` and
+    `threads` may differ. For M-step ablations: a 32-passage x 5 E-step is about an hour on 2
+    CPU cores. Everything after round 1's E-step is computed."""
     sft_processes: int = setting(1, ge=1)
     """Processes the M-step's SFT runs on: 1 in this process; more launches `accelerate launch
     --num_processes N -m seal.cli sft` (one per GPU, or CPU processes without one), data-parallel

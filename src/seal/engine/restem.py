@@ -187,6 +187,62 @@ def run_rounds(task: Task, run, base, tok, chat: bool, model_cfg: ModelConfig, r
     return finish(run, rounds, unchanged, **final_extra)
 
 
+ESTEP_FREE = frozenset({"out", "threads", "executor", "data.path", "restem.rounds", "restem.keep", "restem.keep_fraction",
+                        "restem.tie_break", "restem.sft_lr", "restem.sft_epochs", "restem.sft_batch_size",
+                        "restem.sft_lora", "restem.sft_max_seq_len", "restem.sft_processes", "restem.estep_from"})
+"""Settings (dotted, or a whole section) that round 1's E-step does not depend on: the M-step's,
+the round count, and how the work is run (`data.path`: the data file is compared by its sha256
+instead). `restem.estep_from` may join runs that differ only there."""
+
+
+def estep_differences(mine: dict, theirs: dict, free: frozenset[str] = ESTEP_FREE) -> list[str]:
+    """The dotted settings (`to_dict` form) on which two runs' round-1 E-steps may differ. A
+    setting missing from `theirs` (a config saved before the setting existed, when it may have
+    behaved otherwise than its default now) counts as different."""
+    out: list[str] = []
+
+    def walk(a: dict, b: dict, prefix: str) -> None:
+        for key in sorted(set(a) | set(b)):
+            name = prefix + key
+            if name in free:
+                continue
+            x, y = a.get(key), b.get(key)
+            if isinstance(x, dict) and isinstance(y, dict):
+                walk(x, y, name + ".")
+            elif x != y or key not in a or key not in b:
+                out.append(name)
+
+    walk(mine, theirs, "")
+    return out
+
+
+def take_estep(src: Path, run_dir: Path, job_file: str, run_files: tuple[str, ...] = ()) -> list[str]:
+    """Copy round 1's E-step from the run folder `src` into the run folder `run_dir` (whose
+    settings the caller has checked with `estep_differences`): the samples, the unadapted
+    baseline, every inner-loop record (`job_file`), the base generator's held-apart check (its
+    samples and its and the controls' records; the `after` side is the new model's, so it is not
+    taken), and `run_files`, run-level files the E-step read (e.g. probes). A file `run_dir`
+    already has is left alone, so a resumed run may call this again. Returns the files written."""
+    from seal.runs import RunError
+
+    s, d = Path(src) / "rounds" / "round_1", Path(run_dir) / "rounds" / "round_1"
+    if not (s / "done.json").exists():
+        raise RunError(f"{src}: has no finished round 1 (rounds/round_1/done.json) to take the E-step from")
+    every = lambda r: True  # noqa: E731
+    plan = [(s / name, d / name, every) for name in ("samples.jsonl", "base.jsonl", job_file, "check_base.jsonl")]
+    plan += [(s / "check_samples.jsonl", d / "check_samples.jsonl", lambda r: r.get("which") == "before"),
+             # generator_check scores [before, after] pairs: sample 0 the base generator's, 1 the new model's
+             (s / "check.jsonl", d / "check.jsonl", lambda r: r.get("sample") != 1)]
+    plan += [(Path(src) / name, Path(run_dir) / name, every) for name in run_files]
+    written = []
+    d.mkdir(parents=True, exist_ok=True)
+    for a, b, wanted in plan:
+        if a.exists() and not b.exists():
+            write_jsonl(b, [r for r in read_jsonl(a) if wanted(r)])
+            written.append(str(b.relative_to(run_dir)))
+    return written
+
+
 def policy_folder(model_cfg: ModelConfig, run_dir: Path, rnd: int) -> str:
     """Where round `rnd`'s policy lies on disk: the model of the last earlier round that changed
     it, else the base model's folder (or hub id)."""

@@ -31,6 +31,7 @@ base.jsonl, rewards.jsonl (one record per inner-loop run), sft.jsonl, model/, do
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -429,11 +430,35 @@ def update_steps(cfg: RunConfig):
     return lambda n: cfg.inner.update_steps(n + extra)
 
 
+def check_estep_source(cfg: RunConfig, data_sha: str | None) -> None:
+    """Refuse `restem.estep_from` unless that folder is a `seal train` run on the same data whose
+    round-1 E-step settings equal `cfg`'s (seal.engine.restem.estep_differences)."""
+    from seal.config import from_dict, load_yaml, to_dict
+    from seal.engine.restem import estep_differences
+    from seal.runs import RunError
+
+    src = Path(cfg.restem.estep_from)
+    try:
+        manifest = json.loads((src / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"restem.estep_from {src}: not a seal run folder ({e})") from None
+    if manifest.get("command") != "train":
+        raise RunError(f"restem.estep_from {src}: is a '{manifest.get('command')}' run, not a 'train' run")
+    saved = load_yaml(src / "config.yaml")
+    from_dict(RunConfig, saved, str(src / "config.yaml"))  # a readable config, or a clear error
+    if diff := estep_differences(to_dict(cfg), saved):
+        raise ConfigError(f"restem.estep_from {src}: its round-1 E-step was made with other settings "
+                          f"({', '.join(diff)}); only the M-step, rounds, executor and threads may differ")
+    if data_sha is None or manifest.get("data", {}).get("sha256") != data_sha:
+        raise RunError(f"restem.estep_from {src}: was run on another data file (its sha256 "
+                       f"{manifest.get('data', {}).get('sha256')}, this run's {data_sha})")
+
+
 def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = None, data_sha: str | None = None,
           command: str = "train") -> Path:
     """`seal train`: load the passages and the model, open (or resume) the run folder, and run
     `restem.rounds` ReSTEM rounds of KnowledgeTask (seal/engine/restem.py). Returns the run folder."""
-    from seal.engine.restem import open_backends, run_rounds
+    from seal.engine.restem import open_backends, run_rounds, take_estep
     from seal.knowledge.table import prepare_passages
     from seal.runs import open_run
     from seal.training.lora import check_targets
@@ -450,8 +475,14 @@ def train(cfg: RunConfig, argv: list[str], passages: list[K.Passage] | None = No
     else:
         counts = {"passages": len(passages), "questions": sum(len(p.questions) for p in passages)}
     check_model_name(cfg.model.name)
+    if cfg.restem.estep_from:
+        check_estep_source(cfg, data_sha)
     run = open_run(command, cfg, argv, cfg.data.path, data_sha, len(passages), grows=("restem.rounds",))
     print(f"run folder: {run.path}" + (" (resumed)" if run.resumed else ""))
+    if cfg.restem.estep_from and (taken := take_estep(Path(cfg.restem.estep_from), run.path, KnowledgeTask.job_file,
+                                                      ("probes.jsonl",))):
+        run.log("estep_from", src=cfg.restem.estep_from, files=taken)
+        print(f"round 1: E-step taken from {cfg.restem.estep_from} ({len(taken)} files)")
     base, tok = load_model(cfg.model)
     chat = uses_chat(tok, cfg.model)
     check_targets(base, cfg.restem.sft_lora, "restem.sft_lora.targets")  # before a round's E-step, not after it
