@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # above. Each entry is a module or, ending in ".", a package and everything in it. Domains sit
 # side by side and do not import each other; nor do the applications.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("seal", "seal.config", "seal.runs", "seal.stats")),
+    ("foundation", ("seal", "seal.config", "seal.runs", "seal.rows", "seal.stats")),
     ("training", ("seal.training.",)),
     ("engine", ("seal.engine.",)),
     ("domains", ("seal.knowledge.", "seal.arc.")),

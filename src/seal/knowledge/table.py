@@ -13,6 +13,7 @@ from pathlib import Path
 from seal import knowledge as K
 from seal.config import RunConfig
 from seal.engine.jobs import job_seed
+from seal.rows import control_kind, control_name
 from seal.stats import bootstrap_mean, interval_sign, paired_bootstrap, spearman, spearman_undefined
 from seal.training.inner_loop import tokenize_examples
 from seal.training.lora import check_targets
@@ -110,29 +111,6 @@ def table_plan(cfg: RunConfig, passages, selfedits: dict[str, dict[str, list[str
     controls = [[control_name(c, cond), cond] for s in selfedits for cond in [_cond_name(s, cfg)]
                 for c in cfg.eval.controls] if cfg.eval.mode == "single" else []
     return jobs, {"conditions": conditions, "skipped": skipped, "controls": controls}
-
-
-CONTROL_ROWS = {"steps": "passage x steps", "tokens": "passage x tokens", "permutations": "passage + permutations"}
-"""Each `eval.controls` kind's row name (before `:<writer>`)."""
-
-
-def control_name(control: str, selfedit_condition: str) -> str:
-    """`passage x steps` for the own self-edits' steps control, `passage x steps:round_2` for
-    another writer's, `passage x tokens:external`, ... The `permutations` control is one row,
-    `passage + permutations`, for every writer: it leaves the self-edit out, so its update (the
-    passage, the same permuted copies, the same seed) is the same whoever wrote the self-edit."""
-    writer = selfedit_condition.split(":", 1)[1] if ":" in selfedit_condition else \
-        ("" if selfedit_condition == "self-edits" else selfedit_condition)
-    if control == "permutations":
-        writer = ""
-    return CONTROL_ROWS[control] + (f":{writer}" if writer else "")
-
-
-def control_kind(row: str) -> str | None:
-    """The `eval.controls` kind of a row (`passage x steps:round_2` -> `steps`); None for a row
-    that is not a control."""
-    base = row.split(":", 1)[0]
-    return next((kind for kind, name in CONTROL_ROWS.items() if name == base), None)
 
 
 def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Job], dict]:

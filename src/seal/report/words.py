@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 
 from seal.report.load import Bench, Registry, Run, Table, as_dict, dig, num, stat
+from seal.rows import control_kind
 from seal.stats import interval_sign
 
 FRACTION_METRICS = ("containment", "f1", "em", "success", "accuracy")
@@ -77,12 +78,12 @@ def condition_words(cond: str) -> str:
     for as many steps as the round_2 self-edits' update (passage x steps:round_2)'."""
     if cond in CONDITION_WORDS:
         return CONDITION_WORDS[cond]
-    if cond.startswith("passage + permutations"):  # one row for every writer: no self-edit in it
+    kind = control_kind(cond)
+    if kind == "permutations":  # one row for every writer: no self-edit in it
         return f"with the passage and its permuted copies, without any self-edit ({cond})"
-    if cond.startswith("passage x"):
-        kind, _, writer = cond.removeprefix("passage x").strip().partition(":")
-        return (f"with the passage alone trained for as many {kind or 'steps'} as the {writer or 'own'} self-edits' "
-                f"update ({cond})")
+    if kind is not None:
+        writer = cond.partition(":")[2]
+        return f"with the passage alone trained for as many {kind} as the {writer or 'own'} self-edits' update ({cond})"
     if cond.startswith("self-edits:"):
         return f"with self-edits written by the {cond.split(':', 1)[1]} model"
     return f"under {cond}"
