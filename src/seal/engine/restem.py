@@ -45,7 +45,7 @@ from typing import Any
 from seal.config import GenerationConfig, InnerLoopConfig, ModelConfig
 from seal.engine.jobs import job_seed, run_saved_jobs, sample_selfedits
 from seal.engine.task import Plan, Session, Task
-from seal.runs import append_jsonl, atomic_write_json, progress, read_jsonl, write_jsonl
+from seal.runs import RunError, append_jsonl, atomic_write_json, progress, read_jsonl, write_jsonl
 from seal.stats import sd
 from seal.training import lora
 from seal.training.generation import HFGenerator, make_generator
@@ -222,12 +222,13 @@ def take_estep(src: Path, run_dir: Path, job_file: str, run_files: tuple[str, ..
     baseline, every inner-loop record (`job_file`), the base generator's held-apart check (its
     samples and its and the controls' records; the `after` side is the new model's, so it is not
     taken), and `run_files`, run-level files the E-step read (e.g. probes). A file `run_dir`
-    already has is left alone, so a resumed run may call this again. Returns the files written."""
-    from seal.runs import RunError
-
+    already has is left alone, and a finished round 1 gets nothing, so a resumed run may call this
+    again. Returns the files written."""
     s, d = Path(src) / "rounds" / "round_1", Path(run_dir) / "rounds" / "round_1"
     if not (s / "done.json").exists():
         raise RunError(f"{src}: has no finished round 1 (rounds/round_1/done.json) to take the E-step from")
+    if (d / "done.json").exists():  # this run's round 1 is finished: nothing to take
+        return []
     every = lambda r: True  # noqa: E731
     plan = [(s / name, d / name, every) for name in ("samples.jsonl", "base.jsonl", job_file, "check_base.jsonl")]
     plan += [(s / "check_samples.jsonl", d / "check_samples.jsonl", lambda r: r.get("which") == "before"),
