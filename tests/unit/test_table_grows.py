@@ -103,3 +103,34 @@ def test_a_table_resumed_with_a_new_control_computes_only_its_rows(tiny_model_di
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["gain_vs_permutations_control"]) == {"self-edits", "self-edits:writer"}
     assert ["passage + permutations", "self-edits:writer"] in summary["controls"]
+
+
+def test_two_writers_in_folders_of_one_name_get_rows_of_their_own(tiny_model_dir, squad_tiny, tmp_path, capsys):
+    """Two ReSTEM runs' round-2 models (`<run>/rounds/round_2/model`) in one table: the second
+    writer's rows were named like the first's (`self-edits:round_2`), so a table grown by it read
+    the first writer's results as its own and computed nothing. Now it gets `round_2@<run>`, a
+    table grown by it computes its rows, and they equal those of a table made with both."""
+    from seal.knowledge.table import writer_labels
+
+    a = shutil.copytree(tiny_model_dir, tmp_path / "run-a/rounds/round_2/model")
+    b = shutil.copytree(tiny_model_dir, tmp_path / "run-b/rounds/round_2/model")
+    assert writer_labels([str(a), str(b)]) == ["round_2", "round_2@run-b"]
+    assert writer_labels(["x/a/r/model", "y/a/r/model", "z/a/r/model"]) == ["r", "r@y", "r@z"]
+    assert writer_labels(["runs/t/rounds/round_2/model", "runs/t/rounds/round_3/model"]) == ["round_2", "round_3"]
+    # one folder under two spellings is refused before anything is made
+    twice = f"{a},{tmp_path}/run-a/rounds/./round_2/model"
+    assert main(_argv(squad_tiny, tiny_model_dir, tmp_path / "same", "--selfedit.model", twice)) == 2
+    assert "is named twice" in capsys.readouterr().err and not (tmp_path / "same").exists()
+
+    grown, fresh = tmp_path / "grown", tmp_path / "fresh"
+    assert main(_argv(squad_tiny, tiny_model_dir, grown, "--selfedit.model", str(a))) == 0
+    first = {r["condition"] for r in read_jsonl(grown / "results.jsonl")}
+    assert main(_argv(squad_tiny, tiny_model_dir, grown, "--selfedit.model", f"{a},{b}")) == 0
+    rows = lambda out: {(r["condition"], r["passage_id"]): r["questions"]  # noqa: E731
+                        for r in read_jsonl(out / "results.jsonl")}
+    new = {k for k in rows(grown) if k[0] not in first}
+    assert {c for c, _ in new} == {"self-edits:round_2@run-b", "passage x steps:round_2@run-b"}
+    assert main(_argv(squad_tiny, tiny_model_dir, fresh, "--selfedit.model", f"{a},{b}")) == 0
+    assert {k: rows(grown)[k] for k in new} == {k: rows(fresh)[k] for k in new}
+    summary = json.loads((grown / "summary.json").read_text())
+    assert len(summary["order"]) == len(set(summary["order"]))

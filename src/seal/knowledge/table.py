@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from seal import knowledge as K
-from seal.config import RunConfig
+from seal.config import ConfigError, RunConfig
 from seal.engine.jobs import job_seed
 from seal.rows import control_kind, control_name
 from seal.stats import bootstrap_mean, interval_sign, paired_bootstrap, spearman, spearman_undefined
@@ -57,9 +57,11 @@ def describe_external(cov: dict) -> str:
 
 
 def check_models(cfg: RunConfig) -> None:
-    """Before the run folder is made: every model named exists on disk or can be fetched."""
+    """Before the run folder is made: every model named exists on disk or can be fetched, and
+    each writer can have rows of its own (`writer_labels`)."""
     for name in [cfg.model.name] + other_models(cfg):
         check_model_name(name)
+    writer_labels(other_models(cfg))
 
 
 def prepare_passages(cfg: RunConfig, model, tok, chat: bool, passages, counts: dict, where: str) -> list[K.Passage]:
@@ -188,12 +190,33 @@ def _other_path(source: str, cfg: RunConfig) -> str:
     return others[0] if source == "other" else others[int(source.split(":")[1])]
 
 
+def writer_labels(paths: list[str]) -> list[str]:
+    """Each `--selfedit.model`'s row label, in order: its folder's name (`runs/t/rounds/round_2/model`
+    -> `round_2`), or, when an earlier writer has that label, `<name>@<the nearest folder above
+    that tells it apart>` (`round_2@t`). The first of them keeps the short label, so a table grown
+    by a writer keeps its rows' names, and no two writers share a row (they did: the later one's
+    rows were read from the earlier one's results). The same folder named twice is refused."""
+    labels: list[str] = []
+    seen: list[tuple[str, ...]] = []
+    for path in paths:
+        parts = tuple(x for x in Path(path).parts if x != Path(path).anchor)
+        if len(parts) > 1 and parts[-1] == "model":  # rounds/round_2/model -> round_2
+            parts = parts[:-1]
+        label = next((c for k in range(1, len(parts) + 1)  # the shortest tail no earlier writer ends with
+                      if all(q[-k:] != parts[-k:] for q in seen)
+                      and (c := parts[-1] if k == 1 else f"{parts[-1]}@{parts[-k]}") not in labels), None)
+        if label is None:
+            raise ConfigError(f"selfedit.model: {path} is named twice")
+        labels.append(label)
+        seen.append(parts)
+    return labels
+
+
 def _cond_name(source: str, cfg: RunConfig) -> str:
     if source in ("own", "external"):
         return {"own": "self-edits", "external": "external"}[source]
-    other = Path(_other_path(source, cfg))
-    label = other.parent.name if other.name == "model" else other.name  # rounds/round_2/model -> round_2
-    return "self-edits:" + label
+    i = 0 if source == "other" else int(source.split(":")[1])
+    return "self-edits:" + writer_labels(other_models(cfg))[i]
 
 
 def per_passage(cfg, passages, base, results, condition) -> dict[str, list[dict]]:
