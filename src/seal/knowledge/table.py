@@ -119,13 +119,14 @@ def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Jo
     skipped: dict[str, int] = {}
     jobs: list[K.Job] = []
     keys: set[str] = set()
+    names = {source: _cond_name(source, cfg) for source in selfedits}
     if cfg.eval.mode == "single":
         for p in passages:
             seed = job_seed(cfg.seed, p.id)
             jobs.append(K.Job(f"passage/{p.id}/0", [p.id], K.training_examples(p, [], True), p.questions,
                               seed, group="passage"))
             for source, comps in selfedits.items():
-                cond = _cond_name(source, cfg)
+                cond = names[source]
                 pool = cfg.selfedit.pool
                 mine = comps.get(p.id, [])[: cfg.eval.selfedits * pool]
                 for j in range(-(-len(mine) // pool)):
@@ -149,7 +150,7 @@ def _make_jobs(cfg: RunConfig, passages, selfedits, tok=None) -> tuple[list[K.Jo
         jobs.append(K.Job("passage/all/0", ids, [e for p in passages for e in K.training_examples(p, [], True)],
                           allq, job_seed(cfg.seed, "cpt"), group="passage"))
         for source, comps in selfedits.items():
-            cond = _cond_name(source, cfg)
+            cond = names[source]
             for j in range(cfg.eval.selfedits):
                 ex = []
                 for p in passages:
@@ -185,9 +186,13 @@ def matched_copies(control: str, examples: list, passage: K.Passage, cfg: RunCon
     return max(1, round(update / max(1, alone)))
 
 
+def _writer_index(source: str) -> int:
+    """`other` -> 0, `other:<i>` -> i: which --selfedit.model a source is."""
+    return 0 if source == "other" else int(source.split(":")[1])
+
+
 def _other_path(source: str, cfg: RunConfig) -> str:
-    others = other_models(cfg)
-    return others[0] if source == "other" else others[int(source.split(":")[1])]
+    return other_models(cfg)[_writer_index(source)]
 
 
 def writer_labels(paths: list[str]) -> list[str]:
@@ -215,8 +220,7 @@ def writer_labels(paths: list[str]) -> list[str]:
 def _cond_name(source: str, cfg: RunConfig) -> str:
     if source in ("own", "external"):
         return {"own": "self-edits", "external": "external"}[source]
-    i = 0 if source == "other" else int(source.split(":")[1])
-    return "self-edits:" + writer_labels(other_models(cfg))[i]
+    return "self-edits:" + writer_labels(other_models(cfg))[_writer_index(source)]
 
 
 def per_passage(cfg, passages, base, results, condition) -> dict[str, list[dict]]:
