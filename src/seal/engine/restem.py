@@ -22,6 +22,8 @@ its departures from the paper. Departures common to both:
 - equal rewards are ordered by the task's finer score where it has one (`restem.tie_break`:
   knowledge incorporation's gold-answer log-prob), not by sample index: with a containment
   reward over a passage's 4-5 questions the best is tied on about half the passages;
+- optionally (`restem.confirm logprob`, knowledge incorporation) a self-edit is kept only if a
+  second, finer score from the same updates agrees that it beat its control;
 - seeds come from the run's seed and the piece of work (`jobs.job_seed`), so a round samples,
   trains and scores the same whether or not it was interrupted.
 
@@ -188,7 +190,7 @@ def run_rounds(task: Task, run, base, tok, chat: bool, model_cfg: ModelConfig, r
 
 
 ESTEP_FREE = frozenset({"out", "threads", "executor", "data.path", "restem.rounds", "restem.keep", "restem.keep_fraction",
-                        "restem.tie_break", "restem.sft_lr", "restem.sft_epochs", "restem.sft_batch_size",
+                        "restem.tie_break", "restem.confirm", "restem.sft_lr", "restem.sft_epochs", "restem.sft_batch_size",
                         "restem.sft_lora", "restem.sft_max_seq_len", "restem.sft_processes", "restem.estep_from"})
 """Settings (dotted, or a whole section) that round 1's E-step does not depend on: the M-step's,
 the round count, and how the work is run (`data.path`: the data file is compared by its sha256
@@ -298,7 +300,8 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
                       "reward": rewards[(cid, j)]} for cid, j in plan.scored_by if (cid, j) in rewards])
 
     # filter and M-step
-    kept = select_kept(rewards, task.keep, task.keep_fraction, selfedit_tiebreaks(task, plan, records))
+    confirmed = confirmed_rewards(rewards, selfedit_confirms(task, plan, records))
+    kept = select_kept(confirmed, task.keep, task.keep_fraction, selfedit_tiebreaks(task, plan, records))
     by_id = {c.id: c for c in contexts}
     n_check = getattr(task, "generator_check", 0) if kept else 0
     if n_check:  # the held-apart self-edits of the generator this round started from, before SFT changes it
@@ -336,6 +339,7 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
             "mean_reward": sum(vals) / len(vals) if vals else None,
             "frac_positive": sum(v > 0 for v in vals) / len(vals) if vals else None,
             "mean_kept_reward": sum(r for _, _, r in kept) / len(kept) if kept else None,
+            "n_unconfirmed_positive": sum(r is not None and r > 0 for k, r in rewards.items() if k not in confirmed),
             "reward_sd": sd(vals), "reward_quantiles": _quantiles(vals),
             "model_changed": bool(examples), "n_sft_examples": len(examples),
             "sft_tokens": sft_stats["tokens"][0] if sft_stats else 0,
@@ -353,7 +357,9 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
     info["job_seconds"] = sum(r.get("seconds") or 0.0 for r in records.values())
     atomic_write_json(rdir / "done.json", info)
     print(f"round {rnd}: mean reward {_fmt(info['mean_reward'])} (sd {_fmt(info['reward_sd'])}), kept "
-          f"{len(kept)}/{len(vals)}, kept log-prob {_fmt(movement.get('kept_logprob_before'))} -> "
+          f"{len(kept)}/{len(vals)}"
+          + (f" ({info['n_unconfirmed_positive']} positive unconfirmed by restem.confirm)"
+             if info["n_unconfirmed_positive"] else "") + f", kept log-prob {_fmt(movement.get('kept_logprob_before'))} -> "
           f"{_fmt(movement.get('kept_logprob_after'))}, {info['seconds']:.0f} s"
           + (" this session (resumed)" if resumed else "") + f"; inner-loop jobs {info['job_seconds']:.0f} s")
     for line in task.round_notes(rnd, info):
@@ -438,6 +444,22 @@ def selfedit_tiebreaks(task: Task, plan: Plan, records: dict[str, dict]) -> dict
     optional: None where the task has none or `restem.tie_break` is `first`)."""
     score = getattr(task, "tiebreak", None)
     return None if score is None else selfedit_rewards(task, plan, records, score) or None
+
+
+def selfedit_confirms(task: Task, plan: Plan, records: dict[str, dict]) -> dict[tuple[str, int], float] | None:
+    """Each self-edit's second score that must also be above 0 for it to be kept (`Task.confirm`,
+    optional: None where the task has none or `restem.confirm` is `none`)."""
+    score = getattr(task, "confirm", None)
+    return None if score is None else selfedit_rewards(task, plan, records, score)
+
+
+def confirmed_rewards(rewards: dict[tuple[str, int], float],
+                      confirms: dict[tuple[str, int], float] | None) -> dict[tuple[str, int], float]:
+    """The rewards of the self-edits the filter may keep: all of them without a second score,
+    else those whose second score is above 0 (a missing one is not)."""
+    if confirms is None:
+        return rewards
+    return {k: r for k, r in rewards.items() if (confirms.get(k) or 0.0) > 0}
 
 
 def _quantiles(vals: list[float]) -> dict | None:

@@ -171,6 +171,9 @@ class Task(Protocol):
     #     A finer score of a self-edit from the same records (larger is better) that orders
     #     self-edits with equal rewards in the filter (restem.select_kept); a task without it,
     #     or returning None, has ties go to the lowest sample.
+    # optional: confirm, None or a function of the same records -> float | None
+    #     A second score that must also be above 0 for the filter to keep a self-edit
+    #     (restem.confirmed_rewards); None, or a task without it, keeps by the reward alone.
     # optional: generator_check: int, and def held_apart(self, n: int) -> list
     #     How many held-apart contexts (none of any round's) check after each M-step that the new
     #     generator's self-edits earn no less reward than those of the one it started from

@@ -7,7 +7,8 @@
               (+ the passage), graded closed-book on the passage's questions (QAInnerLoop)
     reward    r = metric(adapted base) - metric(base) on those questions, averaged over seeds
               (`eval.reward`, default containment; see knowledge/__init__.py for the grading)
-    filter    `restem.keep` (best-positive, the paper's; all-positive; top-fraction)
+    filter    `restem.keep` (best-positive, the paper's; all-positive; top-fraction), among the
+              self-edits whose gold-answer log-prob also beat the control's with `restem.confirm logprob`
     M-step    SFT on (self-edit prompt -> sampled self-edit), loss on the self-edit
 
 Departures from the paper, each a setting:
@@ -94,6 +95,16 @@ def controlled_reward(records: list[dict]) -> float | None:
         return None
     ctrl = [r["reward"] for r in records if is_control(r) and r["reward"] is not None]
     return sum(own) / len(own) - (sum(ctrl) / len(ctrl) if ctrl else 0.0)
+
+
+def logprob_over_control(records: list[dict]) -> float | None:
+    """A self-edit's mean gold-answer log-prob after its update less its controls' (the same
+    seeds, from the same records as `controlled_reward`); None without both."""
+    own = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and not is_control(r)]
+    ctrl = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and is_control(r)]
+    if not own or not ctrl:
+        return None
+    return sum(own) / len(own) - sum(ctrl) / len(ctrl)
 
 
 @dataclass
@@ -246,6 +257,12 @@ class KnowledgeTask:
         vals = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and not is_control(r)
                 and "logprob" in r.get("metrics", {})]
         return sum(vals) / len(vals) if vals else None
+
+    @property
+    def confirm(self):
+        """`restem.confirm logprob`: `logprob_over_control`, the second score a kept self-edit
+        must have above 0; None (`none`): the reward alone decides."""
+        return logprob_over_control if self.cfg.restem.confirm == "logprob" else None
 
     # ------------------------------------------------------------------ M-step and reporting
 
