@@ -25,13 +25,16 @@ def main(run: str, out: str) -> None:
         # a control job (restem.reward_against) has no sample, and its copies or permutations
         summary["rewards"][rdir.name] = [{k: r[k] for k in ("passage_id", "sample", "seed", "reward", "control_copies",
                                                             "control_permutations", "seconds") if k in r}
+                                         | ({"logprob": r["metrics"]["logprob"]} if "logprob" in r.get("metrics", {})
+                                            else {})
                                          for r in read_jsonl(rdir / "rewards.jsonl")]
         samples = {r["passage_id"]: r["completions"] for r in read_jsonl(rdir / "samples.jsonl")}
         summary["kept"][rdir.name] = [{**k, "completion": samples[k["passage_id"]][k["sample"]]}
                                       for k in read_jsonl(rdir / "sft.jsonl")]
     Path(out).write_text(json.dumps(summary, indent=1))
     for r in summary["rounds"]:
-        print({k: r[k] for k in ("round", "mean_reward", "reward_sd", "n_kept", "n_scored", "n_empty",
+        print({k: r.get(k) for k in ("round", "mean_reward", "reward_sd", "n_kept", "n_scored", "n_empty",
+                                 "n_unconfirmed_positive",
                                  "kept_logprob_before", "kept_logprob_after", "seconds")},
               {k: r["selfedits"][k] for k in ("mean_tokens", "mean_items", "distinct_2")},
               {"generator_check": r["generator_check"]["after_minus_before"]} if r.get("generator_check") else "")

@@ -69,6 +69,21 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
+def script():
+    """Load one of the repository's scripts/<name>.py as a module: `script("check_redraw").main(...)`."""
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "scripts"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    return load
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 

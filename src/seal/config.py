@@ -318,9 +318,10 @@ class ReSTEMConfig:
     """A second condition before the filter keeps a self-edit (knowledge task, with
     `reward_against` a control): `logprob`, its update must also raise the gold answer's mean
     log-prob above the control's on the same seeds, a finer score than containment on 4-5
-    questions. Why: of the 39 self-edits two best-positive rounds kept, the 28 that passed this
-    test kept +0.078 containment over the control when scored again under a fresh seed, the 11
-    that failed it -0.009 (train passages, results/restem_confirm_rescore.json). `none`: the
+    questions. Why: of the 39 self-edits two best-positive rounds kept, scored again under a
+    fresh seed, the 28 that passed this test kept +0.078 [-0.018, +0.178] containment over the
+    control and +0.42 log-prob, the 11 that failed it -0.009 [-0.145, +0.118] and -0.68 (train
+    passages, results/restem_confirm_rescore.json: suggestive, not resolved). `none`: the
     reward alone (the paper). Against the unadapted model nearly every update raises the
     log-prob, so the test is refused there."""
     sft_lr: float = setting(3e-4, gt=0)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,17 +11,10 @@ import yaml
 
 from seal.knowledge.passages import load_passages
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kept_selfedits.py"
 PASSAGES = [{"title": "Velmora", "context": "Velmora is a town. It has a bridge.",
              "questions": [{"question": "What is Velmora?", "answer": "a town"}]},
             {"title": "Osk", "context": "Osk is a river.", "questions": [{"question": "What is Osk?", "answer": "a river"}]}]
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("kept_selfedits", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run(tmp_path: Path, kept: list[dict]) -> Path:
@@ -40,18 +32,18 @@ def _run(tmp_path: Path, kept: list[dict]) -> Path:
     return run
 
 
-def test_kept_selfedits_round_trip_through_the_passage_loader(tmp_path):
+def test_kept_selfedits_round_trip_through_the_passage_loader(tmp_path, script):
     run = _run(tmp_path, [{"i": 1, "sample": 1, "reward": 0.25}])
     out = tmp_path / "kept.json"
-    assert _script().main([str(run), str(out)]) == 0
+    assert script("kept_selfedits").main([str(run), str(out)]) == 0
     (p,), _ = load_passages(out)
     assert p.title == "Osk" and p.completions == [f"{p.id} b"]  # the kept sample, not the others
     rec = json.loads(out.read_text())[0]
     assert rec["round"] == 1 and rec["kept_reward"] == 0.25 and rec["passage_id"] == p.id
 
 
-def test_a_kept_passage_missing_from_the_data_is_named(tmp_path):
+def test_a_kept_passage_missing_from_the_data_is_named(tmp_path, script):
     run = _run(tmp_path, [{"passage_id": "nope", "sample": 0, "reward": 0.5}])
     with pytest.raises(SystemExit, match=r"sft.jsonl: record 0: passage nope is not in"):
-        _script().main([str(run), str(tmp_path / "kept.json")])
+        script("kept_selfedits").main([str(run), str(tmp_path / "kept.json")])
     assert not (tmp_path / "kept.json").exists()
