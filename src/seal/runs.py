@@ -181,6 +181,17 @@ class Run:
             self._wandb.finish()
 
 
+def read_manifest(path: Path) -> dict:
+    """A run folder's manifest.json, or a RunError that names the file."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path}: not a seal run folder ({path / 'manifest.json'}: {e})") from None
+    if not isinstance(manifest, dict):
+        raise RunError(f"{path / 'manifest.json'}: not a seal run manifest (a JSON object)")
+    return manifest
+
+
 def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, data_sha256: str | None = None,
              n_items: int | None = None, grows: tuple[str, ...] = ()) -> Run:
     """Create runs/<command>-<time> (or cfg.out), or resume cfg.out if it is a run folder.
@@ -202,7 +213,7 @@ def open_run(command: str, cfg, argv: list[str], data_path: str | None = None, d
     _check_out(path)
     resumed = (path / "manifest.json").exists()
     if resumed:
-        manifest = json.loads((path / "manifest.json").read_text())
+        manifest = read_manifest(path)
         if manifest.get("command") != command:
             raise RunError(f"{path}: is a '{manifest.get('command')}' run; cannot resume it with '{command}'")
         saved = from_dict(type(cfg), load_yaml(path / "config.yaml"), str(path / "config.yaml"))

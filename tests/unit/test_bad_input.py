@@ -85,6 +85,17 @@ def test_out_that_cannot_be_a_run_folder(out, needle, files, squad_tiny, tiny_mo
     assert (files / "notes" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("text", ["{\"command\": \"evaluate\"", "[]"])
+def test_a_broken_manifest_is_named_and_the_run_kept(text, files, squad_tiny, tiny_model_dir, capsys):
+    run = files / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(text)
+    (run / "results.jsonl").write_text("mine\n")
+    _refused(["evaluate", "--data", str(squad_tiny), "--model", str(tiny_model_dir), "--out", str(run)],
+             capsys, None, f"{run / 'manifest.json'}")
+    assert (run / "manifest.json").read_text() == text and (run / "results.jsonl").read_text() == "mine\n"
+
+
 def test_out_under_a_read_only_place(squad_tiny, tiny_model_dir, capsys):
     _refused(["evaluate", "--data", str(squad_tiny), "--model", str(tiny_model_dir), "--out", "/proc/seal-run"],
              capsys, None, "/proc/seal-run: cannot create the run folder")

@@ -32,7 +32,6 @@ base.jsonl, rewards.jsonl (one record per inner-loop run), sft.jsonl, model/, do
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -452,13 +451,13 @@ def check_estep_source(cfg: RunConfig, data_sha: str | None) -> None:
     round-1 E-step settings equal `cfg`'s (seal.engine.restem.estep_differences)."""
     from seal.config import from_dict, load_yaml, to_dict
     from seal.engine.restem import estep_differences
-    from seal.runs import RunError
+    from seal.runs import RunError, read_manifest
 
     src = Path(cfg.restem.estep_from)
     try:
-        manifest = json.loads((src / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        raise RunError(f"restem.estep_from {src}: not a seal run folder ({e})") from None
+        manifest = read_manifest(src)
+    except RunError as e:
+        raise RunError(f"restem.estep_from {e}") from None
     if manifest.get("command") != "train":
         raise RunError(f"restem.estep_from {src}: is a '{manifest.get('command')}' run, not a 'train' run")
     saved = load_yaml(src / "config.yaml")
