@@ -339,7 +339,7 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
             "mean_reward": sum(vals) / len(vals) if vals else None,
             "frac_positive": sum(v > 0 for v in vals) / len(vals) if vals else None,
             "mean_kept_reward": sum(r for _, _, r in kept) / len(kept) if kept else None,
-            "n_unconfirmed_positive": sum(r is not None and r > 0 for k, r in rewards.items() if k not in confirmed),
+            "n_unconfirmed_positive": sum(r > 0 for k, r in rewards.items() if k not in confirmed),
             "reward_sd": sd(vals), "reward_quantiles": _quantiles(vals),
             "model_changed": bool(examples), "n_sft_examples": len(examples),
             "sft_tokens": sft_stats["tokens"][0] if sft_stats else 0,

@@ -85,25 +85,29 @@ def control_key(record: dict, reward_against: str, permutations: int) -> str | N
     return f"{record['passage_id']}/{control_tag(kind, record['train']['examples'], permutations)}/{record['seed']}"
 
 
+def own_and_control_means(records: list[dict], value) -> tuple[float | None, float | None]:
+    """The mean of `value(record)` over a self-edit's graded records (seeds stopped by racing
+    have no reward and count for nothing), and over its controls' among `records` (None: none)."""
+    graded = [r for r in records if r["reward"] is not None]
+    means = []
+    for control in (False, True):
+        vals = [value(r) for r in graded if is_control(r) == control]
+        means.append(sum(vals) / len(vals) if vals else None)
+    return means[0], means[1]
+
+
 def controlled_reward(records: list[dict]) -> float | None:
-    """The mean over inner-loop seeds (seeds stopped by racing have none) of a self-edit's gain
-    over the unadapted model, less the mean gain of its controls among `records` (the same
-    seeds; none: less nothing)."""
-    own = [r["reward"] for r in records if r["reward"] is not None and not is_control(r)]
-    if not own:
-        return None
-    ctrl = [r["reward"] for r in records if is_control(r) and r["reward"] is not None]
-    return sum(own) / len(own) - (sum(ctrl) / len(ctrl) if ctrl else 0.0)
+    """The mean over inner-loop seeds of a self-edit's gain over the unadapted model, less the
+    mean gain of its controls among `records` (the same seeds; none: less nothing)."""
+    own, ctrl = own_and_control_means(records, lambda r: r["reward"])
+    return None if own is None else own - (ctrl or 0.0)
 
 
 def logprob_over_control(records: list[dict]) -> float | None:
     """A self-edit's mean gold-answer log-prob after its update less its controls' (the same
     seeds, from the same records as `controlled_reward`); None without both."""
-    own = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and not is_control(r)]
-    ctrl = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and is_control(r)]
-    if not own or not ctrl:
-        return None
-    return sum(own) / len(own) - sum(ctrl) / len(ctrl)
+    own, ctrl = own_and_control_means(records, lambda r: r["metrics"]["logprob"])
+    return None if own is None or ctrl is None else own - ctrl
 
 
 @dataclass
@@ -253,9 +257,9 @@ class KnowledgeTask:
         seeds), which orders self-edits with equal rewards (`restem.tie_break logprob`)."""
         if self.cfg.restem.tie_break != "logprob":
             return None
-        vals = [r["metrics"]["logprob"] for r in records if r["reward"] is not None and not is_control(r)
-                and "logprob" in r.get("metrics", {})]
-        return sum(vals) / len(vals) if vals else None
+        own, _ = own_and_control_means([r for r in records if "logprob" in r.get("metrics", {})],
+                                       lambda r: r["metrics"]["logprob"])
+        return own
 
     @property
     def confirm(self):
