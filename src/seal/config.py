@@ -306,7 +306,8 @@ class ReSTEMConfig:
     passages_per_round: int = setting(8, ge=1)
     keep: str = setting("best-positive", choices=("best-positive", "all-positive", "top-fraction"))
     """Which sampled self-edits become SFT data: `best-positive` (the paper: the best one per
-    passage if its reward > 0), `all-positive`, or `top-fraction` (best `keep_fraction` of all)."""
+    passage if its reward > 0), `all-positive`, or `top-fraction` (best `keep_fraction` of all).
+    With `confirm`, each chooses among the self-edits it confirms only."""
     keep_fraction: float = setting(0.25, gt=0, le=1)
     tie_break: str = setting("logprob", choices=("logprob", "first"))
     """best-positive / top-fraction: how self-edits with equal rewards are ordered. `logprob`: by

@@ -337,7 +337,7 @@ def _check_setting(argv, name, value, inside, tmp, capsys):
             assert len(err.splitlines()) == 1 and name in err and "Traceback" not in err, (name, value, err)
     finally:
         torch.set_num_threads(threads)
-    capsys.readouterr()
+        capsys.readouterr()  # a failing example's output must not reach the next one's check
     assert not out.exists()
 
 
@@ -355,8 +355,32 @@ def test_every_setting_range_is_checked_before_the_model_loads(data, squad_tiny,
     name, value, inside = data.draw(_setting_value(_ranged(RunConfig)))
     _forbid_model_loading(monkeypatch, _reached_loading)
     command = "train" if name.startswith("restem.") else "evaluate"
-    argv = [command, "--data", str(squad_tiny), "--model", str(tiny_model_dir)]
+    argv = [command, "--data", str(squad_tiny), "--model", str(tiny_model_dir), *_NEEDS.get((name, value), ())]
     _check_setting(argv, name, value, inside, tmp_path_factory.mktemp("p"), capsys)
+
+
+_NEEDS = {("restem.confirm", "logprob"): ("--restem.reward_against", "permutations-control")}
+"""Values in range that another setting's default refuses, with what they need (a refusal of
+their own, tested where the setting is)."""
+
+
+def _choices():
+    from seal.config import RunConfig, leaf_settings
+    return [(n, c) for n, _, _, r in leaf_settings(RunConfig) if r and "choices" in r for c in r["choices"]
+            if c != "custom"]  # custom needs its template (tested above)
+
+
+@pytest.mark.parametrize("name,value", _choices())
+def test_every_choice_reaches_the_model(name, value, squad_tiny, tiny_model_dir, monkeypatch, tmp_path, capsys):
+    """Each documented choice of each setting is accepted as the drawn test above assumes, with
+    only what `_NEEDS` adds: a new cross-setting refusal shows here on every run, not on the
+    one draw in many that picks it."""
+    _forbid_model_loading(monkeypatch, _reached_loading)
+    command = "train" if name.startswith("restem.") else "evaluate"
+    argv = [command, "--data", str(squad_tiny), "--model", str(tiny_model_dir), *_NEEDS.get((name, value), ())]
+    with pytest.raises(_Loaded):
+        main(argv + [f"--{name}", value, "--out", str(tmp_path / "run")])
+    assert capsys.readouterr().err == ""
 
 
 @SETTINGS

@@ -22,6 +22,7 @@ def test_taken_estep_equals_a_computed_one_and_other_settings_are_refused(tiny_m
     assert main([*args, "--restem.keep_fraction", "0.25", "--out", str(src)]) == 0
     # the ablation: another M-step (twice the kept fraction), on src's E-step and computed afresh
     assert main([*args, "--restem.keep_fraction", "0.5", "--restem.estep_from", str(src), "--out", str(taken)]) == 0
+    assert f"this session (E-step taken from {src})" in capsys.readouterr().out
     assert main([*args, "--restem.keep_fraction", "0.5", "--out", str(fresh)]) == 0
 
     s, t, f = (d / "rounds/round_1" for d in (src, taken, fresh))
@@ -41,6 +42,9 @@ def test_taken_estep_equals_a_computed_one_and_other_settings_are_refused(tiny_m
     done = {d: json.loads((d / "done.json").read_text()) for d in (s, t, f)}
     assert done[t]["generator_check"]["after_minus_before"] == done[f]["generator_check"]["after_minus_before"]
     assert done[t]["kept_logprob_after"] == done[f]["kept_logprob_after"] != done[s]["kept_logprob_after"]
+    # the round says where its E-step came from, and does not call itself resumed
+    assert (done[t]["estep_from"], done[t]["resumed"]) == (str(src), False)
+    assert done[f]["estep_from"] is None and done[s]["estep_from"] is None
     logged = [r for r in read_jsonl(taken / "metrics.jsonl") if r.get("event") == "estep_from"]
     assert len(logged) == 1 and "rounds/round_1/rewards.jsonl" in logged[0]["files"]
     # a resumed run takes nothing again

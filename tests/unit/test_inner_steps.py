@@ -277,6 +277,20 @@ def test_generator_check_scores_both_generators_on_held_apart_passages(tiny_mode
     assert not (tmp_path / "refused").exists()
 
 
+def test_generator_check_sentence_counts_what_parses_to_nothing():
+    from seal.engine.restem import check_sentence
+
+    worse = {"mean": -0.2, "lo": -0.3, "hi": -0.1, "n": 16}
+    verdict, sentence = check_sentence(2, 16, "passage", worse, {"before": 1, "after": 5})
+    assert verdict == "worse than" and "still the next round's generator" in sentence
+    assert "5 of the new generator's 16 self-edits and 1 of the old one's parse to nothing" in sentence
+    level = {"mean": 0.01, "lo": -0.1, "hi": 0.12, "n": 16}
+    verdict, sentence = check_sentence(1, 16, "passage", level, {"before": 0, "after": 0})
+    assert verdict == "not distinguishable from" and "parse to nothing" not in sentence
+    assert check_sentence(1, 0, "task", {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 0}, {"before": 0, "after": 0}) == (
+        "not comparable with", "round 1: generator check: no held-apart task to compare")
+
+
 def test_closing_sentence_judges_by_the_reward_metric_and_names_the_control():
     from seal.knowledge.table import plain_summary
 

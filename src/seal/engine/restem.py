@@ -29,8 +29,9 @@ its departures from the paper. Departures common to both:
 
 Run folder: rounds/round_<t>/{samples.jsonl, base.jsonl (when the reward has a baseline),
 <task.job_file> (one record per inner-loop job, appended as each finishes), <task.selfedit_file>,
-sft.jsonl, model/, done.json}, final.json. A killed run restarted with the same --out skips every
-finished sample, baseline, group of inner-loop jobs and round.
+sft.jsonl, model/, done.json, estep_from.json (round 1, when restem.estep_from took its E-step)},
+final.json. A killed run restarted with the same --out skips every finished sample, baseline,
+group of inner-loop jobs and round.
 """
 
 from __future__ import annotations
@@ -225,7 +226,8 @@ def take_estep(src: Path, run_dir: Path, job_file: str, run_files: tuple[str, ..
     samples and its and the controls' records; the `after` side is the new model's, so it is not
     taken), and `run_files`, run-level files the E-step read (e.g. probes). A file `run_dir`
     already has is left alone, and a finished round 1 gets nothing, so a resumed run may call this
-    again. Returns the files written."""
+    again. `TAKEN` in round 1's folder names the source, so the round says its E-step was taken,
+    not resumed. Returns the files written."""
     s, d = Path(src) / "rounds" / "round_1", Path(run_dir) / "rounds" / "round_1"
     if not (s / "done.json").exists():
         raise RunError(f"{src}: has no finished round 1 (rounds/round_1/done.json) to take the E-step from")
@@ -243,7 +245,13 @@ def take_estep(src: Path, run_dir: Path, job_file: str, run_files: tuple[str, ..
         if a.exists() and not b.exists():
             write_jsonl(b, [r for r in read_jsonl(a) if wanted(r)])
             written.append(str(b.relative_to(run_dir)))
+    if written:
+        atomic_write_json(d / TAKEN, {"src": str(src), "files": written})
     return written
+
+
+TAKEN = "estep_from.json"
+"""In a round's folder: where its E-step was taken from (`take_estep`)."""
 
 
 def policy_folder(model_cfg: ModelConfig, run_dir: Path, rnd: int) -> str:
@@ -267,7 +275,9 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
     """One ReSTEM round, each step resumable where it stands. Returns (the policy after the
     M-step, None while it is still the base model; the round's done.json record)."""
     t0 = time.time()
-    resumed = (rdir / "samples.jsonl").exists()  # then `seconds` below covers only this session's part
+    taken = json.loads((rdir / TAKEN).read_text())["src"] if (rdir / TAKEN).exists() else None
+    # a resumed round, or one whose E-step was taken: `seconds` below covers only this session's part
+    resumed = (rdir / "samples.jsonl").exists() and taken is None
     backends = backends or Backends()
     contexts = task.round_contexts(rnd, s)
     unit = task.unit
@@ -352,6 +362,7 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
         info["generator_check"] = generator_check(task, s, rdir, rnd, held, before, after, seed)
     info["seconds"] = time.time() - t0
     info["resumed"] = resumed
+    info["estep_from"] = taken
     # the inner-loop jobs' own seconds, summed over every session that ran them (a resumed round's
     # `seconds` is only the last session's wall time)
     info["job_seconds"] = sum(r.get("seconds") or 0.0 for r in records.values())
@@ -361,7 +372,8 @@ def run_round(task: Task, s: Session, rdir: Path, rnd: int, policy, seed: int, m
           + (f" ({info['n_unconfirmed_positive']} positive unconfirmed by restem.confirm)"
              if info["n_unconfirmed_positive"] else "") + f", kept log-prob {_fmt(movement.get('kept_logprob_before'))} -> "
           f"{_fmt(movement.get('kept_logprob_after'))}, {info['seconds']:.0f} s"
-          + (" this session (resumed)" if resumed else "") + f"; inner-loop jobs {info['job_seconds']:.0f} s")
+          + (" this session (resumed)" if resumed else f" this session (E-step taken from {taken})" if taken else "")
+          + f"; inner-loop jobs {info['job_seconds']:.0f} s")
     for line in task.round_notes(rnd, info):
         print(line)
     if info.get("generator_check"):
@@ -398,9 +410,9 @@ def generator_check(task: Task, s: Session, rdir: Path, rnd: int, contexts: list
     """Is round `rnd`'s new generator worse than the one it started from? Both self-edits of each
     held-apart context are scored like the round's (same inner loop, seeds shared within a
     context, check.jsonl), and the paired reward difference (after - before) is bootstrapped over
-    the contexts where both parse. A self-edit that parses to nothing counts as reward 0 (no
-    update: no gain), so a generator that stops writing usable self-edits is not excused."""
-    from seal.stats import bootstrap_mean, interval_sign, paired_bootstrap
+    them all. A self-edit that parses to nothing counts as reward 0 (no update: no gain), so a
+    generator that stops writing usable self-edits is not excused, and the sentence counts them."""
+    from seal.stats import bootstrap_mean, paired_bootstrap
 
     baseline = saved_baseline(task, s, contexts, rdir / "check_base.jsonl")
     pairs = {c.id: [before[c.id], after[c.id]] for c in contexts}
@@ -412,18 +424,32 @@ def generator_check(task: Task, s: Session, rdir: Path, rnd: int, contexts: list
     b = [r.get((c.id, 0), 0.0) for c in contexts]
     a = [r.get((c.id, 1), 0.0) for c in contexts]
     diff = paired_bootstrap(a, b, seed=seed)
-    sign = interval_sign(diff["lo"], diff["hi"]) if diff["n"] else None
-    verdict = {1: "better than", -1: "worse than", 0: "not distinguishable from", None: "not comparable with"}[sign]
-    sentence = (f"round {rnd}: on {len(contexts)} held-apart {task.unit}s the new generator's self-edits earn "
-                f"{diff['mean']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] reward against those of the generator "
-                f"it started from: {verdict} it" + ("; it is still the next round's generator" if verdict ==
-                                                      "worse than" else "")) if diff["n"] else \
-        f"round {rnd}: generator check: no held-apart {task.unit} to compare"
+    unusable = {"before": sum((c.id, 0) in plan.unusable for c in contexts),
+                "after": sum((c.id, 1) in plan.unusable for c in contexts)}
+    verdict, sentence = check_sentence(rnd, len(contexts), task.unit, diff, unusable)
     return {"n_contexts": len(contexts), "before": bootstrap_mean(b, seed=seed), "after": bootstrap_mean(a, seed=seed),
             "after_minus_before": diff, "verdict": verdict,
-            "unusable": {"before": sum((c.id, 0) in plan.unusable for c in contexts),
-                         "after": sum((c.id, 1) in plan.unusable for c in contexts)},
-            "sentence": sentence}
+            "unusable": unusable, "sentence": sentence}
+
+
+def check_sentence(rnd: int, n: int, unit: str, diff: dict, unusable: dict[str, int]) -> tuple[str, str]:
+    """The generator check's verdict and its one-line report, from the paired difference `diff`
+    (after - before, seal.stats.paired_bootstrap) over `n` held-apart contexts and the count of
+    self-edits on each side that parse to nothing (a generator that learned to write nothing
+    usable says so)."""
+    from seal.stats import interval_sign
+
+    sign = interval_sign(diff["lo"], diff["hi"]) if diff["n"] else None
+    verdict = {1: "better than", -1: "worse than", 0: "not distinguishable from", None: "not comparable with"}[sign]
+    if not diff["n"]:
+        return verdict, f"round {rnd}: generator check: no held-apart {unit} to compare"
+    sentence = (f"round {rnd}: on {n} held-apart {unit}s the new generator's self-edits earn {diff['mean']:+.3f} "
+                f"[{diff['lo']:+.3f}, {diff['hi']:+.3f}] reward against those of the generator it started from: "
+                f"{verdict} it" + ("; it is still the next round's generator" if verdict == "worse than" else ""))
+    if unusable["before"] or unusable["after"]:
+        sentence += (f" ({unusable['after']} of the new generator's {n} self-edits and {unusable['before']} of the "
+                     f"old one's parse to nothing and count as reward 0)")
+    return verdict, sentence
 
 
 def selfedit_rewards(task: Task, plan: Plan, records: dict[str, dict], score=None) -> dict[tuple[str, int], float]:
