@@ -37,13 +37,12 @@ def recites(answer: str, passage_words: str, n: int) -> bool:
 
 def answers_by_row(records: list[dict], source: str) -> dict[str, dict[str, list[dict]]]:
     """{row: {passage id: [question records of every update in that row]}} from results.jsonl
-    records (key `row/passage id/index`)."""
+    records (each names its row, `condition`, and its `passage_id`)."""
     out: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for i, r in enumerate(records):
         try:
-            row, pid, _ = r["key"].rsplit("/", 2)
-            out[row][pid] += r["questions"]
-        except (KeyError, ValueError, TypeError) as e:
+            out[r["condition"]][r["passage_id"]] += r["questions"]
+        except (KeyError, TypeError) as e:
             raise SystemExit(f"{source}: record {i + 1}: not a table result ({e})") from None
     return out
 

@@ -354,9 +354,15 @@ def test_every_setting_range_is_checked_before_the_model_loads(data, squad_tiny,
     from seal.config import RunConfig
     name, value, inside = data.draw(_setting_value(_ranged(RunConfig)))
     _forbid_model_loading(monkeypatch, _reached_loading)
+    _check_setting(_argv(name, value, squad_tiny, tiny_model_dir), name, value, inside, tmp_path_factory.mktemp("p"),
+                   capsys)
+
+
+def _argv(name: str, value: str, squad_tiny, tiny_model_dir) -> list[str]:
+    """The command a setting belongs to (`train` for restem.*, else `evaluate`) on the tiny
+    fixture and model, with what `_NEEDS` adds for the value."""
     command = "train" if name.startswith("restem.") else "evaluate"
-    argv = [command, "--data", str(squad_tiny), "--model", str(tiny_model_dir), *_NEEDS.get((name, value), ())]
-    _check_setting(argv, name, value, inside, tmp_path_factory.mktemp("p"), capsys)
+    return [command, "--data", str(squad_tiny), "--model", str(tiny_model_dir), *_NEEDS.get((name, value), ())]
 
 
 _NEEDS = {("restem.confirm", "logprob"): ("--restem.reward_against", "permutations-control")}
@@ -376,10 +382,8 @@ def test_every_choice_reaches_the_model(name, value, squad_tiny, tiny_model_dir,
     only what `_NEEDS` adds: a new cross-setting refusal shows here on every run, not on the
     one draw in many that picks it."""
     _forbid_model_loading(monkeypatch, _reached_loading)
-    command = "train" if name.startswith("restem.") else "evaluate"
-    argv = [command, "--data", str(squad_tiny), "--model", str(tiny_model_dir), *_NEEDS.get((name, value), ())]
     with pytest.raises(_Loaded):
-        main(argv + [f"--{name}", value, "--out", str(tmp_path / "run")])
+        main(_argv(name, value, squad_tiny, tiny_model_dir) + [f"--{name}", value, "--out", str(tmp_path / "run")])
     assert capsys.readouterr().err == ""
 
 

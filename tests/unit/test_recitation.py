@@ -30,7 +30,7 @@ def _run(tmp, squad_tiny, rows: dict[str, list[tuple[str, float]]]):
     for row, answers in rows.items():
         for p in passages:
             first = " ".join(p.context.split()[:8])
-            recs.append({"key": f"{row}/{p.id}/0", "metrics": {},
+            recs.append({"key": f"{row}/{p.id}/0", "condition": row, "passage_id": p.id, "metrics": {},
                          "questions": [{"answer": first if a == "<words>" else a, "containment": c} for a, c in answers]})
     write_jsonl(tmp / "results.jsonl", recs)
     return passages
@@ -56,7 +56,8 @@ def test_a_table_the_data_does_not_match_is_refused_by_name(tmp_path, squad_tiny
     with pytest.raises(SystemExit, match="results.jsonl: not found"):
         main([str(tmp_path)])
     _run(tmp_path, squad_tiny, {"passage": [("<words>", 1.0)]})
-    write_jsonl(tmp_path / "results.jsonl", [{"key": "passage/nosuchid/0", "questions": []}])
+    write_jsonl(tmp_path / "results.jsonl", [{"key": "passage/nosuchid/0", "condition": "passage",
+                                              "passage_id": "nosuchid", "questions": []}])
     with pytest.raises(SystemExit, match="row 'passage' has passage nosuchid"):
         main([str(tmp_path)])
     write_jsonl(tmp_path / "results.jsonl", [{"metrics": {}}])

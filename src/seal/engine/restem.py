@@ -219,6 +219,10 @@ def estep_differences(mine: dict, theirs: dict, free: frozenset[str] = ESTEP_FRE
     return out
 
 
+TAKEN = "estep_from.json"
+"""In a round's folder: where its E-step was taken from (`take_estep`)."""
+
+
 def take_estep(src: Path, run_dir: Path, job_file: str, run_files: tuple[str, ...] = ()) -> list[str]:
     """Copy round 1's E-step from the run folder `src` into the run folder `run_dir` (whose
     settings the caller has checked with `estep_differences`): the samples, the unadapted
@@ -248,10 +252,6 @@ def take_estep(src: Path, run_dir: Path, job_file: str, run_files: tuple[str, ..
     if written:
         atomic_write_json(d / TAKEN, {"src": str(src), "files": written})
     return written
-
-
-TAKEN = "estep_from.json"
-"""In a round's folder: where its E-step was taken from (`take_estep`)."""
 
 
 def policy_folder(model_cfg: ModelConfig, run_dir: Path, rnd: int) -> str:
